@@ -1,0 +1,41 @@
+# The two commands a newcomer needs:  `make run`  and  `make test`.
+# Every target sets up what it needs itself (virtual environment, packages, database schema).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test lint typecheck pytest lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run everything on one machine: SQLite, the development portal, web and worker.
+run: $(STAMP)
+	$(BIN)/python -m b24app.devrun
+
+## Lint, type-check and run the whole test suite (SQLite; PostgreSQL too when TEST_DATABASE_URL is set).
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check b24app tests benchmarks migrations
+	$(BIN)/ruff format --check b24app tests benchmarks migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Re-pin the dependencies after editing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile -q --no-emit-index-url --no-emit-find-links --extra dev --strip-extras -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""b24app: finishes any PBX's calls in Bitrix24 telephony, for many portals at once.
+
+`create_app()` builds the Flask app from validated settings and registers each part; nothing
+runs at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from b24app import cli, db, health, logs
+from b24app.config import Settings, fill_development_defaults, load_settings
+from b24app.crypto import SecretBox
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app. Without `settings`, read and validate the environment."""
+    settings = settings or load_settings()
+    app = Flask(__name__, instance_path=settings.instance_path or None)
+    settings = fill_development_defaults(settings, Path(app.instance_path))
+    logs.configure(settings.log_level)
+
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        DATABASE_URL=settings.database_url or _default_sqlite_url(app),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    app.extensions["b24app.secrets"] = SecretBox(settings.fernet_keys)
+
+    db.init_app(app)
+    health.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _default_sqlite_url(app: Flask) -> str:
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(app.instance_path) / 'b24app.sqlite3'}"

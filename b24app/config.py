@@ -1,0 +1,156 @@
+"""Settings from the environment, validated once at start.
+
+The variable names are part of the external contract (PRODUCT.md). A wrong or missing value stops
+the process with a message naming the variable. In development (`B24APP_ENV=development`) missing
+secrets are generated once, kept in the instance folder so that restarts can still read the tokens
+they encrypted, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+DEV_CLIENT_ID = "local.b24app.dev"
+DEV_CLIENT_SECRET = "dev-secret-not-for-production"  # noqa: S105 - the development portal's app
+
+
+class ConfigError(RuntimeError):
+    """Raised when the environment cannot start the app; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "production", "testing"] = Field("production", alias="B24APP_ENV")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    secret_key: str | None = Field(None, alias="SECRET_KEY")
+    client_id: str | None = Field(None, alias="B24_CLIENT_ID")
+    client_secret: str | None = Field(None, alias="B24_CLIENT_SECRET")
+    oauth_server: str = Field("https://oauth.bitrix.info", alias="B24_OAUTH_SERVER")
+    public_url: str | None = Field(None, alias="PUBLIC_URL")
+    allow_local_portals: bool = Field(False, alias="B24APP_ALLOW_LOCAL_PORTALS")
+    encryption_keys: str | None = Field(None, alias="B24APP_ENCRYPTION_KEYS")
+    bx24_script_url: str = Field("//api.bitrix24.com/api/v1/", alias="B24APP_BX24_SCRIPT_URL")
+    http_timeout: float = Field(10.0, alias="B24APP_HTTP_TIMEOUT", gt=0, le=60)
+    log_level: str = Field("INFO", alias="B24APP_LOG_LEVEL")
+    instance_path: str | None = Field(None, alias="B24APP_INSTANCE_PATH")
+
+    @field_validator("oauth_server", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://example.com")
+        return value.rstrip("/")
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        if not keys:
+            raise ValueError("must list at least one key")
+        for index, key in enumerate(keys, start=1):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    f"key {index} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                    "make one with: python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'"
+                ) from None
+        return ",".join(keys)
+
+    @model_validator(mode="after")
+    def _required_outside_development(self) -> Settings:
+        if self.env != "production":
+            return self
+        required = {
+            "SECRET_KEY": self.secret_key,
+            "B24_CLIENT_ID": self.client_id,
+            "B24_CLIENT_SECRET": self.client_secret,
+            "PUBLIC_URL": self.public_url,
+            "B24APP_ENCRYPTION_KEYS": self.encryption_keys,
+        }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            raise ValueError(
+                "required outside development: "
+                + ", ".join(missing)
+                + " (set B24APP_ENV=development to run locally with generated secrets)"
+            )
+        return self
+
+    @property
+    def fernet_keys(self) -> list[str]:
+        """Encryption keys, newest first."""
+        return (self.encryption_keys or "").split(",")
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the environment (plus explicit overrides, used by tests)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "environment"
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def fill_development_defaults(settings: Settings, instance_path: Path) -> Settings:
+    """Give a development run the secrets it lacks, stored in the instance folder.
+
+    Generated once and reused, so tokens encrypted yesterday still decrypt today. Never used
+    outside development: production refuses to start without the real values.
+    """
+    if not settings.is_development:
+        return settings
+    store = instance_path / "dev-secrets.json"
+    saved: dict[str, str] = json.loads(store.read_text()) if store.exists() else {}
+    generated = {
+        "secret_key": saved.get("secret_key") or secrets.token_urlsafe(32),
+        "encryption_keys": saved.get("encryption_keys") or Fernet.generate_key().decode(),
+    }
+    if saved != generated:
+        instance_path.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(generated))
+        store.chmod(0o600)
+    updates: dict[str, object] = {}
+    for field, value in generated.items():
+        if not getattr(settings, field):
+            updates[field] = value
+            log.warning("development mode: %s not set, using one generated in %s", field, store)
+    if not settings.client_id:
+        updates.update(client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET)
+        log.warning("development mode: B24_CLIENT_ID not set, using the development portal's app")
+    if not settings.public_url:
+        updates["public_url"] = "http://127.0.0.1:5000"
+    return settings.model_copy(update=updates)

@@ -1,0 +1,64 @@
+"""Structured logging (structlog) that never writes a secret.
+
+Every event passes through `redact_secrets`, which masks values under secret-looking keys
+(tokens, keys, passwords) and `auth=` query parameters inside strings, so a careless
+`log.info(..., url=url)` cannot leak a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(
+    r"(token|secret|password|auth_id|refresh_id|authorization|pbx_key|api_key|^auth$|^code$)",
+    re.IGNORECASE,
+)
+SECRET_IN_TEXT = re.compile(
+    r"((?:auth|access_token|refresh_token|client_secret|code|AUTH_ID|REFRESH_ID)=)[^&\s\"']+",
+)
+MASK = "***"
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return SECRET_IN_TEXT.sub(rf"\1{MASK}", value)
+    if isinstance(value, dict):
+        return {k: MASK if SECRET_KEYS.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
+def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: (MASK if SECRET_KEYS.search(key) else redact(value)) for key, value in event.items()
+    }
+
+
+def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr; idempotent (tests build many apps)."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,190 @@
+"""Tables. Secrets are stored only encrypted (`*_encrypted` columns, see crypto.py).
+
+Names follow Bitrix24's own spelling (`member_id`, `client_endpoint`, `application_token`) so the
+code and the documentation read alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012
+
+
+class PortalStatus(enum.StrEnum):
+    """What state a portal is in, and so what its admin must do. Documented in the README."""
+
+    ACTIVE = "active"  # installed, tokens work
+    NEEDS_REAUTH = "needs_reauth"  # refresh token gone or rejected: open the app or re-authorise
+    PAYMENT_REQUIRED = "payment_required"  # the app's subscription on that portal has lapsed
+    ACCESS_DENIED = "access_denied"  # REST unavailable for the portal's plan or user
+    PORTAL_DELETED = "portal_deleted"  # the portal no longer exists / is closed
+    UNINSTALLED = "uninstalled"  # the app was removed; tokens erased, history kept
+
+
+class CallState(enum.StrEnum):
+    QUEUED = "queued"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class AppCredentials(Base):
+    """A further application's client id and secret (a portal's own local app)."""
+
+    __tablename__ = "app_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), unique=True)
+    client_secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Portal(Base):
+    """One Bitrix24 portal the app is (or was) installed on, keyed by `member_id`."""
+
+    __tablename__ = "portals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), unique=True)
+    domain: Mapped[str] = mapped_column(String(255))
+    client_endpoint: Mapped[str] = mapped_column(String(512))
+    server_endpoint: Mapped[str] = mapped_column(String(512))
+    client_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32), default=PortalStatus.ACTIVE)
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None]
+    refreshed_at: Mapped[datetime | None]
+    application_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(512), default="")
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    enterprise_limits: Mapped[bool] = mapped_column(Boolean, default=False)
+    installed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    uninstalled_at: Mapped[datetime | None]
+
+    settings: Mapped[PortalSettings] = relationship(
+        back_populates="portal", uselist=False, cascade="all, delete-orphan"
+    )
+
+
+class PortalSettings(Base):
+    """What the portal's admin chose on the settings page, plus the PBX key."""
+
+    __tablename__ = "portal_settings"
+
+    portal_id: Mapped[int] = mapped_column(
+        ForeignKey("portals.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str | None] = mapped_column(String(3))
+    add_to_chat: Mapped[bool] = mapped_column(Boolean, default=False)
+    fallback_user_id: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    pbx_key_encrypted: Mapped[str] = mapped_column(Text)
+    pbx_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    pbx_key_rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    portal: Mapped[Portal] = relationship(back_populates="settings")
+
+
+class ExtensionMapping(Base):
+    """The PBX extension → Bitrix24 user mapping of one portal."""
+
+    __tablename__ = "extension_mappings"
+    __table_args__ = (UniqueConstraint("portal_id", "extension"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"))
+    extension: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def new_public_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Call(Base):
+    """An ended call a PBX handed us, and its way to Bitrix24 (the outbox row)."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("portal_id", "idempotency_key"),
+        Index("ix_calls_due", "state", "next_attempt_at"),
+        Index("ix_calls_portal_created", "portal_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fields as the PBX sent them
+    state: Mapped[str] = mapped_column(String(16), default=CallState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    bitrix_call_id: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Bitrix24's answer
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    delivered_at: Mapped[datetime | None]

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real database (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
+an app built on it with migrations applied, and the development portal on a real port."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from b24app import create_app
+from b24app.cli import upgrade_database
+from b24app.config import Settings, load_settings
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_DATABASE_URL:
+        return
+    skip = pytest.mark.skip(reason="TEST_DATABASE_URL not set (make test on CI sets it)")
+    for item in items:
+        if "postgresql" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgresql: runs against TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh, empty database of each backend for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    yield from _postgres_schema(TEST_DATABASE_URL or "")
+
+
+def _postgres_schema(base_url: str) -> Iterator[str]:
+    """A private schema per test, so parallel runs on one database never meet."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def make_settings(database_url: str, tmp_path, **overrides: object) -> Settings:  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {
+        "B24APP_ENV": "testing",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-secret-key",
+        "B24_CLIENT_ID": "app.test.1",
+        "B24_CLIENT_SECRET": "test-client-secret",
+        "PUBLIC_URL": "http://127.0.0.1:5000",
+        "B24APP_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "B24APP_ALLOW_LOCAL_PORTALS": True,
+        "B24APP_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    values.update(overrides)
+    return load_settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
+    """The app on a migrated database."""
+    upgrade_database(database_url)
+    application = create_app(make_settings(database_url, tmp_path))
+    yield application
+    application.extensions["b24app.db"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask):  # type: ignore[no-untyped-def]
+    return app.test_client()
