@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 from b24app import create_app
 from b24app.cli import upgrade_database
 from b24app.config import Settings, load_settings
+from b24app.devportal.server import DevportalServer
+from b24app.devportal.state import DevState
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -64,8 +66,8 @@ def make_settings(database_url: str, tmp_path, **overrides: object) -> Settings:
         "B24APP_ENV": "testing",
         "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret-key",
-        "B24_CLIENT_ID": "app.test.1",
-        "B24_CLIENT_SECRET": "test-client-secret",
+        "B24_CLIENT_ID": TEST_CLIENT_ID,
+        "B24_CLIENT_SECRET": TEST_CLIENT_SECRET,
         "PUBLIC_URL": "http://127.0.0.1:5000",
         "B24APP_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "B24APP_ALLOW_LOCAL_PORTALS": True,
@@ -87,3 +89,34 @@ def app(database_url: str, tmp_path) -> Iterator[Flask]:  # type: ignore[no-unty
 @pytest.fixture
 def client(app: Flask):  # type: ignore[no-untyped-def]
     return app.test_client()
+
+
+TEST_CLIENT_ID = "app.test.1"
+TEST_CLIENT_SECRET = "test-client-secret"
+
+
+@pytest.fixture(scope="session")
+def devportal_server() -> Iterator[DevportalServer]:
+    server = DevportalServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def devportal(devportal_server: DevportalServer) -> DevportalServer:
+    """The development portal on a real port, with a fresh world for each test.
+
+    It knows our test application (TEST_CLIENT_ID) but has no portals yet.
+    """
+    fresh = DevState()
+    fresh.base_url = devportal_server.url
+    fresh.add_app(TEST_CLIENT_ID, TEST_CLIENT_SECRET)
+    devportal_server.state = fresh
+    devportal_server.app.extensions["devportal.state"] = fresh
+    return devportal_server
+
+
+@pytest.fixture
+def dev(devportal: DevportalServer) -> DevState:
+    """Shortcut to the fresh development-portal state."""
+    return devportal.state

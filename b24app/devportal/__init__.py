@@ -1,0 +1,25 @@
+"""The development portal: Bitrix24 cloud portals and their OAuth server, emulated from the
+reference documentation (../shared/reference/) so that b24app can be built and tested offline.
+
+Several portals live in one process, each at `{base}/p/{code}/` (its REST at `…/rest/`); the
+OAuth server is at `{base}/oauth/token/` and `{base}/rest/app.info/`; `/_dev/` is the inspection
+and fault-injection API used by tests, benchmarks and the shell page.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from b24app.devportal.state import DevState
+
+
+def create_devportal_app(state: DevState | None = None) -> Flask:
+    from b24app.devportal import inspect, methods, oauth, rest
+
+    methods.load_all()
+    app = Flask(__name__)
+    app.extensions["devportal.state"] = state or DevState()
+    app.register_blueprint(rest.bp)
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(inspect.bp)
+    return app

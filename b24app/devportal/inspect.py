@@ -1,0 +1,5 @@
+"""(being written)"""
+
+from flask import Blueprint
+
+bp = Blueprint("devportal_inspect", __name__, url_prefix="/_dev")

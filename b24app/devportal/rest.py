@@ -1,0 +1,132 @@
+"""`{portal}/rest/{method}[.json]`: what every REST request meets before its method runs.
+
+Order: the portal's address (302 after a domain change), injected faults, the request-rate bucket
+(limits.md; a `batch` is one request), the access token (NO_AUTH_FOUND / expired_token), the
+installation (PAYMENT_REQUIRED), then the method itself (dispatch.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, redirect, request
+
+from b24app.bitrix.encoding import unflatten
+from b24app.devportal.dispatch import envelope, execute
+from b24app.devportal.errors import RestError, system_error
+from b24app.devportal.state import AccessToken, DevPortal, DevState
+
+bp = Blueprint("devportal_rest", __name__)
+
+
+def state() -> DevState:
+    return current_app.extensions["devportal.state"]
+
+
+@bp.route("/p/<code>/rest/<path:name>", methods=["GET", "POST"])
+def rest(code: str, name: str) -> Response:
+    dev = state()
+    name = name.strip("/").removesuffix(".json")
+    portal = dev.find_portal(code)
+    if portal is None:
+        return _moved_or_missing(dev, code)
+    fault = _fault(portal)
+    if fault is not None:
+        return fault
+    params = request_params()
+    token_value = str(params.pop("auth", "") or "")
+    entry: dict[str, Any] = {
+        "ts": dev.now(),
+        "portal": portal.code,
+        "member_id": portal.member_id,
+        "http_method": request.method,
+        "method": name.lower(),
+        "params": params,
+    }
+    try:
+        if not portal.bucket.take(dev.now()):
+            raise system_error("QUERY_LIMIT_EXCEEDED")
+        token = authenticate(dev, portal, token_value)
+        entry.update(client_id=token.client_id, user_id=token.user_id)
+        result, time_info = execute(dev, portal, token, name, params)
+    except RestError as error:
+        entry.update(status=error.status, error=error.code)
+        dev.record(entry)
+        return json_response(error.body(), error.status)
+    entry.update(status=200, error=None)
+    dev.record(entry)
+    return json_response(envelope(result, time_info), 200)
+
+
+def authenticate(dev: DevState, portal: DevPortal, token_value: str) -> AccessToken:
+    """The access token must be one the OAuth server issued for this portal and still valid."""
+    if portal.deleted:
+        raise system_error("PORTAL_DELETED")
+    if portal.faults.rest_error:
+        raise system_error(portal.faults.rest_error)
+    token = dev.access_tokens.get(token_value) if token_value else None
+    if token is None or token.member_id != portal.member_id:
+        raise system_error("NO_AUTH_FOUND")
+    if token.expires_at <= dev.now():
+        raise system_error("expired_token")
+    installation = portal.installations.get(token.client_id)
+    if installation is None:
+        raise system_error("NO_AUTH_FOUND")
+    if installation.payment_expired:
+        raise system_error("PAYMENT_REQUIRED")
+    return token
+
+
+def request_params() -> dict[str, Any]:
+    """Parameters from the query string plus a form or JSON body (general-principles.md)."""
+    params: dict[str, Any] = unflatten(request.args.items(multi=True))
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if isinstance(body, dict):
+            params.update(body)
+    else:
+        params.update(unflatten(request.form.items(multi=True)))
+    return params
+
+
+def json_response(body: Any, status: int) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json"
+    )
+
+
+def _moved_or_missing(dev: DevState, code: str) -> Response:
+    """A portal that changed its address answers 302 to the new one (change-domen.md)."""
+    for portal in dev.portals.values():
+        if code in portal.old_codes:
+            target = request.full_path.replace(f"/p/{code}/", f"/p/{portal.code}/", 1)
+            return redirect(dev.base_url + target.rstrip("?"), code=302)  # type: ignore[return-value]
+    return json_response({"error": "NOT_FOUND", "error_description": "Portal not found"}, 404)
+
+
+def _fault(portal: DevPortal) -> Response | None:
+    faults = portal.faults
+    if faults.latency:
+        time.sleep(faults.latency)
+    if faults.outage == "503":
+        return Response("<html><body>503 Service Temporarily Unavailable</body></html>", 503)
+    if faults.outage == "timeout":
+        time.sleep(faults.timeout_sleep)
+        return Response("<html><body>504 Gateway Timeout</body></html>", 504)
+    if faults.outage == "reset":
+        _drop_connection()
+        return Response("", 500)
+    return None
+
+
+def _drop_connection() -> None:
+    """Close the client's socket without an answer, as a crashed server would."""
+    sock = request.environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
