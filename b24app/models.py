@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -155,6 +156,29 @@ class ExtensionMapping(Base):
     extension: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PortalThrottle(Base):
+    """The shared request schedule of one portal (GCRA), kept apart from `portals` so that
+    taking a request slot never waits for a token refresh holding the portal row."""
+
+    __tablename__ = "portal_throttle"
+
+    portal_id: Mapped[int] = mapped_column(
+        ForeignKey("portals.id", ondelete="CASCADE"), primary_key=True
+    )
+    theoretical_arrival: Mapped[float] = mapped_column(Float, default=0.0)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class OAuthState(Base):
+    """A one-time `state` of the authorization-code flow (re-authorising a portal)."""
+
+    __tablename__ = "oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
 
 
 def new_public_id() -> str:

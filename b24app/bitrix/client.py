@@ -1,0 +1,261 @@
+"""The one way b24app calls a portal's REST API.
+
+Every call: refuses portals that are not active; refreshes a token known to be expired (single
+flight, tokens.py); waits for the portal's shared throttle slot (throttle.py); POSTs JSON with
+`auth` in the body (never in the URL), without following redirects; then reacts to the answer:
+- 302/301/307/308: the portal changed its address (change-domen.md); the new address is
+  checked, stored, and the call re-sent as a POST;
+- `expired_token` (or NO_AUTH_FOUND): refresh once and repeat the call once;
+- `QUERY_LIMIT_EXCEEDED`: block the portal's schedule for a while and retry with backoff;
+- `OPERATION_TIME_LIMIT`: RateLimited with the documented `operating_reset_at`;
+- PAYMENT_REQUIRED, PORTAL_DELETED, ACCESS_DENIED: the portal's status says what to do, and
+  calls stop until then.
+The official `b24pysdk` was considered for this layer; see docs/architecture.md for why not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from flask import Flask, current_app
+
+from b24app.bitrix import throttle as throttle_mod
+from b24app.bitrix import tokens
+from b24app.bitrix.encoding import to_query
+from b24app.bitrix.errors import (
+    BitrixError,
+    PortalUnavailable,
+    RateLimited,
+    TransportError,
+    UnsafeAddress,
+)
+from b24app.bitrix.oauth import OAuthServer
+from b24app.bitrix.safety import check_portal_url
+from b24app.db import Database, get_db
+from b24app.logs import get_logger
+from b24app.models import Portal, PortalStatus, utcnow
+from b24app.portals import store
+
+log = get_logger(__name__)
+
+USER_AGENT = "b24app/0.1 (+telephony integration)"
+MAX_REDIRECTS = 3
+QUERY_LIMIT_RETRIES = 3
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+# REST errors that mean "stop calling this portal until its admin acts" (system-errors.md).
+PORTAL_ERRORS = {
+    "PAYMENT_REQUIRED": (
+        PortalStatus.PAYMENT_REQUIRED,
+        "The application's paid period has expired on this portal; renew the payment.",
+    ),
+    "PORTAL_DELETED": (PortalStatus.PORTAL_DELETED, "The portal was deleted or closed."),
+    "ACCESS_DENIED": (
+        PortalStatus.ACCESS_DENIED,
+        "REST API access is denied for this portal (plan or permissions).",
+    ),
+}
+REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND")
+
+
+@dataclass
+class BatchResult:
+    """`batch`'s answer: each command's result or error by its key (batch.md)."""
+
+    result: dict[str, Any]
+    errors: dict[str, BitrixError]
+    total: dict[str, Any] = field(default_factory=dict)
+    time: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Snapshot:
+    portal_id: int
+    member_id: str
+    endpoint: str
+    access_token: str
+    expired: bool
+    limits: throttle_mod.Limits
+
+
+class PortalClient:
+    """Calls one portal, identified by `member_id`."""
+
+    def __init__(self, member_id: str, *, app: Flask | None = None) -> None:
+        self.app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        settings = self.app.config["SETTINGS"]
+        self.member_id = member_id
+        self.db: Database = get_db(self.app)
+        self.oauth = OAuthServer(settings.oauth_server, timeout=settings.http_timeout)
+        self.throttle = throttle_mod.Throttle(self.db)
+        self.timeout = settings.http_timeout
+        self.allow_local = settings.allow_local_portals
+        self.http = requests.Session()
+        self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+
+    # --- public ------------------------------------------------------------------------------
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call `method`; return the whole success envelope (`result`, `time`, `total`, …)."""
+        with self.app.app_context():
+            return self._call(method, params or {})
+
+    def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self.call(method, params)["result"]
+
+    def batch(
+        self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False
+    ) -> BatchResult:
+        """Up to 50 commands in one request; `$result[key][FIELD]` may refer to earlier ones."""
+        if not 0 < len(commands) <= 50:
+            raise ValueError("a batch holds 1 to 50 commands")
+        cmd = {key: f"{method}?{to_query(params)}" for key, (method, params) in commands.items()}
+        envelope = self.call("batch", {"halt": int(halt), "cmd": cmd})
+        inner = envelope.get("result") or {}
+        errors = {
+            key: BitrixError(str(e.get("error")), str(e.get("error_description") or ""))
+            for key, e in _as_dict(inner.get("result_error")).items()
+        }
+        return BatchResult(
+            result=_as_dict(inner.get("result")),
+            errors=errors,
+            total=_as_dict(inner.get("result_total")),
+            time=_as_dict(inner.get("result_time")),
+        )
+
+    # --- one call, with its reactions ---------------------------------------------------------
+    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        snap = self._snapshot()
+        token = snap.access_token
+        if snap.expired:
+            token = tokens.refresh(self.db, self.oauth, self.member_id, token)
+        refreshed = False
+        redirects = 0
+        limit_retries = 0
+        while True:
+            self.throttle.wait(snap.portal_id, snap.limits)
+            response = self._post(snap.endpoint, method, params, token)
+            if response.status_code in REDIRECT_CODES and redirects < MAX_REDIRECTS:
+                redirects += 1
+                snap.endpoint = self._moved(method, response)
+                continue
+            body = _json(response)
+            if response.status_code == 200 and "error" not in body and "result" in body:
+                return body
+            error = BitrixError.from_response(response.status_code, body)
+            log.info("bitrix error", member_id=self.member_id, method=method, error=error.code)
+            if error.code in REFRESH_ERRORS and not refreshed:
+                refreshed = True
+                token = tokens.refresh(self.db, self.oauth, self.member_id, token)
+                continue
+            if error.code == "QUERY_LIMIT_EXCEEDED":
+                limit_retries += 1
+                retry_at = time.time() + 2.0**limit_retries
+                self.throttle.block(snap.portal_id, retry_at)
+                if limit_retries <= QUERY_LIMIT_RETRIES:
+                    continue
+                raise RateLimited(error.code, error.description, retry_at)
+            if error.code == "OPERATION_TIME_LIMIT":
+                reset_at = body.get("operating_reset_at") or time.time() + 60
+                raise RateLimited(error.code, error.description, float(reset_at))
+            self._react(error)
+            raise error
+
+    def _post(
+        self, endpoint: str, method: str, params: dict[str, Any], token: str
+    ) -> requests.Response:
+        url = f"{endpoint}{method}.json"
+        try:
+            return self.http.post(
+                url, json={**params, "auth": token}, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.Timeout:
+            raise TransportError(
+                f"{method}: no answer in {self.timeout}s", timed_out=True
+            ) from None
+        except requests.RequestException as exc:
+            raise TransportError(f"{method}: {type(exc).__name__}") from None
+
+    # --- portal state ---------------------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        with self.db.read() as session:
+            portal = store.find_portal(session, self.member_id)
+            if portal is None:
+                raise PortalUnavailable("unknown", f"no portal {self.member_id}")
+            if portal.status != PortalStatus.ACTIVE:
+                raise PortalUnavailable(portal.status, portal.status_detail or "")
+            pair = store.read_tokens(portal)
+            if pair is None:
+                raise PortalUnavailable(PortalStatus.NEEDS_REAUTH, "no tokens stored")
+            return _Snapshot(
+                portal_id=portal.id,
+                member_id=portal.member_id,
+                endpoint=portal.client_endpoint,
+                access_token=pair.access_token,
+                expired=pair.expires_at <= utcnow() + tokens.LEEWAY,
+                limits=throttle_mod.ENTERPRISE
+                if portal.enterprise_limits
+                else throttle_mod.STANDARD,
+            )
+
+    def _moved(self, method: str, response: requests.Response) -> str:
+        """Store the portal's new address (change-domen.md) and return its REST endpoint."""
+        location = urljoin(response.url, response.headers.get("Location", ""))
+        suffix = f"{method}.json"
+        base = location.split("?", 1)[0]
+        if not base.endswith(suffix):
+            raise BitrixError("BAD_REDIRECT", "the portal redirected somewhere unexpected")
+        endpoint = base[: -len(suffix)]
+        try:
+            endpoint = check_portal_url(endpoint, allow_local=self.allow_local)
+        except UnsafeAddress as exc:
+            raise BitrixError("BAD_REDIRECT", str(exc)) from None
+        with self.db.write() as session:
+            portal = store.find_portal(session, self.member_id, for_update=True)
+            if portal is not None:
+                portal.client_endpoint = endpoint
+                _update_domain(portal, endpoint)
+        log.info("portal moved", member_id=self.member_id, endpoint=endpoint)
+        return endpoint
+
+    def _react(self, error: BitrixError) -> None:
+        """Errors that need the admin: record the portal's new status."""
+        if error.code not in PORTAL_ERRORS:
+            return
+        status, detail = PORTAL_ERRORS[error.code]
+        with self.db.write() as session:
+            portal = store.find_portal(session, self.member_id, for_update=True)
+            if portal is not None:
+                store.set_status(portal, status, detail)
+        raise PortalUnavailable(status, detail) from error
+
+
+def _limits(portal: Portal) -> throttle_mod.Limits:
+    return throttle_mod.ENTERPRISE if portal.enterprise_limits else throttle_mod.STANDARD
+
+
+def _update_domain(portal: Portal, endpoint: str) -> None:
+    """On Bitrix24 cloud the REST endpoint is https://{domain}/rest/; keep `domain` in step."""
+    parts = urlsplit(endpoint)
+    if parts.path == "/rest/":
+        portal.domain = parts.netloc
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """batch.md: empty maps come back as `[]`; lists (cmd given as a list) keyed by position."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}

@@ -1,0 +1,143 @@
+"""The OAuth server (`B24_OAUTH_SERVER`): token grants and "whose token is this?".
+
+Tokens are always checked and refreshed here, never at an address a request merely names: the
+OAuth server is a fixed, configured host. Grants go through Authlib; `app.info` is one plain POST
+(the token travels in the body, never in a URL we write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from authlib.integrations.base_client.errors import OAuthError as AuthlibOAuthError
+from authlib.integrations.requests_client import OAuth2Session
+
+from b24app.bitrix.errors import BitrixError, OAuthError, TransportError
+from b24app.portals.store import TokenPair, expires_at
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """The OAuth server's answer to app.info (digest §12)."""
+
+    client_id: str
+    user_id: int | None
+    scope: str
+    installed: bool
+    member_id: str
+    domain: str
+    client_endpoint: str
+    status: str
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    tokens: TokenPair
+    member_id: str
+    client_endpoint: str
+    server_endpoint: str
+    scope: str
+    user_id: int | None
+
+
+class OAuthServer:
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/oauth/token/"
+
+    def app_info(self, access_token: str) -> AppInfo:
+        """Ask which app, portal and user `access_token` belongs to. BitrixError if none."""
+        try:
+            response = requests.post(
+                f"{self.base_url}/rest/app.info/",
+                data={"auth": access_token},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise TransportError(f"OAuth server unreachable: {type(exc).__name__}") from None
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body.get("result"), dict):
+            raise BitrixError.from_response(response.status_code, body)
+        result = body["result"]
+        install = result.get("install") or {}
+        return AppInfo(
+            client_id=str(result.get("client_id") or ""),
+            user_id=_int_or_none(result.get("user_id")),
+            scope=str(result.get("scope") or ""),
+            installed=bool(install.get("installed")),
+            member_id=str(install.get("member_id") or ""),
+            domain=str(install.get("domain") or ""),
+            client_endpoint=str(install.get("client_endpoint") or ""),
+            status=str(install.get("status") or ""),
+        )
+
+    def refresh(self, client_id: str, client_secret: str, refresh_token: str) -> GrantResult:
+        """Trade a refresh token for a new pair (the old refresh token is then dead)."""
+        session = self._session(client_id, client_secret)
+        return self._grant(
+            lambda: session.refresh_token(
+                self.token_url, refresh_token=refresh_token, timeout=self.timeout
+            )
+        )
+
+    def exchange_code(self, client_id: str, client_secret: str, code: str) -> GrantResult:
+        """Step 2 of the authorization-code flow (settings/oauth/index.md)."""
+        session = self._session(client_id, client_secret)
+        return self._grant(
+            lambda: session.fetch_token(
+                self.token_url, grant_type="authorization_code", code=code, timeout=self.timeout
+            )
+        )
+
+    def _session(self, client_id: str, client_secret: str) -> OAuth2Session:
+        return OAuth2Session(
+            client_id,
+            client_secret,
+            token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+        )
+
+    def _grant(self, request: Any) -> GrantResult:
+        try:
+            token = request()
+        except AuthlibOAuthError as exc:
+            raise OAuthError(str(exc.error), str(exc.description or "")) from None
+        except requests.RequestException as exc:
+            raise TransportError(f"OAuth server unreachable: {type(exc).__name__}") from None
+        except ValueError:
+            raise OAuthError("invalid_response", "the OAuth server did not answer JSON") from None
+        if not token.get("access_token") or not token.get("refresh_token"):
+            raise OAuthError("invalid_response", "no token pair in the OAuth server's answer")
+        return GrantResult(
+            tokens=TokenPair(
+                token["access_token"],
+                token["refresh_token"],
+                expires_at(token.get("expires_in", 3600)),
+            ),
+            member_id=str(token.get("member_id") or ""),
+            client_endpoint=str(token.get("client_endpoint") or ""),
+            server_endpoint=str(token.get("server_endpoint") or ""),
+            scope=str(token.get("scope") or ""),
+            user_id=_int_or_none(token.get("user_id")),
+        )
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,105 @@
+"""`POST /events`: Bitrix24's lifecycle events (api-reference/common/events/on-app-*.md).
+
+Bodies are form-encoded with bracketed keys (`auth[application_token]`), see bitrix/encoding.py.
+- ONAPPINSTALL and ONAPPUPDATE carry a full `auth`: verified with the OAuth server like an
+  install; ONAPPUPDATE brings the new `application_token`. Their tokens are kept only when the
+  portal has none that work (a delayed event must not overwrite a pair we already rotated).
+- ONAPPUNINSTALL carries no token: only `application_token`, compared in constant time with the
+  one we keep (api-reference/events/safe-event-handlers.md).
+Anything forged or unknown changes nothing, is logged, and gets 403; unknown event types 200.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from b24app.bitrix.encoding import unflatten
+from b24app.db import get_db
+from b24app.install.verification import InstallRefused, verify_token
+from b24app.logs import get_logger
+from b24app.models import PortalStatus
+from b24app.portals import store
+
+log = get_logger(__name__)
+bp = Blueprint("events", __name__)
+
+
+@bp.post("/events")
+def receive() -> ResponseReturnValue:
+    payload = unflatten(request.form.items(multi=True))
+    event = str(payload.get("event", "")).upper()
+    raw_auth = payload.get("auth")
+    auth: dict[str, Any] = raw_auth if isinstance(raw_auth, dict) else {}
+    member_id = str(auth.get("member_id") or "")
+    if event == "ONAPPUNINSTALL":
+        return _uninstall(member_id, str(auth.get("application_token") or ""))
+    if event in ("ONAPPINSTALL", "ONAPPUPDATE"):
+        return _install_or_update(event, member_id, auth)
+    log.info("event ignored", event_name=event[:64], member_id=member_id[:64])
+    return jsonify(status="ignored")
+
+
+def _uninstall(member_id: str, presented: str) -> ResponseReturnValue:
+    with get_db().write() as session:
+        portal = store.find_portal(session, member_id, for_update=True) if member_id else None
+        stored = store.application_token(portal) if portal else None
+        if portal is None or not stored or not secrets.compare_digest(stored, presented):
+            log.warning("forged or unknown ONAPPUNINSTALL refused", member_id=member_id[:64])
+            return _forbidden()
+        store.mark_uninstalled(portal)
+    log.info("uninstalled", member_id=member_id)
+    return jsonify(status="uninstalled")
+
+
+def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> ResponseReturnValue:
+    settings = current_app.config["SETTINGS"]
+    try:
+        with get_db().write() as session:
+            verified = verify_token(
+                session,
+                settings,
+                access_token=str(auth.get("access_token") or ""),
+                member_id=member_id,
+                domain=str(auth.get("domain") or "") or None,
+            )
+            portal = store.find_portal(session, member_id, for_update=True)
+            keep_tokens = bool(
+                portal and portal.status == PortalStatus.ACTIVE and store.read_tokens(portal)
+            )
+            store.save_installation(session, _facts(verified, auth, settings, keep_tokens))
+    except InstallRefused as refusal:
+        log.warning("event refused", event_name=event, reason=str(refusal), member_id=member_id)
+        return _forbidden()
+    log.info("event accepted", event_name=event, member_id=member_id)
+    return jsonify(status="ok")
+
+
+def _facts(
+    verified: Any, auth: dict[str, Any], settings: Any, keep_tokens: bool
+) -> store.Installation:
+    tokens = None
+    if not keep_tokens and auth.get("refresh_token"):
+        tokens = store.TokenPair(
+            str(auth["access_token"]),
+            str(auth["refresh_token"]),
+            store.expires_at(int(auth.get("expires_in") or 3600)),
+        )
+    return store.Installation(
+        member_id=verified.info.member_id,
+        domain=verified.info.domain,
+        client_endpoint=verified.client_endpoint,
+        server_endpoint=f"{settings.oauth_server}/rest/",
+        client_id=verified.info.client_id,
+        scope=verified.info.scope,
+        user_id=verified.info.user_id,
+        tokens=tokens,
+        application_token=str(auth.get("application_token") or "") or None,
+    )
+
+
+def _forbidden() -> ResponseReturnValue:
+    return jsonify(status="refused"), 403

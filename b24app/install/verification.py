@@ -1,0 +1,64 @@
+"""Proving that an install or event really comes from Bitrix24, by asking the OAuth server.
+
+A request that claims "portal X installed us, here is a token" is checked with the OAuth server's
+`app.info` (digest §12): the token must belong to one of our client ids and to the claimed
+`member_id` and domain. The portal address we store is the one the OAuth server reports, and it
+must pass the address rules of bitrix/safety.py. Nothing is stored before this succeeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from b24app.bitrix.errors import BitrixError, UnsafeAddress
+from b24app.bitrix.oauth import AppInfo, OAuthServer
+from b24app.bitrix.safety import check_portal_url
+from b24app.config import Settings
+from b24app.models import AppCredentials
+
+
+class InstallRefused(Exception):
+    """Why a claimed install or event was not accepted (safe to show; no secrets inside)."""
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    info: AppInfo
+    client_endpoint: str
+
+
+def oauth_server(settings: Settings) -> OAuthServer:
+    return OAuthServer(settings.oauth_server, timeout=settings.http_timeout)
+
+
+def known_client_ids(session: Session, settings: Settings) -> set[str]:
+    ids = set(session.scalars(select(AppCredentials.client_id)))
+    if settings.client_id:
+        ids.add(settings.client_id)
+    return ids
+
+
+def verify_token(
+    session: Session, settings: Settings, *, access_token: str, member_id: str, domain: str | None
+) -> VerifiedToken:
+    """Check `access_token` with the OAuth server against the claimed portal."""
+    if not access_token:
+        raise InstallRefused("no access token")
+    try:
+        info = oauth_server(settings).app_info(access_token)
+    except BitrixError as error:
+        raise InstallRefused(f"the OAuth server did not accept the token ({error.code})") from None
+    if info.client_id not in known_client_ids(session, settings):
+        raise InstallRefused("the token belongs to an application we do not know")
+    if info.member_id != member_id:
+        raise InstallRefused("the token belongs to another portal (member_id)")
+    if domain is not None and info.domain.lower() != domain.lower():
+        raise InstallRefused("the token belongs to another portal (domain)")
+    try:
+        endpoint = check_portal_url(info.client_endpoint, allow_local=settings.allow_local_portals)
+    except UnsafeAddress as exc:
+        raise InstallRefused(f"portal address refused: {exc}") from None
+    return VerifiedToken(info, endpoint)

@@ -1,0 +1,1 @@
+"""Portals: the installation store (tokens, status), their settings, PBX keys and mappings."""

@@ -1,0 +1,150 @@
+"""The installation store: who is installed where, with which tokens, in which state.
+
+Secrets (tokens, application_token, client secrets) are encrypted here and nowhere else; the
+rest of the code asks the store for plaintext when it needs it. Token *refresh* is not here: it
+lives in bitrix/tokens.py with its locking rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from b24app.config import Settings
+from b24app.crypto import SecretBox
+from b24app.models import AppCredentials, Portal, PortalSettings, PortalStatus, utcnow
+from b24app.portals import pbx_keys
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Facts about one install, already verified with the OAuth server."""
+
+    member_id: str
+    domain: str
+    client_endpoint: str
+    server_endpoint: str
+    client_id: str
+    scope: str
+    user_id: int | None
+    tokens: TokenPair | None
+    application_token: str | None
+
+
+def secret_box() -> SecretBox:
+    return current_app.extensions["b24app.secrets"]
+
+
+def app_settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def find_portal(session: Session, member_id: str, *, for_update: bool = False) -> Portal | None:
+    query = select(Portal).where(Portal.member_id == member_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def client_secret_for(session: Session, client_id: str) -> str | None:
+    """The secret of one of our applications: the main one or one added with `apps add`."""
+    settings = app_settings()
+    if client_id == settings.client_id:
+        return settings.client_secret
+    row = session.scalars(
+        select(AppCredentials).where(AppCredentials.client_id == client_id)
+    ).one_or_none()
+    return secret_box().decrypt(row.client_secret_encrypted) if row else None
+
+
+def save_installation(session: Session, facts: Installation) -> Portal:
+    """Create or update the portal from a verified install. A reinstall keeps its settings."""
+    box = secret_box()
+    portal = find_portal(session, facts.member_id, for_update=True)
+    if portal is None:
+        portal = Portal(member_id=facts.member_id)
+        session.add(portal)
+    portal.domain = facts.domain
+    portal.client_endpoint = facts.client_endpoint
+    portal.server_endpoint = facts.server_endpoint
+    portal.client_id = facts.client_id
+    portal.scope = facts.scope
+    portal.user_id = facts.user_id
+    if facts.tokens:
+        store_tokens(portal, facts.tokens)
+        set_status(portal, PortalStatus.ACTIVE)
+        portal.uninstalled_at = None
+    elif portal.id is None:
+        set_status(portal, PortalStatus.NEEDS_REAUTH, "Installed without tokens; open the app.")
+    if facts.application_token:
+        portal.application_token_encrypted = box.encrypt(facts.application_token)
+    if portal.settings is None:
+        portal.settings = new_settings()
+    session.flush()
+    return portal
+
+
+def new_settings() -> PortalSettings:
+    key = pbx_keys.generate()
+    box = secret_box()
+    return PortalSettings(
+        pbx_key_encrypted=box.encrypt(key),
+        pbx_key_hash=box.lookup_hash(key),
+        pbx_key_rotated_at=utcnow(),
+    )
+
+
+def store_tokens(portal: Portal, tokens: TokenPair) -> None:
+    box = secret_box()
+    portal.access_token_encrypted = box.encrypt(tokens.access_token)
+    portal.refresh_token_encrypted = box.encrypt(tokens.refresh_token)
+    portal.access_expires_at = tokens.expires_at
+    portal.refreshed_at = utcnow()
+
+
+def read_tokens(portal: Portal) -> TokenPair | None:
+    if not (portal.access_token_encrypted and portal.refresh_token_encrypted):
+        return None
+    box = secret_box()
+    return TokenPair(
+        box.decrypt(portal.access_token_encrypted),
+        box.decrypt(portal.refresh_token_encrypted),
+        portal.access_expires_at or utcnow(),
+    )
+
+
+def application_token(portal: Portal) -> str | None:
+    if not portal.application_token_encrypted:
+        return None
+    return secret_box().decrypt(portal.application_token_encrypted)
+
+
+def set_status(portal: Portal, status: PortalStatus, detail: str | None = None) -> None:
+    portal.status = status
+    portal.status_detail = detail
+
+
+def mark_uninstalled(portal: Portal) -> None:
+    """The app was removed: tokens erased, PBX key dead (status), call history kept."""
+    portal.status = PortalStatus.UNINSTALLED
+    portal.status_detail = "The application was uninstalled from the portal."
+    portal.access_token_encrypted = None
+    portal.refresh_token_encrypted = None
+    portal.access_expires_at = None
+    portal.application_token_encrypted = None
+    portal.uninstalled_at = utcnow()
+
+
+def expires_at(expires_in: int | float) -> datetime:
+    return utcnow() + timedelta(seconds=float(expires_in))
