@@ -8,6 +8,7 @@ import click
 from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -24,7 +25,7 @@ def upgrade_database(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-@click.group("db")
+@click.group(cls=AppGroup, name="db")
 def db_group() -> None:
     """Database schema."""
 
@@ -38,4 +39,7 @@ def db_upgrade(revision: str) -> None:
 
 
 def init_app(app: Flask) -> None:
+    from b24app.portals import cli as portals_cli
+
     app.cli.add_command(db_group)
+    portals_cli.init_app(app)

@@ -4,22 +4,28 @@ an app built on it with migrations applied, and the development portal on a real
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
 
 from b24app import create_app
 from b24app.cli import upgrade_database
 from b24app.config import Settings, load_settings
+from b24app.devportal.install_driver import InstallDriver
 from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevState
+from b24app.devportal.state import DevPortal, DevState
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_CLIENT_ID = "app.test.1"
+TEST_CLIENT_SECRET = "test-client-secret"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
@@ -91,10 +97,6 @@ def client(app: Flask):  # type: ignore[no-untyped-def]
     return app.test_client()
 
 
-TEST_CLIENT_ID = "app.test.1"
-TEST_CLIENT_SECRET = "test-client-secret"
-
-
 @pytest.fixture(scope="session")
 def devportal_server() -> Iterator[DevportalServer]:
     server = DevportalServer().start()
@@ -120,3 +122,53 @@ def devportal(devportal_server: DevportalServer) -> DevportalServer:
 def dev(devportal: DevportalServer) -> DevState:
     """Shortcut to the fresh development-portal state."""
     return devportal.state
+
+
+class _Deferred:
+    """A WSGI app whose target is set after the server knows its port (PUBLIC_URL needs it)."""
+
+    app: Flask | None = None
+
+    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+@dataclass
+class LiveApp:
+    """Our app on a real port, configured against the development portal."""
+
+    app: Flask
+    url: str
+    driver: InstallDriver
+    dev: DevState
+
+    def install(self, code: str = "alpha", **portal_options: object) -> DevPortal:
+        """Install the app on a new development portal exactly as Bitrix24 does."""
+        portal = self.dev.add_portal(code, **portal_options)  # type: ignore[arg-type]
+        response = self.driver.open_installer(portal, TEST_CLIENT_ID)
+        assert response.status_code == 200, response.text
+        self.driver.finish_install(portal, TEST_CLIENT_ID)
+        return portal
+
+
+@pytest.fixture
+def live_app(database_url: str, tmp_path, devportal: DevportalServer) -> Iterator[LiveApp]:  # type: ignore[no-untyped-def]
+    """Our app served by a threaded server, PUBLIC_URL its own address, OAuth at the devportal."""
+    target = _Deferred()
+    server = make_server("127.0.0.1", 0, target, threaded=True)
+    url = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+    upgrade_database(database_url)
+    application = create_app(
+        make_settings(database_url, tmp_path, PUBLIC_URL=url, B24_OAUTH_SERVER=devportal.url)
+    )
+    target.app = application
+    registered = devportal.state.apps[TEST_CLIENT_ID]  # the app card's URLs
+    registered.handler_url = f"{url}/events"
+    registered.redirect_uri = f"{url}/oauth/callback"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield LiveApp(application, url, InstallDriver(devportal.state, url), devportal.state)
+    server.shutdown()
+    server.server_close()
+    application.extensions["b24app.db"].dispose()

@@ -1,0 +1,247 @@
+"""Admin commands for portals, app credentials and keys (PRODUCT.md, "Admin command line")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from b24app.bitrix import tokens
+from b24app.bitrix.errors import BitrixError
+from b24app.db import get_db
+from b24app.install.reauthorize import authorization_url
+from b24app.install.verification import oauth_server
+from b24app.models import AppCredentials, Portal, PortalStatus, utcnow
+from b24app.portals import mapping, pbx_keys, store
+from b24app.portals import settings as portal_settings
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _portal_or_fail(session: Session, member_id: str, *, for_update: bool = False) -> Portal:
+    portal = store.find_portal(session, member_id, for_update=for_update)
+    if portal is None:
+        _fail(f"no portal with member_id {member_id!r}")
+    assert portal is not None
+    return portal
+
+
+@click.group(cls=AppGroup, name="portals")
+def portals_group() -> None:
+    """Portals the app is installed on."""
+
+
+@portals_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def list_portals(as_json: bool) -> None:
+    """Every portal with its status and PBX key."""
+    box = store.secret_box()
+    with get_db().read() as session:
+        rows = [
+            {
+                "member_id": p.member_id,
+                "domain": p.domain,
+                "status": p.status,
+                "pbx_key": pbx_keys.reveal(p.settings, box) if p.settings else None,
+                "installed_at": p.installed_at.isoformat(),
+            }
+            for p in session.scalars(select(Portal).order_by(Portal.id))
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['member_id']}  {row['status']:<16} {row['domain']}")
+
+
+@portals_group.command("show")
+@click.argument("member_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_portal(member_id: str, as_json: bool) -> None:
+    """One portal's settings."""
+    box = store.secret_box()
+    with get_db().read() as session:
+        portal = _portal_or_fail(session, member_id)
+        data = portal_settings.describe(portal)
+        data["pbx_key"] = pbx_keys.reveal(portal.settings, box)
+        data["extensions"] = len(mapping.load(session, portal))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key}: {value}")
+
+
+@portals_group.command("set")
+@click.argument("member_id")
+@click.argument("assignments", nargs=-1, required=True)
+def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
+    """Change settings: currency=EUR add_to_chat=0|1 fallback_user_id=N timezone=Europe/Moscow
+    enterprise_limits=0|1. Nothing changes unless every value is valid."""
+    changes: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"{item!r}: expected NAME=VALUE")
+        changes[name.strip()] = value
+    with get_db().read() as session:
+        _portal_or_fail(session, member_id)
+    try:
+        parsed = portal_settings.validate(member_id, changes)
+    except portal_settings.SettingError as error:
+        _fail(str(error))
+    with get_db().write() as session:
+        portal_settings.apply(_portal_or_fail(session, member_id, for_update=True), parsed)
+    click.echo(f"updated: {', '.join(sorted(parsed))}")
+
+
+@portals_group.command("map")
+@click.argument("member_id")
+@click.option("--import", "import_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--export", "export", is_flag=True, help="Print the mapping as CSV.")
+def map_extensions(member_id: str, import_file: str | None, export: bool) -> None:
+    """Extension → user mapping as CSV (header: extension,user_id)."""
+    if bool(import_file) == export:
+        _fail("give exactly one of --import FILE.csv or --export")
+    if export:
+        with get_db().read() as session:
+            rows = mapping.load(session, _portal_or_fail(session, member_id))
+        click.echo(mapping.to_csv(rows.items()), nl=False)
+        return
+    try:
+        parsed = mapping.parse_csv(Path(str(import_file)).read_text(encoding="utf-8"))
+    except (mapping.MappingError, UnicodeDecodeError) as error:
+        _fail(f"{import_file}: {error}")
+    with get_db().write() as session:
+        mapping.replace(session, _portal_or_fail(session, member_id, for_update=True), parsed)
+    click.echo(f"imported {len(parsed)} extensions")
+
+
+@portals_group.command("rotate-key")
+@click.argument("member_id")
+def rotate_pbx_key(member_id: str) -> None:
+    """Give the portal a new PBX key; the old one stops working at once."""
+    with get_db().write() as session:
+        portal = _portal_or_fail(session, member_id, for_update=True)
+        key = pbx_keys.rotate(portal.settings, store.secret_box())
+    click.echo(key)
+
+
+@portals_group.command("reauth-url")
+@click.argument("member_id")
+def reauth_url(member_id: str) -> None:
+    """A link for the portal's admin to re-authorise the app (valid ten minutes, once)."""
+    url = authorization_url(member_id)
+    if url is None:
+        _fail(f"no installed portal with member_id {member_id!r}")
+    click.echo(url)
+
+
+@click.group(cls=AppGroup, name="apps")
+def apps_group() -> None:
+    """Credentials of further applications (a portal's own local app)."""
+
+
+@apps_group.command("add")
+@click.option("--client-id", required=True)
+@click.option("--client-secret", required=True, prompt=True, hide_input=True)
+def add_app(client_id: str, client_secret: str) -> None:
+    """Add (or replace) an application's client id and secret; the secret is stored encrypted."""
+    if not client_id.strip() or not client_secret.strip():
+        _fail("client id and secret must not be empty")
+    box = store.secret_box()
+    with get_db().write() as session:
+        row = session.scalars(
+            select(AppCredentials).where(AppCredentials.client_id == client_id)
+        ).one_or_none()
+        if row is None:
+            row = AppCredentials(client_id=client_id)
+            session.add(row)
+        row.client_secret_encrypted = box.encrypt(client_secret)
+    click.echo(f"credentials stored for {client_id}")
+
+
+@click.group(cls=AppGroup, name="keys")
+def keys_group() -> None:
+    """Encryption keys."""
+
+
+@keys_group.command("rotate")
+def rotate_keys() -> None:
+    """Re-encrypt every stored secret under the newest B24APP_ENCRYPTION_KEYS key."""
+    box = store.secret_box()
+    count = 0
+    with get_db().write() as session:
+        for portal in session.scalars(select(Portal).with_for_update()):
+            for column in (
+                "access_token_encrypted",
+                "refresh_token_encrypted",
+                "application_token_encrypted",
+            ):
+                value = getattr(portal, column)
+                if value:
+                    setattr(portal, column, box.reencrypt(value))
+                    count += 1
+            if portal.settings:
+                key = pbx_keys.reveal(portal.settings, box)
+                portal.settings.pbx_key_encrypted = box.encrypt(key)
+                portal.settings.pbx_key_hash = box.lookup_hash(key)
+                count += 1
+        for row in session.scalars(select(AppCredentials).with_for_update()):
+            row.client_secret_encrypted = box.reencrypt(row.client_secret_encrypted)
+            count += 1
+    click.echo(f"re-encrypted {count} secrets under the newest key")
+
+
+@click.group(cls=AppGroup, name="tokens")
+def tokens_group() -> None:
+    """OAuth tokens."""
+
+
+@tokens_group.command("refresh-idle")
+@click.option("--days", default=30, show_default=True, help="Refresh tokens older than this.")
+def refresh_idle(days: int) -> None:
+    """Refresh portals idle for DAYS, well inside the 180-day refresh-token life (for cron)."""
+    refreshed, failed = refresh_idle_portals(timedelta(days=days))
+    click.echo(f"refreshed {refreshed}, failed {failed}")
+
+
+def refresh_idle_portals(idle_for: timedelta) -> tuple[int, int]:
+    """Refresh active portals whose tokens were last refreshed more than `idle_for` ago."""
+    db = get_db()
+    oauth = oauth_server(current_app.config["SETTINGS"])
+    with db.read() as session:
+        due = [
+            (p.member_id, store.read_tokens(p))
+            for p in session.scalars(
+                select(Portal).where(
+                    Portal.status == PortalStatus.ACTIVE,
+                    Portal.refreshed_at < utcnow() - idle_for,
+                )
+            )
+        ]
+    refreshed = failed = 0
+    for member_id, pair in due:
+        if pair is None:
+            continue
+        try:
+            tokens.refresh(db, oauth, member_id, pair.access_token)
+            refreshed += 1
+        except BitrixError:
+            failed += 1
+    return refreshed, failed
+
+
+def init_app(app: Flask) -> None:
+    for group in (portals_group, apps_group, keys_group, tokens_group):
+        app.cli.add_command(group)

@@ -1,0 +1,117 @@
+"""Changing a portal's settings: one validated path for the CLI and the settings page.
+
+Every value is checked first; only if all are valid is anything written, so a bad value never
+leaves a half-changed portal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from b24app.bitrix.errors import BitrixError
+from b24app.models import Portal
+from b24app.portals.currencies import portal_currencies
+
+
+@dataclass
+class SettingError(Exception):
+    """`field` is the setting's name, `message` says why its value is refused."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def _flag(field: str, value: str) -> bool:
+    if value not in ("0", "1"):
+        raise SettingError(field, "must be 0 or 1")
+    return value == "1"
+
+
+def _currency(member_id: str, value: str) -> str:
+    code = value.strip().upper()
+    try:
+        known = portal_currencies(member_id, fresh=True)
+    except BitrixError as error:
+        detail = f"could not read the portal's currencies ({error.code})"
+        raise SettingError("currency", detail) from None
+    if code not in known:
+        raise SettingError("currency", f"{value!r} is not a currency of this portal: {known}")
+    return code
+
+
+def _user_id(value: str) -> int | None:
+    if value.strip() in ("", "none"):
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise SettingError("fallback_user_id", "must be a Bitrix24 user id (a positive integer)")
+    return int(value)
+
+
+def _timezone(value: str) -> str:
+    name = value.strip()
+    if name not in available_timezones():
+        raise SettingError("timezone", f"{value!r} is not an IANA time zone (e.g. Europe/Moscow)")
+    try:
+        ZoneInfo(name)
+    except ZoneInfoNotFoundError:
+        raise SettingError("timezone", f"{value!r} is not an IANA time zone") from None
+    return name
+
+
+# name -> (validator(member_id, raw) -> value, apply(portal, value))
+SETTINGS: dict[str, tuple[Callable[[str, str], Any], Callable[[Portal, Any], None]]] = {
+    "currency": (_currency, lambda p, v: setattr(p.settings, "currency", v)),
+    "add_to_chat": (
+        lambda _m, v: _flag("add_to_chat", v),
+        lambda p, v: setattr(p.settings, "add_to_chat", v),
+    ),
+    "fallback_user_id": (
+        lambda _m, v: _user_id(v),
+        lambda p, v: setattr(p.settings, "fallback_user_id", v),
+    ),
+    "timezone": (lambda _m, v: _timezone(v), lambda p, v: setattr(p.settings, "timezone", v)),
+    "enterprise_limits": (
+        lambda _m, v: _flag("enterprise_limits", v),
+        lambda p, v: setattr(p, "enterprise_limits", v),
+    ),
+}
+
+
+def validate(member_id: str, changes: Mapping[str, str]) -> dict[str, Any]:
+    """Check every change; raise the first SettingError, else return the parsed values."""
+    parsed: dict[str, Any] = {}
+    for name, raw in changes.items():
+        if name not in SETTINGS:
+            raise SettingError(name, f"unknown setting; known: {', '.join(SETTINGS)}")
+        validator, _ = SETTINGS[name]
+        parsed[name] = validator(member_id, raw)
+    return parsed
+
+
+def apply(portal: Portal, parsed: Mapping[str, Any]) -> None:
+    for name, value in parsed.items():
+        SETTINGS[name][1](portal, value)
+
+
+def describe(portal: Portal) -> dict[str, Any]:
+    """The portal's settings as `portals show` prints them."""
+    s = portal.settings
+    return {
+        "member_id": portal.member_id,
+        "domain": portal.domain,
+        "status": portal.status,
+        "status_detail": portal.status_detail,
+        "client_endpoint": portal.client_endpoint,
+        "client_id": portal.client_id,
+        "currency": s.currency,
+        "add_to_chat": int(s.add_to_chat),
+        "fallback_user_id": s.fallback_user_id,
+        "timezone": s.timezone,
+        "enterprise_limits": int(portal.enterprise_limits),
+    }

@@ -1,0 +1,178 @@
+"""The one client for calling a portal: refresh, status changes, domain moves, rate limits.
+
+Against the development portal, whose refresh tokens are single-use (settings/oauth/auto-renewal.md)
+and whose errors follow _includes/system-errors.md and limits.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from b24app.bitrix.client import PortalClient
+from b24app.bitrix.errors import PortalUnavailable, RateLimited
+from b24app.bitrix.throttle import STANDARD, Limits, Throttle
+from b24app.db import get_db
+from b24app.devportal import faults
+from b24app.models import PortalStatus, utcnow
+from b24app.portals import store
+from tests.conftest import LiveApp
+
+
+def refreshes(live: LiveApp) -> list[dict]:
+    return [e for e in live.dev.journal if e.get("oauth") == "refresh_token"]
+
+
+def portal_row(live: LiveApp, member_id: str):  # type: ignore[no-untyped-def]
+    with live.app.app_context(), get_db().read() as session:
+        return store.find_portal(session, member_id)
+
+
+def test_a_call_returns_the_envelope(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        body = PortalClient(portal.member_id).call("user.admin")
+    assert body["result"] is True
+    assert "time" in body
+
+
+def test_expired_token_is_refreshed_once_and_the_call_repeated(live_app: LiveApp):
+    """auto-renewal.md: call → expired_token (401) → refresh → repeat the same call."""
+    portal = live_app.install()
+    faults.expire_tokens(live_app.dev, portal)
+    with live_app.app.app_context():
+        assert PortalClient(portal.member_id).result("user.admin") is True
+        assert PortalClient(portal.member_id).result("user.admin") is True
+    assert len(refreshes(live_app)) == 1
+    assert [e["error"] for e in refreshes(live_app)] == [None]
+
+
+def test_token_known_to_be_expired_is_refreshed_before_the_call(live_app: LiveApp):
+    portal = live_app.install()
+    live_app.dev.advance(3600)
+    with live_app.app.app_context(), get_db().write() as session:  # and we know it
+        store.find_portal(session, portal.member_id).access_expires_at = utcnow()
+    with live_app.app.app_context():
+        assert PortalClient(portal.member_id).result("user.admin") is True
+    calls = live_app.dev.entries(method="user.admin")
+    assert [c["status"] for c in calls] == [200]  # no wasted 401 first
+    assert len(refreshes(live_app)) == 1
+
+
+def test_invalid_grant_moves_the_portal_to_needs_reauth_and_stops_calls(live_app: LiveApp):
+    portal = live_app.install()
+    for token in live_app.dev.refresh_tokens.values():
+        token.used = True  # someone else used our refresh token: it is dead
+    faults.expire_tokens(live_app.dev, portal)
+    with live_app.app.app_context():
+        with pytest.raises(PortalUnavailable) as raised:
+            PortalClient(portal.member_id).call("user.admin")
+        assert raised.value.portal_status == PortalStatus.NEEDS_REAUTH
+        before = len(live_app.dev.journal)
+        with pytest.raises(PortalUnavailable):
+            PortalClient(portal.member_id).call("user.admin")
+    assert len(live_app.dev.journal) == before  # no request was sent
+    assert portal_row(live_app, portal.member_id).status == PortalStatus.NEEDS_REAUTH
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("PORTAL_DELETED", PortalStatus.PORTAL_DELETED),
+        ("ACCESS_DENIED", PortalStatus.ACCESS_DENIED),
+    ],
+)
+def test_portal_errors_give_the_documented_status(live_app: LiveApp, code, status):
+    portal = live_app.install()
+    faults.set_rest_error(live_app.dev, portal, code)
+    with live_app.app.app_context(), pytest.raises(PortalUnavailable):
+        PortalClient(portal.member_id).call("user.admin")
+    row = portal_row(live_app, portal.member_id)
+    assert row.status == status
+    assert row.status_detail
+
+
+def test_lapsed_payment_gives_payment_required(live_app: LiveApp):
+    """error-codes.md: PAYMENT_REQUIRED — the paid period expired; no tokens until payment."""
+    portal = live_app.install()
+    faults.lapse_payment(live_app.dev, portal, live_app.dev.apps and "app.test.1")
+    faults.expire_tokens(live_app.dev, portal)
+    with live_app.app.app_context(), pytest.raises(PortalUnavailable):
+        PortalClient(portal.member_id).call("user.admin")
+    assert portal_row(live_app, portal.member_id).status == PortalStatus.PAYMENT_REQUIRED
+
+
+def test_domain_change_is_followed_and_stored(live_app: LiveApp):
+    """change-domen.md: the old address answers 302; the POST is re-sent to the new one."""
+    portal = live_app.install()
+    faults.change_address(live_app.dev, portal, "alpha-renamed")
+    with live_app.app.app_context():
+        assert PortalClient(portal.member_id).result("user.admin") is True
+    row = portal_row(live_app, portal.member_id)
+    assert row.client_endpoint == live_app.dev.client_endpoint(portal)
+    assert "alpha-renamed" in row.client_endpoint
+
+
+def test_query_limit_exceeded_backs_off_and_succeeds(live_app: LiveApp):
+    """limits.md: slow down and retry with growing delays."""
+    portal = live_app.install()
+    portal.bucket.rate, portal.bucket.burst, portal.bucket.level = 2.0, 3, 3.0
+    with live_app.app.app_context():
+        assert PortalClient(portal.member_id).result("user.admin") is True
+    statuses = [e["status"] for e in live_app.dev.entries(method="user.admin")]
+    assert statuses[0] == 503 and statuses[-1] == 200
+
+
+def test_operation_time_limit_says_when_to_retry(live_app: LiveApp):
+    """limits.md: 429 OPERATION_TIME_LIMIT; wait until operating_reset_at."""
+    portal = live_app.install()
+    portal.operating_limit = 0.0
+    with live_app.app.app_context():
+        client = PortalClient(portal.member_id)
+        client.call("user.admin")  # spends some time: the budget is now exceeded
+        with pytest.raises(RateLimited) as raised:
+            client.call("user.admin")
+    assert raised.value.code == "OPERATION_TIME_LIMIT"
+    assert raised.value.retry_at > time.time() + 500
+
+
+def test_batch_returns_each_commands_result_and_error(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        outcome = PortalClient(portal.member_id).batch(
+            {
+                "admin": ("user.admin", {}),
+                "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
+                "profile": ("profile", {}),
+                "bad": ("no.such.method", {}),
+            }
+        )
+    assert outcome.result["admin"] is True
+    assert outcome.errors["bad"].code == "ERROR_METHOD_NOT_FOUND"
+
+
+def test_batch_references_earlier_results(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        outcome = PortalClient(portal.member_id).batch(
+            {
+                "profile": ("profile", {}),
+                "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
+            }
+        )
+    assert not outcome.errors
+    assert [u["ID"] for u in outcome.result["me"]] == ["1"]
+
+
+def test_throttle_allows_the_burst_then_spaces_requests(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        row = portal_row(live_app, portal.member_id)
+        throttle = Throttle(get_db())
+        limits = Limits(rate=2.0, burst=5)
+        now = time.time() + 1000  # after every slot the install itself booked
+        waits = [throttle.reserve(row.id, limits, now=now) for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == pytest.approx([0.5, 1.0, 1.5])
+    assert STANDARD.rate < 2 and STANDARD.burst < 50  # headroom below the portal's bucket
