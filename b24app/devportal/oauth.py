@@ -51,7 +51,12 @@ def token() -> Response:
             body = _grant(dev, params)
     except OAuthError as error:
         dev.record(
-            {"ts": dev.now(), "oauth": params.get("grant_type"), "error": error.code, "status": 400}
+            {
+                "ts": dev.now(),
+                "oauth": params.get("grant_type"),
+                "error": error.code,
+                "status": error.status,
+            }
         )
         return json_response(
             {"error": error.code, "error_description": error.description}, error.status
@@ -72,7 +77,11 @@ def token() -> Response:
 def _grant(dev: DevState, params: dict[str, str]) -> dict[str, Any]:
     grant_type = params.get("grant_type")
     if grant_type not in ("authorization_code", "refresh_token"):
-        raise OAuthError("invalid_request", "grant_type must be authorization_code or refresh_token")
+        raise OAuthError("invalid_request", "grant_type: authorization_code or refresh_token")
+    grant_field = "code" if grant_type == "authorization_code" else "refresh_token"
+    missing = [k for k in ("client_id", "client_secret", grant_field) if not params.get(k)]
+    if missing:
+        raise OAuthError("invalid_request", f"Missing parameters: {', '.join(missing)}")
     app = dev.apps.get(params.get("client_id", ""))
     if app is None or app.client_secret != params.get("client_secret"):
         raise OAuthError("invalid_client")
