@@ -6,6 +6,8 @@ method's time budget (limits.md) but not against the request-rate bucket.
 
 from __future__ import annotations
 
+import math
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,13 @@ from b24app.devportal.errors import RestError, system_error
 from b24app.devportal.methods import Call, Page
 from b24app.devportal.state import AccessToken, DevPortal, DevState
 
-OPERATING_WINDOW = 600.0  # limits.md: ten one-minute buckets
+OPERATING_WINDOW = 600.0  # limits.md: ten one-minute baskets
+OPERATING_BASKET = 60.0
+UNMETERED = frozenset({"batch"})  # limits.md: "An external call to batch is not accounted for"
+
+# The journal entry of the HTTP request being served (set by rest.py), so that the commands of a
+# batch can point at the entry of the batch that ran them.
+journal_entry: ContextVar[dict[str, Any] | None] = ContextVar("journal_entry", default=None)
 
 
 def execute(
@@ -36,6 +44,8 @@ def execute(
     if method.scope and not _granted(method.scope, token.scope):
         raise system_error("insufficient_scope")
     key = (token.client_id, method.name.lower())
+    if key[1] in UNMETERED:
+        return _unmetered(state, method, token, portal, params, started)
     with state.lock:
         spent, reset_at = _operating(state, portal, key, started)
         if spent > portal.operating_limit:
@@ -48,6 +58,23 @@ def execute(
     return result, time_object(started, finished, processing, spent, reset_at)
 
 
+def _unmetered(
+    state: DevState,
+    method: methods.Method,
+    token: AccessToken,
+    portal: DevPortal,
+    params: dict[str, Any],
+    started: float,
+) -> tuple[Any, dict[str, Any]]:
+    """A method outside the time budget: its `time` has no operating fields (batch.md example)."""
+    with state.lock:
+        result = method.handler(Call(state, portal, token, method.name), params)
+        finished = state.now()
+    time_info = time_object(started, finished, max(finished - started, 0.0), 0.0, 0.0)
+    del time_info["operating_reset_at"], time_info["operating"]
+    return result, time_info
+
+
 def _granted(required: str, scope: str) -> bool:
     """`required` may list alternatives with `|` (user.get: user, user_brief or user_basic)."""
     granted = {s.strip() for s in scope.replace(" ", ",").split(",") if s.strip()}
@@ -57,12 +84,21 @@ def _granted(required: str, scope: str) -> bool:
 def _operating(
     state: DevState, portal: DevPortal, key: tuple[str, str], now: float
 ) -> tuple[float, float]:
-    """Seconds this app spent in this method during the window, and when the oldest drops out."""
-    entries = [e for e in portal.operating.get(key, []) if e[0] > now - OPERATING_WINDOW]
+    """Seconds this app spent in this method during the window, and when the oldest basket drops.
+
+    limits.md: time is summed in one-minute baskets; a basket's countdown starts at the first call
+    recorded in its minute and lasts 10 minutes, then its whole sum leaves `operating`.
+    """
+    first_call: dict[int, float] = {}
+    for started, _ in portal.operating.get(key, []):
+        basket = int(started // OPERATING_BASKET)
+        first_call[basket] = min(first_call.get(basket, started), started)
+    live = {b for b, first in first_call.items() if first + OPERATING_WINDOW > now}
+    entries = [e for e in portal.operating.get(key, []) if int(e[0] // OPERATING_BASKET) in live]
     portal.operating[key] = entries
     spent = sum(duration for _, duration in entries)
-    oldest = entries[0][0] if entries else now
-    return spent, float(int(oldest + OPERATING_WINDOW))
+    oldest = min((first_call[b] for b in live), default=now)
+    return spent, float(math.ceil(oldest + OPERATING_WINDOW))
 
 
 def time_object(

@@ -7,6 +7,7 @@ installation (PAYMENT_REQUIRED), then the method itself (dispatch.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -15,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, request
 
 from b24app.bitrix.encoding import unflatten
-from b24app.devportal.dispatch import envelope, execute
+from b24app.devportal.dispatch import envelope, execute, journal_entry
 from b24app.devportal.errors import RestError, system_error
 from b24app.devportal.state import AccessToken, DevPortal, DevState
 
@@ -44,20 +45,26 @@ def rest(code: str, name: str) -> Response:
         "member_id": portal.member_id,
         "http_method": request.method,
         "method": name.lower(),
-        "params": params,
+        "params": redact(params, token_value),
     }
+    dev.record(entry)  # now, so that a batch's commands can name the batch's entry (seq)
+    serving = journal_entry.set(entry)
     try:
-        if not portal.bucket.take(dev.now()):
+        with dev.lock:
+            allowed = portal.bucket.take(dev.now())
+        if not allowed:
             raise system_error("QUERY_LIMIT_EXCEEDED")
         token = authenticate(dev, portal, token_value)
         entry.update(client_id=token.client_id, user_id=token.user_id)
         result, time_info = execute(dev, portal, token, name, params)
     except RestError as error:
-        entry.update(status=error.status, error=error.code)
-        dev.record(entry)
+        with dev.lock:
+            entry.update(status=error.status, error=error.code)
         return json_response(error.body(), error.status)
-    entry.update(status=200, error=None)
-    dev.record(entry)
+    finally:
+        journal_entry.reset(serving)
+    with dev.lock:
+        entry.update(status=200, error=None)
     return json_response(envelope(result, time_info), 200)
 
 
@@ -78,6 +85,17 @@ def authenticate(dev: DevState, portal: DevPortal, token_value: str) -> AccessTo
     if installation.payment_expired:
         raise system_error("PAYMENT_REQUIRED")
     return token
+
+
+def redact(value: Any, secret: str) -> Any:
+    """A copy of the parameters for the journal without the token, even inside batch commands."""
+    if isinstance(value, dict):
+        return {k: redact(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secret) for v in value]
+    if secret and isinstance(value, str) and secret in value:
+        return value.replace(secret, "***")
+    return value
 
 
 def request_params() -> dict[str, Any]:
@@ -126,7 +144,5 @@ def _drop_connection() -> None:
     """Close the client's socket without an answer, as a crashed server would."""
     sock = request.environ.get("werkzeug.socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

@@ -1,0 +1,175 @@
+"""Fault injection (b24app/devportal/faults.py): each fault makes the portal fail the way the
+reference says a portal can fail, and `clear` brings normal service back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from b24app.devportal import faults
+from b24app.devportal.methods import Call, method
+from b24app.devportal.state import DevPortal, DevState, install
+from tests.conftest import TEST_CLIENT_ID
+from tests.devportal.conftest import Rest
+
+
+@method("test.faults.ping")
+def _ping(call: Call, params: dict[str, Any]) -> str:
+    return "pong"
+
+
+def ok(rest: Rest) -> bool:
+    response = rest.call("test.faults.ping")
+    return response.status_code == 200 and response.json()["result"] == "pong"
+
+
+def error_of(response: requests.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]
+
+
+def test_outage_503_is_not_json(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """_includes/system-errors.md lists JSON errors, but a portal behind an overloaded proxy
+    answers 503 with an HTML page: a client must not assume every 503 is QUERY_LIMIT_EXCEEDED."""
+    faults.set_outage(dev, portal, "503")
+    response = rest.call("test.faults.ping")
+
+    assert response.status_code == 503
+    with pytest.raises(ValueError):
+        response.json()
+
+    faults.clear(dev, portal)
+    assert ok(rest)
+
+
+def test_reset_drops_the_connection(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """A dropped connection (no HTTP answer at all) reaches the client as ConnectionError."""
+    faults.set_outage(dev, portal, "reset")
+    with pytest.raises(requests.ConnectionError):
+        rest.call("test.faults.ping")
+
+    faults.clear(dev, portal)
+    assert ok(rest)
+
+
+def test_timeout_holds_the_request(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """limits.md: a cloud request is cut off after 60 s; a held request meets the client's own
+    timeout (here 0.4 s held, 0.15 s client timeout)."""
+    faults.set_outage(dev, portal, "timeout", timeout_sleep=0.4)
+    assert portal.faults.timeout_sleep == 0.4
+    with pytest.raises(requests.Timeout):
+        requests.post(rest.url("test.faults.ping"), json={"auth": rest.token}, timeout=0.15)
+
+    faults.clear(dev, portal)
+    assert ok(rest)
+
+
+def test_latency_delays_but_answers(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """Added latency slows every answer and changes nothing else."""
+    faults.set_latency(dev, portal, 0.3)
+    started = time.monotonic()
+    assert ok(rest)
+    assert time.monotonic() - started >= 0.3
+
+    faults.clear(dev, portal)
+    started = time.monotonic()
+    assert ok(rest)
+    assert time.monotonic() - started < 0.3
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("ACCESS_DENIED", 403), ("PORTAL_DELETED", 500), ("INTERNAL_SERVER_ERROR", 500)],
+)
+def test_rest_error(rest: Rest, dev: DevState, portal: DevPortal, code: str, status: int) -> None:
+    """_includes/system-errors.md: ACCESS_DENIED 403 ("REST API is available only on commercial
+    plans"), PORTAL_DELETED 500, INTERNAL_SERVER_ERROR 500, as {error, error_description}."""
+    faults.set_rest_error(dev, portal, code)
+    response = rest.call("test.faults.ping")
+    assert error_of(response) == (status, code)
+    assert response.json()["error_description"]
+
+    faults.clear(dev, portal)
+    assert ok(rest)
+
+
+def test_unknown_fault_names_are_refused(dev: DevState, portal: DevPortal) -> None:
+    """Only the outages rest.py implements and the errors of _includes/system-errors.md."""
+    with pytest.raises(ValueError):
+        faults.set_outage(dev, portal, "flood")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        faults.set_rest_error(dev, portal, "NOT_A_BITRIX_ERROR")
+    with pytest.raises(ValueError):
+        faults.set_latency(dev, portal, -1)
+
+
+def test_expire_tokens(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """_includes/system-errors.md: 401 expired_token once the access token expired, before its
+    hour is up (settings/oauth/index.md); only this portal's tokens."""
+    other = dev.add_portal("beta")
+    _, beta_access, _ = install(dev, other, TEST_CLIENT_ID)
+    assert faults.expire_tokens(dev, portal) == 1
+
+    assert error_of(rest.call("test.faults.ping")) == (401, "expired_token")
+    beta = Rest(rest.base, other, beta_access.token)
+    assert ok(beta)
+
+
+def test_payment_lapsed(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """settings/oauth/error-codes.md: PAYMENT_REQUIRED when the app's trial or paid period
+    expired (status 402 here, see errors.py); service returns once paid."""
+    faults.lapse_payment(dev, portal, TEST_CLIENT_ID)
+    response = rest.call("test.faults.ping")
+    assert error_of(response) == (402, "PAYMENT_REQUIRED")
+    assert response.json()["error_description"] == "Payment required"
+
+    faults.lapse_payment(dev, portal, TEST_CLIENT_ID, lapsed=False)
+    assert ok(rest)
+    with pytest.raises(ValueError):
+        faults.lapse_payment(dev, portal, "app.not.installed")
+
+
+def test_deleted_portal(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """_includes/system-errors.md: 500 PORTAL_DELETED "Portal was deleted"."""
+    faults.delete_portal(dev, portal)
+    response = rest.call("test.faults.ping")
+    assert error_of(response) == (500, "PORTAL_DELETED")
+    assert response.json()["error_description"] == "Portal was deleted"
+
+    faults.delete_portal(dev, portal, deleted=False)
+    assert ok(rest)
+
+
+def test_change_address(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """settings/how-to-call-rest-api/change-domen.md: the portal answers at its new address, the
+    old one redirects (302); an address in use cannot be taken."""
+    old_url = rest.url("test.faults.ping")
+    faults.change_address(dev, portal, "gamma")
+
+    assert dev.find_portal("gamma") is portal and dev.find_portal("alpha") is None
+    assert portal.old_codes == ["alpha"] and portal.domain == "gamma.bitrix24.test"
+    assert ok(rest)  # rest.url follows portal.code
+    assert requests.get(old_url, allow_redirects=False, timeout=10).status_code == 302
+    dev.add_portal("delta")
+    with pytest.raises(ValueError):
+        faults.change_address(dev, portal, "delta")
+    with pytest.raises(ValueError):
+        faults.change_address(dev, dev.portals["delta"], "alpha")  # alpha still redirects
+
+
+def test_clear_restores_everything_at_once(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    """`clear` removes outage, latency and injected error together."""
+    faults.set_latency(dev, portal, 0.05)
+    faults.set_rest_error(dev, portal, "ACCESS_DENIED")
+    faults.set_outage(dev, portal, "503")
+    assert rest.call("test.faults.ping").status_code == 503
+
+    faults.clear(dev, portal)
+    assert (portal.faults.outage, portal.faults.latency, portal.faults.rest_error) == (
+        None,
+        0,
+        None,
+    )
+    assert ok(rest)
