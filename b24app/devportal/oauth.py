@@ -125,8 +125,8 @@ def token_response(
     }
 
 
-@bp.get("/rest/app.info/")
-@bp.get("/rest/app.info")
+@bp.route("/rest/app.info/", methods=["GET", "POST"])
+@bp.route("/rest/app.info", methods=["GET", "POST"])
 def oauth_app_info() -> Response:
     """The OAuth server's own app.info (digest §12): whose token is this?"""
     dev = state()

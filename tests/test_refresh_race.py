@@ -1,0 +1,79 @@
+"""Single-flight refresh across processes: the failure that kills most Bitrix24 integrations.
+
+Refresh tokens are single-use (settings/oauth/auto-renewal.md: keep the new one, do not use the
+old one again; the development portal answers invalid_grant to a reused one). With every token
+expired, 200 calls from 4 processes × 10 threads must cause exactly one refresh and all succeed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from b24app.db import get_db
+from b24app.devportal import faults
+from b24app.portals import store
+from tests.conftest import LiveApp
+
+PROCESSES = 4
+THREADS = 10
+CALLS_PER_PROCESS = 50
+
+
+def call_many(settings_values: dict[str, Any], member_id: str) -> list[str]:
+    """In a fresh process: build the app and make CALLS_PER_PROCESS calls from THREADS threads."""
+    from b24app import create_app
+    from b24app.bitrix.client import PortalClient
+    from b24app.bitrix.errors import BitrixError
+    from b24app.config import load_settings
+
+    app = create_app(load_settings(_env_file=None, **settings_values))
+
+    def one(_: int) -> str:
+        try:
+            return "ok" if PortalClient(member_id, app=app).result("user.admin") is True else "no"
+        except BitrixError as error:
+            return error.code
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(one, range(CALLS_PER_PROCESS)))
+
+
+def settings_values(live: LiveApp) -> dict[str, Any]:
+    s = live.app.config["SETTINGS"]
+    return {
+        "B24APP_ENV": "testing",
+        "DATABASE_URL": live.app.config["DATABASE_URL"],
+        "SECRET_KEY": s.secret_key,
+        "B24_CLIENT_ID": s.client_id,
+        "B24_CLIENT_SECRET": s.client_secret,
+        "PUBLIC_URL": s.public_url,
+        "B24_OAUTH_SERVER": s.oauth_server,
+        "B24APP_ENCRYPTION_KEYS": s.encryption_keys,
+        "B24APP_ALLOW_LOCAL_PORTALS": True,
+        "B24APP_INSTANCE_PATH": s.instance_path,
+        "B24APP_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_200_concurrent_calls_from_4_processes_refresh_exactly_once(live_app: LiveApp):
+    portal = live_app.install()
+    portal.bucket.burst = 10_000  # this test is about tokens, not the rate limit
+    with live_app.app.app_context(), get_db().write() as session:
+        store.find_portal(session, portal.member_id).enterprise_limits = True
+    faults.expire_tokens(live_app.dev, portal)
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(PROCESSES) as pool:
+        jobs = [
+            pool.apply_async(call_many, (settings_values(live_app), portal.member_id))
+            for _ in range(PROCESSES)
+        ]
+        outcomes = [outcome for job in jobs for outcome in job.get(timeout=240)]
+
+    oauth = [e for e in live_app.dev.journal if e.get("oauth") == "refresh_token"]
+    assert len(outcomes) == PROCESSES * CALLS_PER_PROCESS == 200
+    assert outcomes.count("ok") == 200, {o: outcomes.count(o) for o in set(outcomes)}
+    assert len(oauth) == 1
+    assert [e["error"] for e in oauth] == [None]  # no invalid_grant
