@@ -140,6 +140,9 @@ class PortalSettings(Base):
     pbx_key_encrypted: Mapped[str] = mapped_column(Text)
     pbx_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     pbx_key_rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # crm.currency.list, kept here so the PBX intake never waits for Bitrix24 (currencies.py)
+    currencies: Mapped[list[str] | None] = mapped_column(JSON)
+    currencies_fetched_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     portal: Mapped[Portal] = relationship(back_populates="settings")

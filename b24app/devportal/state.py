@@ -112,7 +112,7 @@ class AuthCode:
 
 @dataclass
 class Bucket:
-    """The leaky bucket of limits.md: +1 per request, drains `rate` per second, 503 above `burst`."""
+    """limits.md's leaky bucket: +1 per request, drains `rate` per second, 503 above `burst`."""
 
     rate: float
     burst: int
@@ -356,7 +356,8 @@ def install(
     """
     with state.lock:
         app = state.apps[client_id]
-        installation = Installation(client_id, status="L" if client_id.startswith("local.") else "F")
+        status = "L" if client_id.startswith("local.") else "F"  # app.info STATUS
+        installation = Installation(client_id, status=status)
         portal.installations[client_id] = installation
         access, refresh = state.issue_tokens(portal, app.client_id, user_id)
         return installation, access, refresh

@@ -20,6 +20,7 @@ from b24app.db import get_db
 from b24app.install.verification import InstallRefused, verify_token
 from b24app.logs import get_logger
 from b24app.portals import store
+from b24app.portals.currencies import refresh_currencies
 
 log = get_logger(__name__)
 bp = Blueprint("installer", __name__, template_folder="templates")
@@ -52,6 +53,7 @@ def install() -> Response:
         log.warning("install refused", reason=str(refusal), member_id=request.form["member_id"])
         return _refused(lang, str(refusal), 403)
     bound = bind_lifecycle_events(member_id, f"{settings.public_url}/events")
+    _remember_currencies(member_id)
     log.info("installed", member_id=member_id, events_bound=bound)
     html = render_template(
         "install.html",
@@ -106,6 +108,14 @@ def bind_lifecycle_events(member_id: str, handler: str) -> bool:
     if outcome.errors:
         log.warning("event.bind refused", member_id=member_id, events=sorted(outcome.errors))
     return not outcome.errors
+
+
+def _remember_currencies(member_id: str) -> None:
+    """Store the portal's currencies now, so the PBX intake has them from the first call."""
+    try:
+        refresh_currencies(member_id, force=True)
+    except BitrixError as error:
+        log.warning("crm.currency.list failed", member_id=member_id, error=error.code)
 
 
 def framed(response: Response, client_endpoint: str) -> Response:

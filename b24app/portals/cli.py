@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from flask import Flask, current_app
@@ -15,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from b24app.bitrix import tokens
 from b24app.bitrix.errors import BitrixError
+from b24app.crypto import InvalidToken
 from b24app.db import get_db
 from b24app.install.reauthorize import authorization_url
 from b24app.install.verification import oauth_server
@@ -23,16 +27,37 @@ from b24app.portals import mapping, pbx_keys, store
 from b24app.portals import settings as portal_settings
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _decrypts(command: Callable[P, R]) -> Callable[P, R]:
+    """For commands that decrypt stored secrets: a secret no configured key opens means
+    B24APP_ENCRYPTION_KEYS is wrong (or a key was dropped before `keys rotate`); say that
+    instead of an empty InvalidToken traceback. Nothing was written: the transaction rolled back."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except InvalidToken:
+            _fail(
+                "a stored secret cannot be decrypted with any key in B24APP_ENCRYPTION_KEYS "
+                "(a wrong key, or an old key dropped before `keys rotate` finished)"
+            )
+
+    return wrapper
 
 
 def _portal_or_fail(session: Session, member_id: str, *, for_update: bool = False) -> Portal:
     portal = store.find_portal(session, member_id, for_update=for_update)
     if portal is None:
         _fail(f"no portal with member_id {member_id!r}")
-    assert portal is not None
     return portal
 
 
@@ -43,6 +68,7 @@ def portals_group() -> None:
 
 @portals_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_decrypts
 def list_portals(as_json: bool) -> None:
     """Every portal with its status and PBX key."""
     box = store.secret_box()
@@ -67,6 +93,7 @@ def list_portals(as_json: bool) -> None:
 @portals_group.command("show")
 @click.argument("member_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_decrypts
 def show_portal(member_id: str, as_json: bool) -> None:
     """One portal's settings."""
     box = store.secret_box()
@@ -93,6 +120,8 @@ def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
         name, sep, value = item.partition("=")
         if not sep:
             _fail(f"{item!r}: expected NAME=VALUE")
+        if name.strip() in changes:
+            _fail(f"{name.strip()}: given more than once")
         changes[name.strip()] = value
     with get_db().read() as session:
         _portal_or_fail(session, member_id)
@@ -177,6 +206,7 @@ def keys_group() -> None:
 
 
 @keys_group.command("rotate")
+@_decrypts
 def rotate_keys() -> None:
     """Re-encrypt every stored secret under the newest B24APP_ENCRYPTION_KEYS key."""
     box = store.secret_box()
@@ -210,6 +240,7 @@ def tokens_group() -> None:
 
 @tokens_group.command("refresh-idle")
 @click.option("--days", default=30, show_default=True, help="Refresh tokens older than this.")
+@_decrypts
 def refresh_idle(days: int) -> None:
     """Refresh portals idle for DAYS, well inside the 180-day refresh-token life (for cron)."""
     refreshed, failed = refresh_idle_portals(timedelta(days=days))

@@ -1,43 +1,59 @@
-"""A portal's currencies (crm.currency.list), cached briefly per process.
+"""A portal's currencies (crm.currency.list), kept in its settings row.
 
-Both the settings (which currency the PBX bills in) and the intake (is COST_CURRENCY one of the
-portal's?) need them; asking Bitrix24 on every call would spend the portal's rate limit.
+The settings (which currency the PBX bills in) and the PBX intake (is COST_CURRENCY one of the
+portal's?) both need them. The intake must never wait for Bitrix24, so it reads only the stored
+list (`stored_currencies`); the install, the settings page, `portals set` and the worker refresh it
+(`refresh_currencies`) when it is older than MAX_AGE.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from datetime import timedelta
 
 from b24app.bitrix.client import PortalClient
+from b24app.bitrix.errors import BitrixError
+from b24app.db import get_db
+from b24app.models import PortalSettings, utcnow
+from b24app.portals import store
 
-TTL_SECONDS = 300.0
-
-_cache: dict[str, tuple[float, list[str]]] = {}
-_lock = threading.Lock()
+MAX_AGE = timedelta(hours=1)
 
 
-def portal_currencies(member_id: str, *, fresh: bool = False) -> list[str]:
-    """ISO codes of the portal's currencies, base currency first. Raises BitrixError."""
-    now = time.monotonic()
-    with _lock:
-        hit = _cache.get(member_id)
-    if hit and not fresh and now - hit[0] < TTL_SECONDS:
-        return hit[1]
+def fetch_currencies(member_id: str) -> list[str]:
+    """Ask the portal: ISO codes of its currencies, base currency first. Raises BitrixError."""
     rows = PortalClient(member_id).result("crm.currency.list", {"order": {"SORT": "asc"}})
-    codes = [str(row["CURRENCY"]) for row in sorted(rows, key=_base_first) if row.get("CURRENCY")]
-    with _lock:
-        _cache[member_id] = (now, codes)
+    ordered = sorted(rows or [], key=lambda r: (r.get("BASE") != "Y", int(r.get("SORT") or 0)))
+    return [str(row["CURRENCY"]) for row in ordered if row.get("CURRENCY")]
+
+
+def refresh_currencies(member_id: str, *, force: bool = False) -> list[str]:
+    """The portal's currencies, fetched again if stale (or `force`); the stored list if Bitrix24
+    cannot be reached and one exists, else the BitrixError."""
+    with get_db().read() as session:
+        portal = store.find_portal(session, member_id)
+        settings = portal.settings if portal else None
+        stored = list(settings.currencies or []) if settings else []
+        fresh = bool(
+            settings
+            and settings.currencies_fetched_at
+            and settings.currencies_fetched_at > utcnow() - MAX_AGE
+        )
+    if stored and fresh and not force:
+        return stored
+    try:
+        codes = fetch_currencies(member_id)
+    except BitrixError:
+        if stored:
+            return stored
+        raise
+    with get_db().write() as session:
+        portal = store.find_portal(session, member_id, for_update=True)
+        if portal is not None and portal.settings is not None:
+            portal.settings.currencies = codes
+            portal.settings.currencies_fetched_at = utcnow()
     return codes
 
 
-def _base_first(row: dict[str, object]) -> tuple[int, int]:
-    return (0 if row.get("BASE") == "Y" else 1, int(str(row.get("SORT") or 0)))
-
-
-def forget(member_id: str | None = None) -> None:
-    with _lock:
-        if member_id is None:
-            _cache.clear()
-        else:
-            _cache.pop(member_id, None)
+def stored_currencies(settings: PortalSettings) -> list[str]:
+    """What the intake checks against: no network, possibly empty (then any ISO code passes)."""
+    return list(settings.currencies or [])

@@ -19,6 +19,7 @@ from b24app.models import ExtensionMapping, Portal
 
 HEADER = ["extension", "user_id"]
 EXTENSION = re.compile(r"^[0-9A-Za-z*#+._-]{1,32}$")
+MAX_USER_ID = 2**31 - 1  # user ids are stored in 32-bit INTEGER columns
 
 
 @dataclass
@@ -40,8 +41,10 @@ def check_extension(value: str, line: int | None = None) -> str:
 
 
 def check_user_id(value: str, line: int | None = None) -> int:
+    """A positive id that fits the column. ASCII only: `"²".isdigit()` is true, but `int()` of
+    it fails, and a number past MAX_USER_ID fails on PostgreSQL only, at commit."""
     value = value.strip()
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_USER_ID:
         raise MappingError(line, "user_id", "must be a Bitrix24 user id (a positive integer)")
     return int(value)
 

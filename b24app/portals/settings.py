@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from b24app.bitrix.errors import BitrixError
 from b24app.models import Portal
-from b24app.portals.currencies import portal_currencies
+from b24app.portals.currencies import refresh_currencies
+from b24app.portals.mapping import MappingError, check_user_id
 
 
 @dataclass
@@ -36,7 +37,7 @@ def _flag(field: str, value: str) -> bool:
 def _currency(member_id: str, value: str) -> str:
     code = value.strip().upper()
     try:
-        known = portal_currencies(member_id, fresh=True)
+        known = refresh_currencies(member_id, force=True)
     except BitrixError as error:
         detail = f"could not read the portal's currencies ({error.code})"
         raise SettingError("currency", detail) from None
@@ -48,9 +49,10 @@ def _currency(member_id: str, value: str) -> str:
 def _user_id(value: str) -> int | None:
     if value.strip() in ("", "none"):
         return None
-    if not value.strip().isdigit() or int(value) < 1:
-        raise SettingError("fallback_user_id", "must be a Bitrix24 user id (a positive integer)")
-    return int(value)
+    try:
+        return check_user_id(value)
+    except MappingError as error:
+        raise SettingError("fallback_user_id", error.message) from None
 
 
 def _timezone(value: str) -> str:
