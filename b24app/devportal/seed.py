@@ -8,6 +8,7 @@ through the app's real installer like on Bitrix24.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from b24app.devportal.state import DevApp, DevPortal, DevState
@@ -38,6 +39,14 @@ def seed_development(
             handler_url=f"{base}/events",
             redirect_uri=f"{base}/oauth/callback",
         )
-        alpha = state.find_portal("alpha") or state.add_portal("alpha")
-        beta = state.find_portal("beta") or state.add_portal("beta", enterprise=True)
+        alpha = state.find_portal("alpha") or state.add_portal("alpha", member_id=_member("alpha"))
+        beta = state.find_portal("beta") or state.add_portal(
+            "beta", enterprise=True, member_id=_member("beta")
+        )
     return DevelopmentWorld(app, alpha, beta)
+
+
+def _member(code: str) -> str:
+    """A stable member_id per seeded portal, so that after restarting `make run` (the development
+    portal keeps its world in memory) a reinstall finds the same portal row and its settings."""
+    return hashlib.sha256(f"b24app-devportal:{code}".encode()).hexdigest()[:32]

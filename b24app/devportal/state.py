@@ -208,6 +208,7 @@ class DevState:
         users: list[DevUser] | None = None,
         enterprise: bool = False,
         currencies: list[str] | None = None,
+        member_id: str | None = None,
     ) -> DevPortal:
         with self.lock:
             if code in self.portals:
@@ -215,7 +216,7 @@ class DevState:
             rate, burst = ENTERPRISE_LIMITS if enterprise else STANDARD_LIMITS
             portal = DevPortal(
                 code=code,
-                member_id=secrets.token_hex(16),
+                member_id=member_id or secrets.token_hex(16),
                 domain=f"{code}.bitrix24.test",
                 users={u.id: u for u in (users or default_users())},
                 currencies=make_currencies(currencies or ["RUB", "USD", "EUR"]),

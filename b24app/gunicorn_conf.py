@@ -1,0 +1,26 @@
+"""gunicorn settings for the `web:` process (`gunicorn --config python:b24app.gunicorn_conf`).
+
+- Threads (gthread) rather than many processes: a request spends its time waiting on the database
+  (and, for the installer and settings page, on Bitrix24), so threads keep memory low.
+- WEB_CONCURRENCY processes (default: 2 per core) × GUNICORN_THREADS threads (default 4). Each
+  process has its own SQLAlchemy pool (db.py): keep processes × pool size under PostgreSQL's
+  max_connections.
+- The access log prints the path without the query string: /oauth/callback carries a `code`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+max_requests = 10_000
+max_requests_jitter = 1_000
+accesslog = "-"
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
