@@ -166,9 +166,41 @@ def live_app(database_url: str, tmp_path, devportal: DevportalServer) -> Iterato
     registered = devportal.state.apps[TEST_CLIENT_ID]  # the app card's URLs
     registered.handler_url = f"{url}/events"
     registered.redirect_uri = f"{url}/oauth/callback"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield LiveApp(application, url, InstallDriver(devportal.state, url), devportal.state)
     server.shutdown()
     server.server_close()
     application.extensions["b24app.db"].dispose()
+
+
+def _known_secrets(item: pytest.Item) -> set[str]:
+    """Every token the development portal issued during this test, and our app's secrets."""
+    state: DevState | None = None
+    for name in ("dev", "devportal", "live_app"):
+        value = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+        if value is not None:
+            state = value if isinstance(value, DevState) else getattr(value, "dev", None)
+            state = state or getattr(value, "state", None)
+            break
+    if state is None:
+        return set()
+    found = set(state.access_tokens) | set(state.refresh_tokens) | set(state.auth_codes)
+    for portal in state.portals.values():
+        found |= {i.application_token for i in portal.installations.values()}
+    found |= {app.client_secret for app in state.apps.values()}
+    return {s for s in found if len(s) >= 12}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Fail any test whose own output (our JSON logs on stderr/stdout) contains a token."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or report.failed:
+        return
+    output = "".join(text for name, text in report.sections if "stderr" in name or "stdout" in name)
+    leaked = [s[:6] + "…" for s in _known_secrets(item) if s in output]
+    if leaked:
+        report.outcome = "failed"
+        report.longrepr = f"secrets appeared in the logs: {leaked}"

@@ -239,7 +239,13 @@ def tokens_group() -> None:
 
 
 @tokens_group.command("refresh-idle")
-@click.option("--days", default=30, show_default=True, help="Refresh tokens older than this.")
+@click.option(
+    "--days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refresh tokens older than this.",
+)
 @_decrypts
 def refresh_idle(days: int) -> None:
     """Refresh portals idle for DAYS, well inside the 180-day refresh-token life (for cron)."""
