@@ -11,6 +11,7 @@ use the old one anymore"), so two concurrent refreshes would otherwise kill the 
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -40,8 +41,26 @@ GRANT_ERRORS = {
 }
 
 
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(member_id: str) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(member_id, threading.Lock())
+
+
 def refresh(db: Database, oauth: OAuthServer, member_id: str, stale_access_token: str) -> str:
-    """Return a working access token for the portal, refreshing at most once across the fleet."""
+    """Return a working access token for the portal, refreshing at most once across the fleet.
+
+    Threads of one process first queue on an in-process lock, so only one of them at a time
+    contends for the database lock (on SQLite that lock is the whole database's write lock).
+    """
+    with _process_lock(member_id):
+        return _refresh(db, oauth, member_id, stale_access_token)
+
+
+def _refresh(db: Database, oauth: OAuthServer, member_id: str, stale_access_token: str) -> str:
     with db.write() as session:
         portal = store.find_portal(session, member_id, for_update=True)
         if portal is None or portal.status != PortalStatus.ACTIVE:
