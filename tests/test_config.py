@@ -1,4 +1,4 @@
-"""Configuration from the environment (PRODUCT.md table): validated at start, naming the variable."""
+"""Configuration from the environment (PRODUCT.md): validated at start, naming the variable."""
 
 from __future__ import annotations
 

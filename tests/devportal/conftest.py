@@ -25,7 +25,9 @@ class Rest:
     def url(self, method: str) -> str:
         return f"{self.base}/p/{self.portal.code}/rest/{method}.json"
 
-    def call(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> requests.Response:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, **kw: Any
+    ) -> requests.Response:
         body = {**(params or {}), "auth": kw.pop("auth", self.token)}
         return requests.post(self.url(method), json=body, timeout=10, **kw)
 
