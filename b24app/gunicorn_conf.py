@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
@@ -24,3 +25,10 @@ max_requests = 10_000
 max_requests_jitter = 1_000
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Prometheus multiprocess mode: forget a dead worker's gauges (metrics.py)."""
+    from b24app.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

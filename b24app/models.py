@@ -184,6 +184,18 @@ class OAuthState(Base):
     expires_at: Mapped[datetime]
 
 
+class WorkerHeartbeat(Base):
+    """A delivery worker's sign of life (readiness and the settings page's health box)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def new_public_id() -> str:
     return uuid.uuid4().hex
 
