@@ -14,7 +14,7 @@ from b24app.devportal.state import DevState
 
 
 def create_devportal_app(state: DevState | None = None) -> Flask:
-    from b24app.devportal import inspect, methods, oauth, rest
+    from b24app.devportal import inspect, methods, oauth, rest, shell
 
     methods.load_all()
     app = Flask(__name__)
@@ -22,4 +22,5 @@ def create_devportal_app(state: DevState | None = None) -> Flask:
     app.register_blueprint(rest.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(inspect.bp)
+    app.register_blueprint(shell.bp)
     return app

@@ -118,13 +118,7 @@ class InstallDriver:
         Until installFinish() an administrator gets the installer again and anyone else gets
         Bitrix24's "not fully installed" message (settings/app-installation/installation-finish.md).
         """
-        with self.state.lock:
-            installation = self._installation(portal, client_id)
-            user = portal.users.get(user_id)
-            if not installation.installed and not (user and user.admin):
-                raise NotInstalled("The application is not fully installed yet")
-            access, refresh = self.state.issue_tokens(portal, client_id, user_id)
-        page = "app" if installation.installed else "install"
+        page, installation, access, refresh = frame_tokens(self.state, portal, client_id, user_id)
         return self._open_frame(portal, page, installation, access, refresh, lang)
 
     def _open_frame(
@@ -137,26 +131,9 @@ class InstallDriver:
         lang: str,
     ) -> requests.Response:
         """The POST of settings/oauth/simple-way.md: some fields in the query, the rest a form."""
-        query = {
-            "DOMAIN": portal.domain,
-            "PROTOCOL": "1" if self.state.base_url.startswith("https:") else "0",
-            "LANG": lang,
-            "APP_SID": new_token(),  # new on every render
-        }
-        form = {
-            "AUTH_ID": access.token,
-            "AUTH_EXPIRES": str(self.state.access_lifetime),
-            "REFRESH_ID": refresh.token,
-            "SERVER_ENDPOINT": self.state.server_endpoint,
-            "APPLICATION_TOKEN": installation.application_token,
-            "APPLICATION_SCOPE": access.scope,
-            "member_id": portal.member_id,
-            "status": installation.status,
-            "PLACEMENT": "DEFAULT",
-            "PLACEMENT_OPTIONS": "{}",
-        }
         url = f"{self.app_base_url}/{page}"
-        response = requests.post(url, params=query, data=form, timeout=self.page_timeout)
+        post = frame_post(self.state, portal, installation, access, refresh, url=url, lang=lang)
+        response = requests.post(url, params=post.query, data=post.form, timeout=self.page_timeout)
         self._record(
             portal, installation.client_id, frame=page, url=url, status=response.status_code
         )
@@ -331,6 +308,69 @@ class InstallDriver:
         if installation is None:
             raise NotInstalled(f"{client_id} is not installed on portal {portal.code}")
         return installation
+
+
+@dataclass(frozen=True)
+class FramePost:
+    """One frame page as Bitrix24 opens it: POST `url` with `query` in the address, `form` as
+    the body. The driver sends it with requests; the browser shell (shell.py) has the browser
+    submit it into an iframe."""
+
+    url: str
+    query: dict[str, str]
+    form: dict[str, str]
+
+
+def frame_post(
+    state: DevState,
+    portal: DevPortal,
+    installation: Installation,
+    access: AccessToken,
+    refresh: RefreshToken,
+    *,
+    url: str,
+    lang: str,
+) -> FramePost:
+    """The fields of settings/oauth/simple-way.md for one render of a frame page."""
+    query = {
+        "DOMAIN": portal.domain,
+        "PROTOCOL": "1" if state.base_url.startswith("https:") else "0",
+        "LANG": lang,
+        "APP_SID": new_token(),  # new on every render
+    }
+    form = {
+        "AUTH_ID": access.token,
+        "AUTH_EXPIRES": str(state.access_lifetime),
+        "REFRESH_ID": refresh.token,
+        "SERVER_ENDPOINT": state.server_endpoint,
+        "APPLICATION_TOKEN": installation.application_token,
+        "APPLICATION_SCOPE": access.scope,
+        "member_id": portal.member_id,
+        "status": installation.status,
+        "PLACEMENT": "DEFAULT",
+        "PLACEMENT_OPTIONS": "{}",
+    }
+    return FramePost(url, query, form)
+
+
+def frame_tokens(
+    state: DevState, portal: DevPortal, client_id: str, user_id: int
+) -> tuple[str, Installation, AccessToken, RefreshToken]:
+    """What opening the app gives `user_id`: the page ("app", or "install" until installFinish())
+    and a fresh token pair of their own.
+
+    Until installFinish() an administrator gets the installer again and anyone else gets
+    Bitrix24's "not fully installed" message (settings/app-installation/installation-finish.md).
+    """
+    with state.lock:
+        installation = portal.installations.get(client_id)
+        if installation is None:
+            raise NotInstalled(f"{client_id} is not installed on portal {portal.code}")
+        user = portal.users.get(user_id)
+        if not installation.installed and not (user and user.admin):
+            raise NotInstalled("The application is not fully installed yet")
+        access, refresh = state.issue_tokens(portal, client_id, user_id)
+    return ("app" if installation.installed else "install"), installation, access, refresh
 
 
 def bindings(installation: Installation, event: str) -> list[Binding]:
