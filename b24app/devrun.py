@@ -103,7 +103,10 @@ def _banner(key: str | None, installed: bool) -> str:
         "",
         "=" * 78,
         "b24app is running (development mode, SQLite in ./instance).",
-        f"  Development portal (emulated Bitrix24): {DEVPORTAL}/_dev/portals",
+        f"  Open the emulated Bitrix24 portal:      {DEVPORTAL}/p/alpha/",
+        "    (use 127.0.0.1, not localhost; the app is in its left menu: the settings page)",
+        f"  Install it yourself on another portal:  {DEVPORTAL}/p/beta/",
+        f"  Development portal API (journal, ...):  {DEVPORTAL}/_dev/portals",
         f"  b24app health:                          {WEB}/healthz",
         f"  PBX API description:                    {WEB}/pbx/v1/openapi.json",
     ]
