@@ -76,6 +76,7 @@ def load_all() -> None:
         common,
         crm,
         events,
+        statistics,
         telephony,
         users,
     )

@@ -1,0 +1,292 @@
+"""Delivering one portal's claimed calls: look up the uncertain ones, send the rest, record.
+
+1. Calls whose previous attempt has an unknown outcome (no answer, a gateway error, a worker that
+   stopped) are looked up first, all in one batch of voximplant.statistic.get: one found
+   finished is delivered (its result is the statistics record); the others are sent again.
+   finish is not idempotent, so this is what keeps a call from being finished twice.
+2. The calls to send become one batch (register + finish, or finish), sent with
+   `PortalClient(member_id).batch`; each command's own answer decides its call's outcome.
+3. All outcomes are written in one transaction (outbox.record).
+
+Nothing raises out of here: whatever goes wrong becomes the calls' outcome (retry.py says
+which), and an unforeseen error leaves the calls leased, to be taken over and looked up once the
+lease runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import Flask
+
+from b24app.bitrix.client import BatchResult, PortalClient
+from b24app.db import Database
+from b24app.delivery import batching, metrics, outbox, retry
+from b24app.delivery.batching import Answer, Commands
+from b24app.delivery.outbox import Claimed, Delivered, Failed, Outcome, Retry
+from b24app.delivery.retry import OUTCOME_UNKNOWN, RetryPolicy, Verdict
+from b24app.models import Portal, PortalStatus, utcnow
+from b24app.portals import currencies, mapping
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A detached copy of the portal settings that params.py reads."""
+
+    currency: str | None
+    add_to_chat: bool
+    fallback_user_id: int | None
+    timezone: str
+
+
+@dataclass(frozen=True)
+class PortalView:
+    member_id: str
+    status: str
+    prefs: Preferences
+    extensions: dict[str, int]
+    currencies_fetched_at: datetime | None
+
+
+@dataclass
+class Context:
+    """What every portal delivery of one worker shares."""
+
+    app: Flask
+    db: Database
+    worker_id: str
+    lease: float
+    policy: RetryPolicy
+    currencies_due: Callable[[str], bool] = lambda _member_id: False
+    clock: Callable[[], datetime] = utcnow
+    _clients: dict[str, PortalClient] = field(default_factory=dict)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, member_id: str) -> PortalClient:
+        """One client per portal for the worker's life, so its HTTPS connections are reused
+        (a worker has at most one batch per portal in flight)."""
+        with self._clients_lock:
+            if member_id not in self._clients:
+                self._clients[member_id] = PortalClient(member_id, app=self.app)
+            return self._clients[member_id]
+
+
+def load_portal(db: Database, portal_id: int) -> PortalView | None:
+    with db.read() as session:
+        portal = session.get(Portal, portal_id)
+        if portal is None:
+            return None
+        s = portal.settings
+        prefs = Preferences(
+            currency=s.currency if s else None,
+            add_to_chat=bool(s.add_to_chat) if s else False,
+            fallback_user_id=s.fallback_user_id if s else None,
+            timezone=(s.timezone if s else None) or "UTC",
+        )
+        return PortalView(
+            member_id=portal.member_id,
+            status=portal.status,
+            prefs=prefs,
+            extensions=mapping.load(session, portal),
+            currencies_fetched_at=s.currencies_fetched_at if s else None,
+        )
+
+
+@dataclass
+class PortalDelivery:
+    """One portal's share of a round."""
+
+    ctx: Context
+    portal_id: int
+    calls: Sequence[Claimed]
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    reached: bool = False  # Bitrix24 answered a batch
+
+    def __post_init__(self) -> None:
+        self.was_unknown = {call.id for call in self.calls if call.unknown}
+        self.unresolved = set(self.was_unknown)  # unknown and not yet looked up
+
+    def run(self) -> Counter[str]:
+        started = time.monotonic()
+        view = load_portal(self.ctx.db, self.portal_id)
+        if view is None:
+            return Counter()  # the portal row is gone, and its calls with it (cascade)
+        client = self.ctx.client(view.member_id)
+        to_send = [call for call in self.calls if not call.unknown]
+        unknown = [call for call in self.calls if call.unknown]
+        if unknown:
+            to_send = self._look_up(client, view, unknown, to_send)
+        if to_send:
+            self._send(client, view, to_send)
+        outbox.record(
+            self.ctx.db, self.outcomes, worker_id=self.ctx.worker_id, now=self.ctx.clock()
+        )
+        counts = self._report(view, time.monotonic() - started)
+        self._refresh_currencies(view)
+        return counts
+
+    # --- 1. look up calls with an unknown outcome ------------------------------------------------
+    def _look_up(
+        self, client: PortalClient, view: PortalView, unknown: list[Claimed], fresh: list[Claimed]
+    ) -> list[Claimed]:
+        """Settle the unknown calls found finished; return the calls to send now."""
+        commands = batching.lookup_commands(unknown)
+        if not commands:  # nothing to look them up by (the intake always gives an id)
+            self.unresolved.clear()
+            return [*fresh, *unknown]
+        try:
+            batch = self._batch(client, view, commands, "lookup", len(unknown))
+        except Exception as error:  # every failure becomes the calls' outcome
+            verdict = retry.for_exception(error)
+            for call in unknown:
+                self.outcomes[call.id] = self._settle(call, verdict)
+            for call in fresh:
+                self.outcomes[call.id] = self._settle(call, _not_sent(verdict))
+            return []
+        to_send = list(fresh)
+        answers = batching.found(unknown, batch)
+        for call in unknown:
+            look = answers[call.id]
+            if look.record is not None:
+                call_id = look.record.get("CALL_ID")
+                self.outcomes[call.id] = Delivered(look.record, call_id or call.call_id)
+            elif look.error is not None:
+                reason = (
+                    "Could not read Bitrix24's call statistics to check whether the call was "
+                    f"finished ({look.error.code}: {look.error.description})."
+                )
+                self.outcomes[call.id] = self._settle(
+                    call, Verdict("unknown", OUTCOME_UNKNOWN, reason)
+                )
+            else:
+                self.unresolved.discard(call.id)
+                to_send.append(call)
+        return to_send
+
+    # --- 2. send ---------------------------------------------------------------------------------
+    def _send(self, client: PortalClient, view: PortalView, calls: list[Claimed]) -> None:
+        plan = batching.plan(calls, view.prefs, view.extensions.get)
+        for call_id, problem in plan.refused.items():
+            self.outcomes[call_id] = Failed(problem.code, problem.message)
+        ours = outbox.extend_lease(
+            self.ctx.db,
+            [call.id for call in plan.calls],
+            worker_id=self.ctx.worker_id,
+            now=self.ctx.clock(),
+            lease=self.ctx.lease,
+        )
+        sendable = [call for call in plan.calls if call.id in ours]
+        commands = {
+            key: command
+            for key, command in plan.commands.items()
+            if int(key[1:]) in ours  # keys are r<id> and f<id>
+        }
+        if not commands:
+            return
+        try:
+            batch = self._batch(client, view, commands, "deliver", len(sendable))
+        except Exception as error:  # every failure becomes the calls' outcome
+            verdict = retry.for_exception(error)
+            for call in sendable:
+                self.outcomes[call.id] = self._settle(call, verdict)
+            return
+        for call in sendable:
+            self.outcomes[call.id] = self._outcome(call, batching.answer(call, batch))
+
+    def _outcome(self, call: Claimed, answer: Answer) -> Outcome:
+        if answer.result is not None:
+            call_id = answer.result.get("CALL_ID") or answer.registered_call_id or call.call_id
+            return Delivered(answer.result, call_id)
+        assert answer.error is not None
+        after_unknown = call.id in self.was_unknown and answer.failed_step == "finish"
+        verdict = retry.for_command(answer.error, after_unknown=after_unknown)
+        return self._settle(call, verdict, bitrix_call_id=answer.registered_call_id)
+
+    def _batch(
+        self, client: PortalClient, view: PortalView, commands: Commands, purpose: str, calls: int
+    ) -> BatchResult:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            result = client.batch(commands)
+            self.reached = True
+            return result
+        except Exception as error:
+            outcome = getattr(error, "code", type(error).__name__)
+            raise
+        finally:
+            metrics.batch_sent(
+                member_id=view.member_id,
+                purpose=purpose,
+                calls=calls,
+                commands=len(commands),
+                outcome=outcome,
+                seconds=time.monotonic() - started,
+            )
+
+    # --- outcomes --------------------------------------------------------------------------------
+    def _settle(
+        self, call: Claimed, verdict: Verdict, bitrix_call_id: str | None = None
+    ) -> Outcome:
+        """A failed try: fail the call, or schedule the next try (or give up on it)."""
+        policy = self.ctx.policy
+        now = self.ctx.clock()
+        if verdict.kind == "fail":
+            return Failed(verdict.code, verdict.reason, bitrix_call_id)
+        if retry.give_up(
+            verdict, attempts=call.attempts, created_at=call.created_at, now=now, policy=policy
+        ):
+            reason = retry.gave_up_reason(
+                verdict, attempts=call.attempts, created_at=call.created_at, now=now
+            )
+            return Failed(verdict.code, reason, bitrix_call_id)
+        at = retry.next_attempt(verdict, attempts=call.attempts, now=now, policy=policy)
+        unknown = verdict.kind == "unknown" or call.id in self.unresolved
+        if unknown:
+            at = max(at, now + timedelta(seconds=policy.unknown_wait))
+        code = OUTCOME_UNKNOWN if unknown else verdict.code
+        return Retry(code, verdict.reason, at, bitrix_call_id)
+
+    def _report(self, view: PortalView, seconds: float) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        now = self.ctx.clock()
+        by_id = {call.id: call for call in self.calls}
+        for call_id, outcome in self.outcomes.items():
+            if isinstance(outcome, Delivered):
+                counts["delivered"] += 1
+                metrics.call_delivered(latency=(now - by_id[call_id].created_at).total_seconds())
+            elif isinstance(outcome, Failed):
+                counts["failed"] += 1
+                metrics.call_failed(code=outcome.code)
+            else:
+                counts["retrying"] += 1
+                metrics.call_retried(code=outcome.code)
+        metrics.calls_recorded(member_id=view.member_id, counts=counts, seconds=seconds)
+        return counts
+
+    def _refresh_currencies(self, view: PortalView) -> None:
+        """Keep the intake's currency list fresh for portals we reach anyway: at most once per
+        currencies.MAX_AGE per portal and worker, never per call."""
+        if not self.reached or view.status != PortalStatus.ACTIVE:
+            return
+        fetched = view.currencies_fetched_at
+        if fetched is not None and fetched > self.ctx.clock() - currencies.MAX_AGE:
+            return
+        if not self.ctx.currencies_due(view.member_id):
+            return
+        try:
+            currencies.refresh_currencies(view.member_id)
+        except Exception as error:  # a stale list is no reason to stop
+            metrics.worker_error("currencies", error)
+
+
+def _not_sent(verdict: Verdict) -> Verdict:
+    """The verdict for calls we did not send because the portal failed us just before."""
+    if verdict.kind != "unknown":
+        return verdict
+    return Verdict("retry", "NOT_SENT", f"Not sent: {verdict.reason}", verdict.retry_at)

@@ -1,0 +1,252 @@
+"""The outbox: the `calls` table seen from the delivery side. Claiming, leases, outcomes.
+
+A call is due when it is `queued` with `next_attempt_at` in the past, or `delivering` with an
+expired lease (the worker that claimed it stopped). Claiming makes it `delivering`, leased to one
+worker until `lease_until`, and counts the attempt. Whoever holds the lease records the outcome;
+a worker that lost its lease (it was too slow and another worker took the call over) records
+nothing, except a confirmed delivery, which is the truth whoever learns it.
+
+A call taken over from a stopped worker may or may not have reached Bitrix24, so the claim
+marks it OUTCOME_UNKNOWN: the worker looks it up in the statistics before sending it again.
+
+Locking: on PostgreSQL the due rows are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
+claimers take different calls without waiting; on SQLite the write transaction (`BEGIN
+IMMEDIATE`, db.py) lets one claimer at a time in. Either way any number of workers may run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from b24app.db import Database
+from b24app.delivery.batching import MAX_COMMANDS, fit
+from b24app.delivery.params import needs_register
+from b24app.delivery.retry import OUTCOME_UNKNOWN
+from b24app.logs import get_logger
+from b24app.models import Call, CallState
+
+log = get_logger(__name__)
+
+TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed call, detached from the session: what delivery needs to know of it."""
+
+    id: int
+    portal_id: int
+    request: Mapping[str, Any]
+    attempts: int  # including this one
+    created_at: datetime
+    bitrix_call_id: str | None
+    unknown: bool  # the previous attempt's outcome is unknown: look it up before sending
+
+    @property
+    def call_id(self) -> str | None:
+        """The CALL_ID to finish: the PBX's, or the one our earlier register returned."""
+        return self.bitrix_call_id or self.request.get("CALL_ID") or None
+
+    @property
+    def external_call_id(self) -> str | None:
+        """EXTERNAL_CALL_ID we register the call with (calls the PBX did not register)."""
+        if not needs_register(self.request):
+            return None
+        return str(self.request.get("PBX_CALL_ID") or "") or None
+
+    @property
+    def cost(self) -> int:
+        """Commands it takes: finish, or register + finish."""
+        return 1 if self.call_id else 2
+
+
+@dataclass(frozen=True)
+class Delivered:
+    result: dict[str, Any]  # Bitrix24's finish answer, or the statistics record found
+    bitrix_call_id: str | None
+
+
+@dataclass(frozen=True)
+class Retry:
+    code: str
+    reason: str
+    at: datetime
+    bitrix_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    reason: str
+    bitrix_call_id: str | None = None
+
+
+Outcome = Delivered | Retry | Failed
+
+
+def due_condition(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(Call.state == CallState.QUEUED, Call.next_attempt_at <= now),
+        and_(Call.state == CallState.DELIVERING, Call.lease_until < now),
+    )
+
+
+def claim(
+    db: Database,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: float,
+    max_portals: int,
+    exclude: Collection[int] = (),
+    max_commands: int = MAX_COMMANDS,
+) -> dict[int, list[Claimed]]:
+    """One round: for each portal with due calls (oldest due first, at most `max_portals`, none
+    of `exclude`), its oldest due calls that fit one batch. A busy portal gets one batch per
+    round like any other, so it never starves the rest."""
+    if max_portals <= 0:
+        return {}
+    claimed: dict[int, list[Claimed]] = {}
+    with db.write() as session:
+        for portal_id in _due_portals(session, now, max_portals, exclude):
+            rows = _lock_due(session, db, portal_id, now, max_commands)
+            taken = fit(rows, key=_cost, budget=max_commands)
+            if taken:
+                claimed[portal_id] = _take(session, taken, worker_id, now, lease)
+    return claimed
+
+
+def _due_portals(
+    session: Session, now: datetime, limit: int, exclude: Collection[int]
+) -> list[int]:
+    oldest = func.min(Call.next_attempt_at).label("oldest")
+    query = select(Call.portal_id, oldest).where(due_condition(now))
+    if exclude:
+        query = query.where(Call.portal_id.not_in(list(exclude)))
+    query = query.group_by(Call.portal_id).order_by(oldest, Call.portal_id).limit(limit)
+    return [portal_id for portal_id, _ in session.execute(query)]
+
+
+def _lock_due(
+    session: Session, db: Database, portal_id: int, now: datetime, limit: int
+) -> list[Call]:
+    query = (
+        select(Call)
+        .where(Call.portal_id == portal_id, due_condition(now))
+        .order_by(Call.next_attempt_at, Call.id)
+        .limit(limit)
+    )
+    if not db.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def _cost(row: Call) -> int:
+    return 1 if row.bitrix_call_id or not needs_register(row.request) else 2
+
+
+def _take(
+    session: Session, rows: list[Call], worker_id: str, now: datetime, lease: float
+) -> list[Claimed]:
+    claimed = []
+    for row in rows:
+        taken_over = row.state == CallState.DELIVERING
+        row.state = CallState.DELIVERING
+        row.lease_until = now + timedelta(seconds=lease)
+        row.leased_by = worker_id
+        row.attempts = (row.attempts or 0) + 1
+        if taken_over:
+            row.error_code, row.error = OUTCOME_UNKNOWN, TAKEN_OVER
+        claimed.append(
+            Claimed(
+                id=row.id,
+                portal_id=row.portal_id,
+                request=dict(row.request or {}),
+                attempts=row.attempts,
+                created_at=row.created_at,
+                bitrix_call_id=row.bitrix_call_id,
+                unknown=row.error_code == OUTCOME_UNKNOWN,
+            )
+        )
+    session.flush()
+    return claimed
+
+
+def extend_lease(
+    db: Database, ids: Iterable[int], *, worker_id: str, now: datetime, lease: float
+) -> set[int]:
+    """Renew our lease on these calls right before sending them; return those still ours (a
+    call another worker took over after our lease ran out must not be sent by us too)."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    with db.write() as session:
+        ours = set(
+            session.scalars(
+                select(Call.id).where(
+                    Call.id.in_(wanted),
+                    Call.state == CallState.DELIVERING,
+                    Call.leased_by == worker_id,
+                )
+            )
+        )
+        if ours:
+            session.execute(
+                update(Call)
+                .where(Call.id.in_(ours))
+                .values(lease_until=now + timedelta(seconds=lease))
+            )
+    return ours
+
+
+def record(db: Database, outcomes: Mapping[int, Outcome], *, worker_id: str, now: datetime) -> int:
+    """Write each call's outcome in one transaction; return how many were written."""
+    if not outcomes:
+        return 0
+    written = 0
+    with db.write() as session:
+        query = select(Call).where(Call.id.in_(list(outcomes))).order_by(Call.id)
+        if not db.is_sqlite:
+            query = query.with_for_update()
+        for row in session.scalars(query):
+            outcome = outcomes[row.id]
+            if _still_ours(row, worker_id) or _late_delivery(row, outcome):
+                _apply(row, outcome, now)
+                written += 1
+            else:
+                log.warning("lease lost; outcome dropped", call=row.id, worker=worker_id)
+    return written
+
+
+def _still_ours(row: Call, worker_id: str) -> bool:
+    return row.state == CallState.DELIVERING and row.leased_by == worker_id
+
+
+def _late_delivery(row: Call, outcome: Outcome) -> bool:
+    """We lost the lease but Bitrix24 confirmed the finish: record it, since it is true."""
+    return isinstance(outcome, Delivered) and row.state != CallState.DELIVERED
+
+
+def _apply(row: Call, outcome: Outcome, now: datetime) -> None:
+    row.lease_until = None
+    row.leased_by = None
+    if outcome.bitrix_call_id:
+        row.bitrix_call_id = outcome.bitrix_call_id
+    if isinstance(outcome, Delivered):
+        row.state = CallState.DELIVERED
+        row.result = outcome.result
+        row.delivered_at = now
+        row.error_code = row.error = None
+    elif isinstance(outcome, Retry):
+        row.state = CallState.QUEUED
+        row.next_attempt_at = outcome.at
+        row.error_code, row.error = outcome.code, outcome.reason
+    else:
+        row.state = CallState.FAILED
+        row.error_code, row.error = outcome.code, outcome.reason

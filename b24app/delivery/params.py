@@ -1,0 +1,150 @@
+"""The Bitrix24 parameters of a stored call, decided when it is delivered, not when it arrived.
+
+The intake stores what the PBX sent (`Call.request`, already validated and keyed by Bitrix24's
+names). The portal's settings and extension mapping are applied here, at delivery time, so an
+admin who fixes a setting (a missing fallback user, the billing currency) and retries the call
+gets the fixed values. Rules (PRODUCT.md "User resolution order", docs/issue 4 design):
+
+- user: USER_ID if given; else USER_PHONE_INNER through the portal's extension → user mapping
+  (sent as USER_ID); else USER_PHONE_INNER as is (Bitrix24 resolves the user's own inner number);
+  else the portal's `fallback_user_id` (sent as USER_ID).
+- COST without COST_CURRENCY: the portal's `currency`, if one is set.
+- ADD_TO_CHAT is always sent: the finish page documents the default 1, the core converts a
+  missing value to false (digest §5.2), so only an explicit value means the same everywhere.
+  The request's value, else the portal's `add_to_chat`.
+- CALL_START_DATE without a UTC offset is read in the portal's `timezone` and sent with its
+  offset (telephony-external-call-register.md: ISO-8601 with a time zone).
+- A call without CALL_ID is registered first: register gets the user, PHONE_NUMBER, TYPE,
+  CALL_START_DATE, LINE_NUMBER, CRM_CREATE, SHOW (0 unless given: the call is over, no card
+  should pop up), EXTERNAL_CALL_ID = PBX_CALL_ID (a unique id also defeats the register page's
+  30-minute re-registration rule) and the same ADD_TO_CHAT as the finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# Passed to finish as the PBX sent them (after the intake's validation).
+FINISH_FIELDS = (
+    "DURATION",
+    "COST",
+    "COST_CURRENCY",
+    "STATUS_CODE",
+    "FAILED_REASON",
+    "RECORD_URL",
+    "VOTE",
+)
+REGISTER_FIELDS = ("PHONE_NUMBER", "TYPE", "LINE_NUMBER", "CRM_CREATE")
+
+UserLookup = Callable[[str], int | None]  # extension -> Bitrix24 user id
+
+
+class PortalPreferences(Protocol):
+    """What delivery reads of a portal's settings (models.PortalSettings has these)."""
+
+    @property
+    def currency(self) -> str | None: ...
+    @property
+    def add_to_chat(self) -> bool: ...
+    @property
+    def fallback_user_id(self) -> int | None: ...
+    @property
+    def timezone(self) -> str: ...
+
+
+class ParamsError(Exception):
+    """The call cannot be sent as the portal is set up now; `message` tells the admin why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def needs_register(request: Mapping[str, Any]) -> bool:
+    """A call the PBX never registered: no CALL_ID, so we register it (EXTERNAL_CALL_ID)."""
+    return not request.get("CALL_ID")
+
+
+def user_params(
+    request: Mapping[str, Any], prefs: PortalPreferences, lookup: UserLookup
+) -> dict[str, Any]:
+    """`{"USER_ID": n}` or `{"USER_PHONE_INNER": "…"}` by the resolution order above."""
+    if request.get("USER_ID"):
+        return {"USER_ID": int(request["USER_ID"])}
+    inner = str(request.get("USER_PHONE_INNER") or "").strip()
+    if inner:
+        mapped = lookup(inner)
+        return {"USER_ID": mapped} if mapped else {"USER_PHONE_INNER": inner}
+    if prefs.fallback_user_id:
+        return {"USER_ID": int(prefs.fallback_user_id)}
+    raise ParamsError(
+        "NO_USER",
+        "The call names no employee (neither USER_ID nor USER_PHONE_INNER) and the portal has "
+        "no fallback user; set one with `portals set MEMBER_ID fallback_user_id=N`.",
+    )
+
+
+def add_to_chat(request: Mapping[str, Any], prefs: PortalPreferences) -> int:
+    value = request.get("ADD_TO_CHAT")
+    if value is None:
+        return int(bool(prefs.add_to_chat))
+    return int(bool(int(value)))
+
+
+def finish_params(
+    request: Mapping[str, Any],
+    prefs: PortalPreferences,
+    lookup: UserLookup,
+    *,
+    call_id: str | None = None,
+) -> dict[str, Any]:
+    """telephony.externalCall.finish's parameters; `call_id` overrides the request's CALL_ID
+    (the CALL_ID register returned, or a `$result[r<id>][CALL_ID]` batch reference)."""
+    params: dict[str, Any] = {"CALL_ID": call_id or request.get("CALL_ID")}
+    params.update(user_params(request, prefs, lookup))
+    for name in FINISH_FIELDS:
+        if request.get(name) is not None:
+            params[name] = request[name]
+    if "COST" in params and not params.get("COST_CURRENCY") and prefs.currency:
+        params["COST_CURRENCY"] = prefs.currency
+    params["ADD_TO_CHAT"] = add_to_chat(request, prefs)
+    return params
+
+
+def register_params(
+    request: Mapping[str, Any], prefs: PortalPreferences, lookup: UserLookup
+) -> dict[str, Any]:
+    """telephony.externalCall.register's parameters for a call the PBX did not register."""
+    params: dict[str, Any] = user_params(request, prefs, lookup)
+    for name in REGISTER_FIELDS:
+        if request.get(name) is not None:
+            params[name] = request[name]
+    if request.get("CALL_START_DATE"):
+        params["CALL_START_DATE"] = start_date(str(request["CALL_START_DATE"]), prefs.timezone)
+    params["SHOW"] = request["SHOW"] if request.get("SHOW") is not None else 0
+    params["EXTERNAL_CALL_ID"] = request.get("PBX_CALL_ID")
+    params["ADD_TO_CHAT"] = add_to_chat(request, prefs)
+    return params
+
+
+def start_date(value: str, timezone: str) -> str:
+    """ISO-8601 with an offset; a date without one is read in the portal's time zone. A value
+    that is not ISO-8601 at all is sent as is, so Bitrix24's own error reaches the admin."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_zone(timezone))
+    return parsed.isoformat()
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")

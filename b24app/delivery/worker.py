@@ -1,0 +1,243 @@
+"""The delivery worker (`flask --app b24app worker`, the Procfile's `worker:`).
+
+The loop: claim a round (one batch per portal, oldest due first, portals already in flight in
+this worker left out) → deliver each portal's batch in a small thread pool → each portal records
+its own outcomes → claim again as soon as there is room; sleep a little when nothing is due.
+Any number of workers may run against one database (outbox.py's locking).
+
+SIGTERM / SIGINT stop claiming; batches already sent are awaited and recorded, then the process
+exits. A worker killed harder than that leaves leased calls, which another worker takes over
+when their lease runs out and looks up before sending again (deliver.py).
+
+Every few seconds the worker writes its heartbeat (health.py: /readyz needs a fresh one), and
+once a day it refreshes the tokens of idle portals (the refresh token lives 180 days; `tokens
+refresh-idle` does the same from cron). Nothing raises out of the loop: an error is logged and
+the loop goes on, so one bad portal never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from types import FrameType
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+from b24app import health
+from b24app.db import get_db
+from b24app.delivery import metrics, outbox
+from b24app.delivery.deliver import Context, PortalDelivery
+from b24app.delivery.retry import RetryPolicy
+from b24app.logs import get_logger
+from b24app.portals import currencies
+
+log = get_logger(__name__)
+
+DEFAULT_THREADS = 4
+DEFAULT_LEASE = 120.0  # seconds; far above a batch's worst case (HTTP timeout, throttle, retries)
+DEFAULT_IDLE_SLEEP = 1.0
+HEARTBEAT_EVERY = 10.0  # seconds; /readyz wants one within health.HEARTBEAT_FRESH (60 s)
+HOUSEKEEPING_EVERY = timedelta(days=1)
+IDLE_PORTAL = timedelta(days=30)  # refresh tokens unused this long (refresh tokens live 180)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Claims and delivers calls until stopped (or, with `once`, until nothing is due)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        threads: int = DEFAULT_THREADS,
+        lease: float = DEFAULT_LEASE,
+        idle_sleep: float = DEFAULT_IDLE_SLEEP,
+        policy: RetryPolicy | None = None,
+        portals_per_round: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.app = app
+        self.threads = max(1, threads)
+        self.idle_sleep = idle_sleep
+        self.portals_per_round = portals_per_round or self.threads * 4
+        self.ctx = Context(
+            app=app,
+            db=get_db(app),
+            worker_id=worker_id or new_worker_id(),
+            lease=lease,
+            policy=policy or RetryPolicy(),
+            currencies_due=self._currencies_due,
+        )
+        self._stop = threading.Event()
+        self._currency_tries: dict[str, float] = {}
+        self._currency_lock = threading.Lock()
+        self._last_housekeeping: datetime | None = None
+        self._last_beat = float("-inf")
+
+    @property
+    def worker_id(self) -> str:
+        return self.ctx.worker_id
+
+    def stop(self) -> None:
+        """Claim nothing more; finish and record what is in flight."""
+        self._stop.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, *, once: bool = False) -> Counter[str]:
+        """Deliver until stopped; with `once`, until nothing is due. Returns outcome counts."""
+        totals: Counter[str] = Counter()
+        log.info("worker started", worker=self.worker_id, threads=self.threads, once=once)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="delivery") as pool:
+            inflight: dict[int, Future[Counter[str]]] = {}
+            while not self._stop.is_set():
+                _collect(inflight, totals)
+                self._beat()
+                if not once:
+                    self._housekeeping()
+                room = self.portals_per_round - len(inflight)
+                claimed = self._claim(room, exclude=set(inflight))
+                for portal_id, calls in claimed.items():
+                    inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
+                if claimed:
+                    continue
+                if not inflight:
+                    if once:
+                        break
+                    self._stop.wait(self.idle_sleep)
+                    continue
+                wait(list(inflight.values()), timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+            wait(list(inflight.values()))
+            _collect(inflight, totals)
+        log.info("worker stopped", worker=self.worker_id, **dict(totals))
+        return totals
+
+    def _claim(self, room: int, *, exclude: set[int]) -> dict[int, list[outbox.Claimed]]:
+        if room <= 0:
+            return {}
+        started = time.monotonic()
+        try:
+            claimed = outbox.claim(
+                self.ctx.db,
+                worker_id=self.worker_id,
+                now=self.ctx.clock(),
+                lease=self.ctx.lease,
+                max_portals=room,
+                exclude=exclude,
+            )
+        except Exception as error:  # the database may be back next time
+            metrics.worker_error("claim", error)
+            self._stop.wait(self.idle_sleep)
+            return {}
+        metrics.claimed(
+            portals=len(claimed),
+            calls=sum(len(calls) for calls in claimed.values()),
+            seconds=time.monotonic() - started,
+        )
+        return claimed
+
+    def _deliver(self, portal_id: int, calls: list[outbox.Claimed]) -> Counter[str]:
+        try:
+            with self.app.app_context():
+                return PortalDelivery(self.ctx, portal_id, calls).run()
+        except Exception as error:  # the lease brings the calls back
+            metrics.worker_error(f"portal {portal_id}", error)
+            log.exception("portal delivery failed", portal_id=portal_id)
+            return Counter(crashed=len(calls))
+
+    # --- side duties -------------------------------------------------------------------------
+    def _beat(self) -> None:
+        """Tell readiness (health.py) that a worker is alive, every HEARTBEAT_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._last_beat < HEARTBEAT_EVERY:
+            return
+        self._last_beat = now
+        try:
+            health.beat(self.ctx.db, self.worker_id)
+        except Exception as error:  # the next beat may get through
+            metrics.worker_error("heartbeat", error)
+
+    def _currencies_due(self, member_id: str) -> bool:
+        """At most one currency refresh per portal per currencies.MAX_AGE in this worker."""
+        now = time.monotonic()
+        with self._currency_lock:
+            last = self._currency_tries.get(member_id)
+            if last is not None and now - last < currencies.MAX_AGE.total_seconds():
+                return False
+            self._currency_tries[member_id] = now
+            return True
+
+    def _housekeeping(self) -> None:
+        """Once a day: refresh idle portals' tokens, well inside the refresh token's life."""
+        now = self.ctx.clock()
+        if self._last_housekeeping and now - self._last_housekeeping < HOUSEKEEPING_EVERY:
+            return
+        self._last_housekeeping = now
+        from b24app.portals.cli import refresh_idle_portals
+
+        try:
+            with self.app.app_context():
+                refreshed, failed = refresh_idle_portals(IDLE_PORTAL)
+            log.info("idle portals refreshed", refreshed=refreshed, failed=failed)
+        except Exception as error:  # tomorrow is another day
+            metrics.worker_error("refresh idle portals", error)
+
+
+def _collect(inflight: dict[int, Future[Counter[str]]], totals: Counter[str]) -> None:
+    for portal_id, future in list(inflight.items()):
+        if future.done():
+            del inflight[portal_id]
+            totals.update(future.result())
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+@click.command("worker")
+@with_appcontext
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True, help="Portals at a time.")
+@click.option("--lease", default=DEFAULT_LEASE, show_default=True, help="Seconds a claim lasts.")
+@click.option(
+    "--idle-sleep", default=DEFAULT_IDLE_SLEEP, show_default=True, help="Seconds between polls."
+)
+def worker_command(once: bool, threads: int, lease: float, idle_sleep: float) -> None:
+    """Deliver queued calls to Bitrix24 (the Procfile's `worker:` process)."""
+    worker = Worker(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        threads=threads,
+        lease=lease,
+        idle_sleep=idle_sleep,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping after the batches in flight", signal=signal.Signals(signum).name)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        totals = worker.run(once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if once:
+        summary = ", ".join(f"{name} {count}" for name, count in sorted(totals.items()))
+        click.echo(f"delivery: {summary or 'nothing due'}")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(worker_command)
+
+
+__all__ = ["Worker", "init_app", "worker_command"]

@@ -1,0 +1,361 @@
+"""The worker when things go wrong: outages, timeouts, refusals, portals that need their admin.
+On SQLite and PostgreSQL, against the development portal's faults (devportal/faults.py).
+
+Pages: _includes/system-errors.md (system errors), limits.md (OPERATION_TIME_LIMIT),
+api-reference/telephony/telephony-external-call-finish.md (errors; a second finish is "Call is
+not found", tutorials/telephony), api-reference/telephony/voximplant/voximplant-statistic-get.md.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import update
+
+from b24app.bitrix.client import PortalClient
+from b24app.db import get_db
+from b24app.delivery import deliver
+from b24app.delivery.batching import FINISH, REGISTER, STATISTICS
+from b24app.delivery.retry import OUTCOME_UNKNOWN, RetryPolicy
+from b24app.devportal import faults
+from b24app.models import Call, CallState, PortalStatus, utcnow
+from tests.conftest import TEST_CLIENT_ID, LiveApp
+from tests.delivery.conftest import (
+    TEST_POLICY,
+    batches,
+    calls,
+    commands,
+    finished_ids,
+    finished_requests,
+    make_due,
+    portal_id,
+    queue,
+    register_on_portal,
+    run_worker,
+    set_portal,
+    unregistered_requests,
+    wait_for,
+)
+
+
+def states(live: LiveApp, ids: list[int]) -> Counter[str]:
+    return Counter(row.state for row in calls(live, ids))
+
+
+def test_outage_then_dropped_connections_then_recovery(live_app: LiveApp) -> None:
+    """A 503 page (nothing was done): retried later. A dropped connection (maybe done): the
+    calls are looked up with voximplant.statistic.get before being sent again. When the portal
+    is back every call is finished exactly once."""
+    portal = live_app.install("alpha")
+    registered = register_on_portal(live_app.dev, portal, 10)
+    ids = queue(live_app, portal, finished_requests(registered) + unregistered_requests(4))
+
+    faults.set_outage(live_app.dev, portal, "503")
+    started = utcnow()
+    assert run_worker(live_app.app) == Counter(retrying=14)
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.attempts == 1
+        assert row.error_code == "HTTP_ERROR" and "HTTP 503" in (row.error or "")
+        assert row.next_attempt_at > started + timedelta(seconds=2)  # backoff: base 5 s, jitter
+
+    faults.set_outage(live_app.dev, portal, "reset")
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(retrying=14)
+    assert {row.error_code for row in calls(live_app, ids)} == {OUTCOME_UNKNOWN}
+
+    faults.clear(live_app.dev, portal)
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(delivered=14)
+    assert len(commands(live_app.dev, portal, STATISTICS)) == 14  # looked up first
+    assert len(portal.statistics) == 14 and set(finished_ids(portal).values()) == {1}
+    assert all(row.attempts == 3 for row in calls(live_app, ids))
+
+
+def test_timeout_after_the_portal_finished_the_calls_is_reconciled_not_doubled(
+    live_app: LiveApp, short_timeout_app: Flask
+) -> None:
+    """B24APP_HTTP_TIMEOUT 0.5 s, the portal answers after 1.5 s: the worker gives up waiting,
+    yet the portal finishes the calls. The next attempt finds them in the statistics (by CALL_ID,
+    and by EXTERNAL_CALL_ID for the calls it registered) and sends no second finish."""
+    portal = live_app.install("alpha")
+    ids = queue(
+        live_app,
+        portal,
+        finished_requests(register_on_portal(live_app.dev, portal, 4)) + unregistered_requests(2),
+    )
+    faults.set_latency(live_app.dev, portal, 1.5)
+    before = utcnow()
+    assert run_worker(short_timeout_app, policy=RetryPolicy()) == Counter(retrying=6)
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.error_code == OUTCOME_UNKNOWN
+        # a request without an answer may still run for up to 60 s: look it up after that
+        assert row.next_attempt_at >= before + timedelta(seconds=59)
+    wait_for(lambda: len(portal.statistics) == 6)  # the portal did finish them
+    faults.clear(live_app.dev, portal)
+
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(delivered=6)
+
+    assert len(commands(live_app.dev, portal, FINISH)) == 6  # none sent a second time
+    assert len(commands(live_app.dev, portal, REGISTER)) == 2
+    assert set(finished_ids(portal).values()) == {1}
+    for row in calls(live_app, ids):
+        assert row.result is not None and row.result["CALL_CATEGORY"] == "external"
+        assert row.bitrix_call_id == row.result["CALL_ID"]
+
+
+def test_call_not_found_right_after_an_unknown_outcome_is_checked_again_not_failed(
+    live_app: LiveApp,
+) -> None:
+    """tutorials/telephony: a finished call is "not found" to finish. After an attempt without
+    an answer that most likely means our attempt finished it: the call stays queued and is looked
+    up again instead of failing. Without an unknown outcome the same answer fails the call."""
+    portal = live_app.install("alpha")
+    (uncertain, unknown_to_bitrix) = queue(
+        live_app,
+        portal,
+        finished_requests(register_on_portal(live_app.dev, portal, 1))
+        + finished_requests(["externalCall.0000.1"]),
+    )
+    with live_app.app.app_context():
+        with get_db().write() as session:
+            session.execute(
+                update(Call).where(Call.id == uncertain).values(error_code=OUTCOME_UNKNOWN)
+            )
+        (row,) = calls(live_app, [uncertain])
+        finish = {"CALL_ID": row.request["CALL_ID"], "USER_ID": 2}
+        PortalClient(portal.member_id).call(FINISH, finish)  # the attempt that got no answer
+    hidden = portal.statistics.pop()  # the statistics do not show it yet
+
+    assert run_worker(live_app.app) == Counter(retrying=1, failed=1)
+    (row,) = calls(live_app, [uncertain])
+    assert row.state == CallState.QUEUED and row.error_code == OUTCOME_UNKNOWN
+    (other,) = calls(live_app, [unknown_to_bitrix])
+    assert other.state == CallState.FAILED and other.error_code == "CALL_NOT_FOUND"
+    assert "does not know this CALL_ID" in (other.error or "")
+
+    portal.statistics.append(hidden)
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(delivered=1)
+    (row,) = calls(live_app, [uncertain])
+    assert row.state == CallState.DELIVERED and row.result is not None
+    assert row.result["CALL_ID"] == row.request["CALL_ID"]
+    assert len(portal.statistics) == 1
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "reason"),
+    [
+        ("uninstall", "UNINSTALLED", "The application was uninstalled from the portal."),
+        ("delete", "PORTAL_DELETED", "The portal was deleted or closed."),
+    ],
+)
+def test_a_gone_portal_fails_its_calls_and_leaves_other_portals_alone(
+    live_app: LiveApp, how: str, code: str, reason: str
+) -> None:
+    """on-app-uninstall.md: the app's tokens stop working; _includes/system-errors.md:
+    PORTAL_DELETED. Retrying cannot help, so the calls fail at once, in plain words."""
+    gone = live_app.install("gone")
+    alive = live_app.install("alive")
+    gone_ids = queue(live_app, gone, finished_requests(register_on_portal(live_app.dev, gone, 3)))
+    alive_ids = queue(live_app, alive, unregistered_requests(3))
+    if how == "uninstall":
+        live_app.driver.uninstall(gone, TEST_CLIENT_ID)
+    else:
+        faults.delete_portal(live_app.dev, gone)
+
+    assert run_worker(live_app.app) == Counter(failed=3, delivered=3)
+
+    for row in calls(live_app, gone_ids):
+        assert row.state == CallState.FAILED and row.attempts == 1
+        assert (row.error_code, row.error) == (code, reason)
+    assert states(live_app, alive_ids) == Counter({CallState.DELIVERED: 3})
+    assert gone.statistics == []
+    if how == "uninstall":
+        assert batches(live_app.dev, gone) == []  # known before sending: no request at all
+
+
+def test_a_portal_waiting_for_its_admin_keeps_its_calls_then_delivers(live_app: LiveApp) -> None:
+    """settings/oauth/error-codes.md: PAYMENT_REQUIRED. The admin can fix it, so the calls wait
+    (long backoff, not counted as attempts) and go once the portal is back."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 2)))
+    faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID)
+    before = utcnow()
+
+    assert run_worker(live_app.app) == Counter(retrying=2)
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.error_code == "PAYMENT_REQUIRED"
+        assert "paid period" in (row.error or "")
+        assert row.next_attempt_at >= before + timedelta(minutes=29)
+
+    faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID, lapsed=False)
+    set_portal(live_app, portal, status=PortalStatus.ACTIVE)  # what a reinstall/update does
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(delivered=2)
+    assert len(portal.statistics) == 2
+
+
+def test_calls_waiting_for_the_admin_fail_after_a_day(live_app: LiveApp) -> None:
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 1)))
+    set_portal(live_app, portal, status=PortalStatus.NEEDS_REAUTH)
+    with live_app.app.app_context(), get_db().write() as session:
+        session.execute(
+            update(Call).where(Call.id.in_(ids)).values(created_at=utcnow() - timedelta(hours=25))
+        )
+    assert run_worker(live_app.app) == Counter(failed=1)
+    (row,) = calls(live_app, ids)
+    assert row.error_code == "NEEDS_REAUTH"
+    assert (row.error or "").startswith("Gave up after 1 attempts over 25.0 h.")
+    assert "re-authorise" in (row.error or "")
+
+
+def test_give_up_after_the_last_attempt_with_the_last_reason(live_app: LiveApp) -> None:
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 2)))
+    faults.set_rest_error(live_app.dev, portal, "INTERNAL_SERVER_ERROR")
+    policy = RetryPolicy(max_attempts=2, unknown_wait=0.0)
+    assert run_worker(live_app.app, policy=policy) == Counter(retrying=2)
+    make_due(live_app)
+    assert run_worker(live_app.app, policy=policy) == Counter(failed=2)
+    for row in calls(live_app, ids):
+        assert row.error_code == "INTERNAL_SERVER_ERROR" and row.attempts == 2
+        assert (row.error or "").startswith("Gave up after 2 attempts")
+        assert "Bitrix24 was unavailable (INTERNAL_SERVER_ERROR)" in (row.error or "")
+    assert portal.statistics == []
+
+
+def test_operation_time_limit_waits_until_bitrix24s_reset(live_app: LiveApp) -> None:
+    """limits.md: OPERATION_TIME_LIMIT; try again at `operating_reset_at` (the client assumes
+    60 s when the answer lacks it). Waiting for limits does not use up attempts."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 1)))
+    faults.set_rest_error(live_app.dev, portal, "OPERATION_TIME_LIMIT")
+    before = utcnow()
+    policy = RetryPolicy(max_attempts=1)
+    assert run_worker(live_app.app, policy=policy) == Counter(retrying=1)
+    (row,) = calls(live_app, ids)
+    assert row.error_code == "OPERATION_TIME_LIMIT"
+    assert row.next_attempt_at >= before + timedelta(seconds=55)
+
+
+def test_an_unknown_user_fails_only_that_call(live_app: LiveApp) -> None:
+    """finish and register pages: ERROR_CORE "User is not found or is not active". The other
+    calls of the same batch are finished."""
+    portal = live_app.install("alpha")
+    call_ids = register_on_portal(live_app.dev, portal, 3)
+    requests = finished_requests(call_ids)
+    requests[1]["USER_ID"] = 99
+    bad_register = unregistered_requests(1, USER_ID=5)  # Eva: dismissed
+    ids = queue(live_app, portal, requests + bad_register + unregistered_requests(1))
+
+    assert run_worker(live_app.app) == Counter(delivered=3, failed=2)
+
+    rows = calls(live_app, ids)
+    assert [row.state for row in rows] == [
+        "delivered",
+        "failed",
+        "delivered",
+        "failed",
+        "delivered",
+    ]
+    for row in (rows[1], rows[3]):
+        assert row.error_code == "USER_NOT_FOUND"
+        assert "no active employee" in (row.error or "")
+        assert "User is not found or is not active" in (row.error or "")
+    assert rows[3].bitrix_call_id is None  # its register failed; nothing was finished
+    assert finished_ids(portal) == Counter(
+        {call_ids[0]: 1, call_ids[2]: 1, rows[4].bitrix_call_id: 1}
+    )
+
+
+def test_a_call_naming_nobody_fails_without_a_request(live_app: LiveApp) -> None:
+    portal = live_app.install("alpha")
+    (call_id,) = register_on_portal(live_app.dev, portal, 1)
+    ids = queue(live_app, portal, [{"CALL_ID": call_id, "PBX_CALL_ID": "p-1", "DURATION": 3}])
+    assert run_worker(live_app.app) == Counter(failed=1)
+    (row,) = calls(live_app, ids)
+    assert row.error_code == "NO_USER" and "fallback user" in (row.error or "")
+    assert batches(live_app.dev, portal) == []
+
+
+def test_fallback_user_and_currency_come_from_the_portal_at_delivery(live_app: LiveApp) -> None:
+    """Settings are applied when the call is delivered (so fixing one and retrying works)."""
+    portal = live_app.install("alpha")
+    (call_id,) = register_on_portal(live_app.dev, portal, 1)
+    queue(live_app, portal, [{"CALL_ID": call_id, "PBX_CALL_ID": "p-2", "COST": 2.5}])
+    set_portal(live_app, portal, fallback_user_id=3, currency="EUR")
+    assert run_worker(live_app.app) == Counter(delivered=1)
+    (record,) = portal.statistics
+    assert record["PORTAL_USER_ID"] == 3 and record["COST_CURRENCY"] == "EUR"
+    assert record["_warnings"] == []
+
+
+def test_register_done_finish_refused_keeps_the_call_id_and_retries_only_finish(
+    live_app: LiveApp,
+) -> None:
+    """limits.md: each method has its own time budget, so in one batch register may run while
+    finish answers OPERATION_TIME_LIMIT. The CALL_ID register returned is kept; the retry only
+    finishes (a second register would make a second call)."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, unregistered_requests(2))
+    finish_key = (TEST_CLIENT_ID, FINISH.lower())
+    with live_app.dev.lock:
+        portal.operating[finish_key] = [(live_app.dev.now(), 1000.0)]
+
+    assert run_worker(live_app.app) == Counter(retrying=2)
+    rows = calls(live_app, ids)
+    for row in rows:
+        assert row.state == CallState.QUEUED and row.error_code == "OPERATION_TIME_LIMIT"
+        assert row.bitrix_call_id in portal.calls  # registered, not finished
+
+    with live_app.dev.lock:
+        portal.operating.pop(finish_key)
+    make_due(live_app)
+    assert run_worker(live_app.app) == Counter(delivered=2)
+    assert len(commands(live_app.dev, portal, REGISTER)) == 2  # not registered again
+    assert sorted(finished_ids(portal)) == sorted(row.bitrix_call_id for row in rows)
+
+
+def test_one_portal_breaking_the_worker_does_not_stop_the_others(
+    live_app: LiveApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing raises out of the loop. The broken portal's calls stay leased; when the lease
+    runs out they are taken over, looked up, and delivered."""
+    broken = live_app.install("broken")
+    fine = live_app.install("fine")
+    broken_ids = queue(live_app, broken, unregistered_requests(2))
+    fine_ids = queue(live_app, fine, unregistered_requests(2))
+    original = deliver.load_portal
+    broken_pid = portal_id(live_app, broken)
+
+    def flaky(db: Any, pid: int) -> Any:
+        if pid == broken_pid:
+            raise RuntimeError("a bug")
+        return original(db, pid)
+
+    monkeypatch.setattr(deliver, "load_portal", flaky)
+    assert run_worker(live_app.app, lease=0.2) == Counter(delivered=2, crashed=2)
+    assert states(live_app, fine_ids) == Counter({CallState.DELIVERED: 2})
+    assert states(live_app, broken_ids) == Counter({CallState.DELIVERING: 2})
+
+    monkeypatch.setattr(deliver, "load_portal", original)
+    time.sleep(0.3)
+    assert run_worker(live_app.app, policy=TEST_POLICY) == Counter(delivered=2)
+    assert len(broken.statistics) == 2
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy(base=5.0, cap=900.0)
+    rng = random.Random(7)
+    for attempts, ceiling in [(1, 5.0), (2, 10.0), (3, 20.0), (8, 640.0), (9, 900.0), (30, 900.0)]:
+        waits = [policy.backoff(attempts, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert len(set(waits)) > 1  # jittered: calls failing together come back apart

@@ -1,0 +1,365 @@
+"""The worker against the development portal: batches, registration, fairness, concurrency,
+crashes and a graceful stop. On SQLite and PostgreSQL.
+
+Pages: settings/how-to-call-rest-api/batch.md (≤ 50 commands, `$result[key][FIELD]`),
+api-reference/telephony/telephony-external-call-finish.md and -register.md,
+api-reference/telephony/voximplant/voximplant-statistic-get.md (looking calls up).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from b24app import health
+from b24app.bitrix.client import PortalClient
+from b24app.db import get_db
+from b24app.delivery import outbox
+from b24app.delivery.batching import FINISH
+from b24app.delivery.worker import Worker
+from b24app.devportal import faults
+from b24app.models import CallState, Portal, PortalThrottle, utcnow
+from tests.conftest import LiveApp
+from tests.delivery.conftest import (
+    TEST_POLICY,
+    batches,
+    calls,
+    commands,
+    finished_ids,
+    finished_requests,
+    is_delivery,
+    portal_id,
+    queue,
+    register_on_portal,
+    roomy,
+    run_worker,
+    set_portal,
+    unregistered_requests,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_120_calls_go_in_three_batches_each_finished_once(live_app: LiveApp) -> None:
+    """batch.md: at most 50 commands a request, so 120 calls are 50 + 50 + 20."""
+    portal = live_app.install("alpha")
+    call_ids = register_on_portal(live_app.dev, portal, 120)
+    ids = queue(live_app, portal, finished_requests(call_ids))
+
+    totals = run_worker(live_app.app)
+
+    assert totals == Counter(delivered=120)
+    sizes = [len(entry["params"]["cmd"]) for entry in batches(live_app.dev, portal)]
+    assert sizes == [50, 50, 20]
+    assert finished_ids(portal) == Counter({call_id: 1 for call_id in call_ids})
+    for record in portal.statistics:
+        # finish page: ADD_TO_CHAT always sent, here the portal's default 0; nothing odd sent
+        assert record["_params"]["ADD_TO_CHAT"] == "0"
+        assert record["_warnings"] == []
+    rows = calls(live_app, ids)
+    assert {row.state for row in rows} == {CallState.DELIVERED}
+    for row in rows:
+        assert row.result is not None and row.result["CALL_ID"] == row.bitrix_call_id
+        assert row.bitrix_call_id == row.request["CALL_ID"]
+        assert row.delivered_at is not None and row.attempts == 1
+        assert row.lease_until is None and row.error is None
+
+
+def test_unregistered_calls_are_registered_and_finished_in_one_batch(live_app: LiveApp) -> None:
+    """register page: EXTERNAL_CALL_ID = the PBX's id; batch.md: finish takes the new CALL_ID
+    as `$result[r<id>][CALL_ID]` in the same request. CALL_START_DATE without an offset is
+    read in the portal's time zone (register page: ISO-8601 with a time zone)."""
+    portal = live_app.install("alpha")
+    set_portal(live_app, portal, timezone="Europe/Moscow", add_to_chat=True)
+    requests = unregistered_requests(3)
+    ids = queue(live_app, portal, requests)
+
+    assert run_worker(live_app.app) == Counter(delivered=3)
+
+    (batch,) = batches(live_app.dev, portal)
+    assert sorted(batch["params"]["cmd"]) == sorted(
+        f"{kind}{call_id}" for call_id in ids for kind in "rf"
+    )
+    by_external = {record["EXTERNAL_CALL_ID"]: record for record in portal.statistics}
+    assert sorted(by_external) == sorted(request["PBX_CALL_ID"] for request in requests)
+    for row in calls(live_app, ids):
+        record = by_external[row.request["PBX_CALL_ID"]]
+        assert row.bitrix_call_id == record["CALL_ID"]
+        assert record["_call_start_date"] == "2026-03-07T10:20:30+03:00"
+        assert record["_params"]["ADD_TO_CHAT"] == "1" and record["_warnings"] == []
+    registered = commands(live_app.dev, portal, "telephony.externalCall.register")
+    assert [entry["params"]["SHOW"] for entry in registered] == ["0"] * 3
+    assert portal.calls == {}  # every registered call was finished
+
+
+def test_calls_needing_registration_count_twice_against_the_batch(live_app: LiveApp) -> None:
+    """26 unregistered calls are 52 commands: 25 calls fit one batch, the 26th goes next."""
+    portal = live_app.install("alpha")
+    queue(live_app, portal, unregistered_requests(26))
+    assert run_worker(live_app.app) == Counter(delivered=26)
+    sizes = [len(entry["params"]["cmd"]) for entry in batches(live_app.dev, portal)]
+    assert sizes == [50, 2]
+    assert len(portal.statistics) == 26
+
+
+def test_a_busy_portal_does_not_starve_a_small_one(live_app: LiveApp) -> None:
+    """One batch per portal per round, oldest due first: 500 calls waiting on one portal (and
+    queued before the others) do not delay the 5 of another beyond the first round."""
+    busy = live_app.install("busy")
+    small = live_app.install("small")
+    roomy(busy)
+    busy_ids = queue(live_app, busy, finished_requests(register_on_portal(live_app.dev, busy, 500)))
+    small_ids = queue(
+        live_app, small, finished_requests(register_on_portal(live_app.dev, small, 5))
+    )
+
+    # One thread: the portals' batches go strictly one after the other.
+    assert run_worker(live_app.app, threads=1) == Counter(delivered=505)
+    order = [e["member_id"] for e in live_app.dev.entries(method="batch") if is_delivery(e)]
+    assert order[:2] == [busy.member_id, small.member_id]  # the first round: one batch each
+    assert len(batches(live_app.dev, busy)) == 10
+    assert sum(finished_ids(busy).values()) == 500 == len(finished_ids(busy))
+    assert len(finished_ids(small)) == 5
+    assert {row.state for row in calls(live_app, busy_ids + small_ids)} == {CallState.DELIVERED}
+
+
+def test_two_workers_on_one_queue_deliver_each_call_once(live_app: LiveApp) -> None:
+    """Any number of workers may run at once: claims never overlap (SKIP LOCKED on PostgreSQL,
+    BEGIN IMMEDIATE on SQLite), so no call is finished twice."""
+    alpha = live_app.install("alpha")
+    beta = live_app.install("beta")
+    for portal in (alpha, beta):
+        roomy(portal)
+        queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 120)))
+        queue(live_app, portal, unregistered_requests(30))
+    results: list[Counter[str]] = []
+
+    def work() -> None:
+        results.append(run_worker(live_app.app, threads=2))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sum(results, Counter()) == Counter(delivered=300)
+    assert all(result["delivered"] > 0 for result in results)  # both took part
+    for portal in (alpha, beta):
+        assert len(portal.statistics) == 150
+        assert set(finished_ids(portal).values()) == {1}
+        externals = [r["EXTERNAL_CALL_ID"] for r in portal.statistics if r["EXTERNAL_CALL_ID"]]
+        assert len(externals) == len(set(externals)) == 30
+    assert {row.state for row in calls(live_app)} == {CallState.DELIVERED}
+
+
+def test_calls_of_a_worker_that_died_after_sending_are_looked_up_not_sent_again(
+    live_app: LiveApp,
+) -> None:
+    """A worker claimed calls, sent some of them and died before recording anything. Once its
+    lease runs out the calls are taken over and looked up with voximplant.statistic.get (by
+    CALL_ID, or by EXTERNAL_CALL_ID for calls it registered): those finished are delivered with
+    the statistics record as their result, the others are sent. Nothing is lost or doubled."""
+    portal = live_app.install("alpha")
+    registered = finished_requests(register_on_portal(live_app.dev, portal, 6))
+    unregistered = unregistered_requests(4)
+    ids = queue(live_app, portal, registered + unregistered)
+    with live_app.app.app_context():
+        (claimed,) = outbox.claim(
+            get_db(), worker_id="dead", now=utcnow(), lease=0.2, max_portals=4
+        ).values()
+        sent = claimed[:3] + claimed[6:8]  # three registered, two unregistered calls
+        from b24app.delivery.batching import call_commands
+        from b24app.delivery.deliver import load_portal
+
+        view = load_portal(get_db(), portal_id(live_app, portal))
+        assert view is not None
+        cmd = {}
+        for call in sent:
+            cmd.update(call_commands(call, view.prefs, view.extensions.get))
+        PortalClient(portal.member_id).batch(cmd)  # …and then the worker died
+    assert len(portal.statistics) == 5
+    time.sleep(0.3)  # the dead worker's lease runs out
+
+    assert run_worker(live_app.app) == Counter(delivered=10)
+
+    assert len(commands(live_app.dev, portal, "voximplant.statistic.get")) == 10
+    assert set(finished_ids(portal).values()) == {1} and len(portal.statistics) == 10
+    rows = {row.id: row for row in calls(live_app, ids)}
+    for call in claimed:
+        row = rows[call.id]
+        assert row.state == CallState.DELIVERED and row.attempts == 2
+        looked_up = call in sent
+        # voximplant.statistic.get rows have CALL_CATEGORY; finish's answer does not
+        assert ("CALL_CATEGORY" in (row.result or {})) is looked_up
+        assert row.bitrix_call_id is not None
+
+
+def _worker_env(live: LiveApp) -> dict[str, str]:
+    settings = live.app.config["SETTINGS"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("B24", "DATABASE_URL"))}
+    env.update(
+        B24APP_ENV="testing",
+        DATABASE_URL=live.app.config["DATABASE_URL"],
+        SECRET_KEY=settings.secret_key,
+        B24_CLIENT_ID=settings.client_id,
+        B24_CLIENT_SECRET=settings.client_secret,
+        B24_OAUTH_SERVER=settings.oauth_server,
+        PUBLIC_URL=settings.public_url,
+        B24APP_ENCRYPTION_KEYS=settings.encryption_keys,
+        B24APP_ALLOW_LOCAL_PORTALS="1",
+        B24APP_INSTANCE_PATH=settings.instance_path,
+        B24APP_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def _start_worker(live: LiveApp, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "b24app", "worker", *args],
+        env=_worker_env(live),
+        cwd=tmp_path,  # no stray .env
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _delivering(live: LiveApp) -> bool:
+    return any(row.state == CallState.DELIVERING for row in calls(live))
+
+
+def _slot_booked(live: LiveApp, pid: int) -> float:
+    """The portal's throttle schedule (bitrix/throttle.py): it moves on when a request is
+    about to go out, right before the POST."""
+    with live.app.app_context(), get_db().read() as session:
+        row = session.get(PortalThrottle, pid)
+        return row.theoretical_arrival if row else 0.0
+
+
+def test_worker_process_killed_mid_batch_loses_and_doubles_nothing(
+    live_app: LiveApp, tmp_path: Path
+) -> None:
+    """SIGKILL while the portal is still working on the batch (latency): the portal finishes
+    the calls after the worker is gone; the next worker takes them over when the lease runs out,
+    finds them in the statistics, and finishes nothing twice."""
+    portal = live_app.install("alpha")
+    ids = queue(
+        live_app,
+        portal,
+        finished_requests(register_on_portal(live_app.dev, portal, 5)) + unregistered_requests(3),
+    )
+    faults.set_latency(live_app.dev, portal, 1.5)
+    pid = portal_id(live_app, portal)
+    booked = _slot_booked(live_app, pid)
+    process = _start_worker(live_app, tmp_path, "--lease", "1", "--threads", "1")
+    try:
+        wait_for(lambda: _slot_booked(live_app, pid) > booked, timeout=30)
+        time.sleep(0.4)  # the batch is on its way; the portal holds it for 1.5 s
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=10)
+    wait_for(lambda: len(portal.statistics) == 8)  # the portal finished them anyway
+    faults.clear(live_app.dev, portal)
+    assert {row.state for row in calls(live_app, ids)} == {CallState.DELIVERING}
+    time.sleep(1.1)  # the killed worker's lease runs out
+
+    assert run_worker(live_app.app) == Counter(delivered=8)
+
+    assert len(portal.statistics) == 8 and set(finished_ids(portal).values()) == {1}
+    assert len(commands(live_app.dev, portal, FINISH)) == 8  # only the killed worker's
+    assert all("CALL_CATEGORY" in (row.result or {}) for row in calls(live_app, ids))
+
+
+def test_sigterm_lets_the_batch_in_flight_finish_and_be_recorded(
+    live_app: LiveApp, tmp_path: Path
+) -> None:
+    """A graceful stop (the platform's SIGTERM): no new claims, the batch already sent is
+    awaited and recorded, the process exits 0."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 4)))
+    faults.set_latency(live_app.dev, portal, 1.0)
+    process = _start_worker(live_app, tmp_path, "--threads", "1")
+    try:
+        wait_for(lambda: _delivering(live_app), timeout=30)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert {row.state for row in calls(live_app, ids)} == {CallState.DELIVERED}
+    assert len(portal.statistics) == 4
+
+
+def test_worker_once_command_drains_and_reports(live_app: LiveApp) -> None:
+    """`flask --app b24app worker --once`: deliver what is due now, say what happened, exit."""
+    portal = live_app.install("alpha")
+    queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 3)))
+    runner = live_app.app.test_cli_runner()
+    result = runner.invoke(args=["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "delivered 3" in result.output
+    assert len(portal.statistics) == 3
+    result = runner.invoke(args=["worker", "--once"])
+    assert "nothing due" in result.output
+
+
+def test_an_idle_worker_beats_and_stops_on_request(live_app: LiveApp) -> None:
+    """health.py: readiness needs a worker heartbeat younger than 60 s."""
+    worker = Worker(live_app.app, idle_sleep=0.05, policy=TEST_POLICY)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.3)
+    assert health.fresh_workers(get_db(live_app.app)) == 1
+    assert live_app.app.test_client().get("/readyz").status_code == 200
+    worker.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_stale_currencies_are_refreshed_once_per_portal_not_per_call(live_app: LiveApp) -> None:
+    """crm.currency.list (api-reference/crm/currency/crm-currency-list.md) is what the intake
+    checks COST_CURRENCY against; the worker refreshes a stale list for portals it reaches."""
+    portal = live_app.install("alpha")
+    set_portal(
+        live_app,
+        portal,
+        currencies=["RUB"],
+        currencies_fetched_at=utcnow() - timedelta(hours=2),
+    )
+    queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 120)))
+    before = len(commands(live_app.dev, portal, "crm.currency.list"))
+
+    assert run_worker(live_app.app) == Counter(delivered=120)
+
+    assert len(commands(live_app.dev, portal, "crm.currency.list")) == before + 1
+    with live_app.app.app_context(), get_db().read() as session:
+        settings = session.get(Portal, portal_id(live_app, portal)).settings
+        assert settings.currencies == ["RUB", "USD", "EUR"]
+        assert settings.currencies_fetched_at > utcnow() - timedelta(minutes=1)
+
+
+def test_a_running_worker_refreshes_idle_portals_tokens_once(live_app: LiveApp) -> None:
+    """settings/oauth/auto-renewal.md: a refresh token lives 180 days; a portal without calls
+    for 30 days gets its tokens refreshed by the worker (once a day at most)."""
+    portal = live_app.install("alpha")
+    set_portal(live_app, portal, refreshed_at=utcnow() - timedelta(days=40))
+    worker = Worker(live_app.app, idle_sleep=0.05, policy=TEST_POLICY)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)
+    worker.stop()
+    thread.join(timeout=5)
+    refreshes = [e for e in live_app.dev.journal if e.get("oauth") == "refresh_token"]
+    assert len(refreshes) == 1 and refreshes[0]["error"] is None
+    with live_app.app.app_context(), get_db().read() as session:
+        row = session.get(Portal, portal_id(live_app, portal))
+        assert row.refreshed_at > utcnow() - timedelta(minutes=1)
