@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from b24app import cli, db, delivery, health, install, logs
+from b24app import cli, db, delivery, health, install, logs, pbx
 from b24app.config import Settings, fill_development_defaults, load_settings
 from b24app.crypto import SecretBox
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     health.init_app(app)
     install.init_app(app)
+    pbx.init_app(app)
     cli.init_app(app)
     delivery.init_app(app)
     return app

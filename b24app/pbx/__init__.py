@@ -1,0 +1,16 @@
+"""The PBX API (`/pbx/v1`): key auth, validation, status-code mapping, idempotent intake.
+
+Flow: views.py (HTTP) → auth.py (whose key?) → intake.py (read, validate with schemas.py and
+status_codes.py, store a queued `Call`) → problems.py (results → HTTP answers). The intake never
+calls Bitrix24; the delivery worker (b24app/delivery/) picks the stored calls up.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from b24app.pbx import views
+
+    views.init_app(app)
