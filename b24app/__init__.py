@@ -10,7 +10,17 @@ from pathlib import Path
 
 from flask import Flask
 
-from b24app import cli, db, delivery, health, install, logs, pbx
+from b24app import (
+    cli,
+    db,
+    delivery,
+    health,
+    install,
+    logs,
+    metrics,
+    pbx,
+    ratelimit,
+)
 from b24app.config import Settings, fill_development_defaults, load_settings
 from b24app.crypto import SecretBox
 
@@ -31,11 +41,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["b24app.secrets"] = SecretBox(settings.fernet_keys)
 
     db.init_app(app)
+    metrics.init_app(app)
     health.init_app(app)
     install.init_app(app)
     pbx.init_app(app)
     cli.init_app(app)
     delivery.init_app(app)
+    ratelimit.init_app(app)  # after the blueprints it limits
     return app
 
 

@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     http_timeout: float = Field(10.0, alias="B24APP_HTTP_TIMEOUT", gt=0, le=60)
     log_level: str = Field("INFO", alias="B24APP_LOG_LEVEL")
     instance_path: str | None = Field(None, alias="B24APP_INSTANCE_PATH")
+    ratelimit_storage_url: str = Field("memory://", alias="B24APP_RATELIMIT_STORAGE_URL")
+    pbx_rate_limit: str = Field("50 per second", alias="B24APP_PBX_RATE_LIMIT")
+    pbx_address_rate_limit: str = Field("200 per second", alias="B24APP_PBX_ADDRESS_RATE_LIMIT")
+    install_rate_limit: str = Field("20 per minute", alias="B24APP_INSTALL_RATE_LIMIT")
+    proxy_count: int = Field(0, alias="B24APP_PROXY_COUNT", ge=0, le=5)
+
+    @field_validator("pbx_rate_limit", "pbx_address_rate_limit", "install_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be a rate such as '50 per second' or '20/minute'") from None
+        return value
 
     @field_validator("oauth_server", "public_url")
     @classmethod

@@ -58,13 +58,13 @@ def authenticate(db: Database, box: SecretBox, header: str | None) -> PortalCont
         return key
     try:
         with db.read() as session:
-            portal = pbx_keys.find_portal_by_key(session, box, key)
-            if portal is None:
+            settings = pbx_keys.find_settings_by_key(session, box, key)
+            if settings is None:
                 return _unknown()
+            portal = settings.portal
             refused = REFUSED_STATUSES.get(portal.status)
             if refused is not None:
                 return Result(*refused)
-            settings = portal.settings
             return PortalContext(
                 portal_id=portal.id,
                 member_id=portal.member_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from b24app.crypto import SecretBox
 from b24app.models import Portal, PortalSettings, utcnow
@@ -19,7 +19,13 @@ def generate() -> str:
 
 
 def find_portal_by_key(session: Session, box: SecretBox, presented: str) -> Portal | None:
-    """The portal whose PBX key is `presented`, or None.
+    """The portal whose PBX key is `presented`, or None."""
+    settings = find_settings_by_key(session, box, presented)
+    return settings.portal if settings else None
+
+
+def find_settings_by_key(session: Session, box: SecretBox, presented: str) -> PortalSettings | None:
+    """The settings row (with its portal, in one query) whose PBX key is `presented`, or None.
 
     The lookup compares keyed digests in the database (an index hit, so its timing says nothing
     about how close a guess was), then compares the decrypted key in constant time.
@@ -27,13 +33,15 @@ def find_portal_by_key(session: Session, box: SecretBox, presented: str) -> Port
     if not presented.startswith(PREFIX) or len(presented) > 200:
         return None
     row = session.scalars(
-        select(PortalSettings).where(PortalSettings.pbx_key_hash.in_(box.lookup_hashes(presented)))
+        select(PortalSettings)
+        .options(joinedload(PortalSettings.portal))
+        .where(PortalSettings.pbx_key_hash.in_(box.lookup_hashes(presented)))
     ).one_or_none()
     if row is None:
         return None
     if not secrets.compare_digest(box.decrypt(row.pbx_key_encrypted), presented):
         return None
-    return row.portal
+    return row
 
 
 def rotate(settings: PortalSettings, box: SecretBox) -> str:
