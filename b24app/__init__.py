@@ -20,6 +20,7 @@ from b24app import (
     metrics,
     pbx,
     ratelimit,
+    settings_page,
 )
 from b24app.config import Settings, fill_development_defaults, load_settings
 from b24app.crypto import SecretBox
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app)
     health.init_app(app)
     install.init_app(app)
+    settings_page.init_app(app)
     pbx.init_app(app)
     cli.init_app(app)
     delivery.init_app(app)

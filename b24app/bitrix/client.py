@@ -233,6 +233,33 @@ class PortalClient:
         raise PortalUnavailable(status, detail) from error
 
 
+def call_as_user(
+    client_endpoint: str, method: str, *, access_token: str, timeout: float
+) -> dict[str, Any]:
+    """Call `method` with a user's own token (the settings page's AUTH_ID), not the portal's.
+
+    For questions only that user can answer (`user.admin`: may *this* user manage the app?).
+    The token is not stored, not refreshed, not logged; it travels in the JSON body, never in
+    the URL. No redirects followed: `client_endpoint` is the stored, checked address.
+    """
+    try:
+        response = requests.post(
+            f"{client_endpoint}{method}.json",
+            json={"auth": access_token},
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        raise TransportError(f"{method}: no answer in {timeout}s", timed_out=True) from None
+    except requests.RequestException as exc:
+        raise TransportError(f"{method}: {type(exc).__name__}") from None
+    body = _json(response)
+    if response.status_code != 200 or "error" in body or "result" not in body:
+        raise BitrixError.from_response(response.status_code, body)
+    return body
+
+
 def _limits(portal: Portal) -> throttle_mod.Limits:
     return throttle_mod.ENTERPRISE if portal.enterprise_limits else throttle_mod.STANDARD
 

@@ -1,0 +1,90 @@
+"""Ready-to-paste examples for sending a finished call: curl, and an Asterisk hangup handler.
+
+The key appears as KEY_PLACEHOLDER until the admin asks to see it; the page then puts the real
+key in, so what is copied works as is. Field names are PRODUCT.md's (Bitrix24's own plus
+PBX_CALL_ID). The Asterisk example:
+- runs as a hangup handler (`CHANNEL(hangup_handler_push)`), so it reports every call, answered
+  or not, once the channel hangs up;
+- sends `DURATION=${ANSWEREDTIME}` (talk time; `${CDR(billsec)}` is the same on older
+  Asterisk), `STATUS_CODE=${DIALSTATUS}` (the intake maps ANSWER/NOANSWER/BUSY/... to
+  Bitrix24's codes), `PBX_CALL_ID=${UNIQUEID}` (a repeat is recognised and not sent twice);
+- passes values through URIENCODE (CURL()); the System(curl) variant filters the caller's
+  number, which comes from outside and must never reach a shell unfiltered.
+"""
+
+from __future__ import annotations
+
+KEY_PLACEHOLDER = "YOUR_PBX_KEY"  # the page puts the real key in once it is shown
+
+
+def finish_url(public_url: str) -> str:
+    return f"{public_url.rstrip('/')}/pbx/v1/calls/finish"
+
+
+def curl(url: str) -> str:
+    return f"""curl -sS -X POST '{url}' \\
+  -H 'Authorization: Bearer {KEY_PLACEHOLDER}' \\
+  -H 'Content-Type: application/json' \\
+  -d '{{
+    "PBX_CALL_ID": "1709884800.42",
+    "USER_PHONE_INNER": "101",
+    "PHONE_NUMBER": "+74951234567",
+    "TYPE": 2,
+    "CALL_START_DATE": "2026-03-08T10:20:30",
+    "DURATION": 95,
+    "STATUS_CODE": "ANSWER"
+  }}'
+# 202 {{"id": "…"}}: stored; b24app finishes the call in Bitrix24 within seconds.
+"""
+
+
+def asterisk(url: str) -> str:
+    fields = (
+        "PBX_CALL_ID=${URIENCODE(${UNIQUEID})}"
+        "&USER_PHONE_INNER=${URIENCODE(${B24_INNER})}"
+        "&PHONE_NUMBER=${URIENCODE(${CALLERID(num)})}"
+        "&TYPE=${B24_TYPE}"
+        "&CALL_START_DATE=${URIENCODE(${B24_START})}"
+        "&DURATION=${ANSWEREDTIME}"
+        "&STATUS_CODE=${DIALSTATUS}"
+    )
+    system = " ".join(
+        [
+            f"curl -s -m 10 -X POST '{url}'",
+            f"-H 'Authorization: Bearer {KEY_PLACEHOLDER}'",
+            "-d 'PBX_CALL_ID=${UNIQUEID}'",
+            "-d 'USER_PHONE_INNER=${B24_INNER}'",
+            "-d 'PHONE_NUMBER=${FILTER(0-9+,${CALLERID(num)})}'",
+            "-d 'TYPE=${B24_TYPE}'",
+            "-d 'CALL_START_DATE=${B24_START}'",
+            "-d 'DURATION=${ANSWEREDTIME}'",
+            "-d 'STATUS_CODE=${DIALSTATUS}' &",
+        ]
+    )
+    return f"""; extensions.conf: report every finished call to Bitrix24 through b24app.
+;
+; 1. Where calls come in, remember what b24app needs and push the hangup handler
+;    (for outgoing calls use TYPE 1, the caller's extension as B24_INNER, and
+;    the dialled number as PHONE_NUMBER).
+[from-trunk]
+exten => _X.,1,Set(__B24_TYPE=2)
+ same => n,Set(__B24_INNER=101)  ; the extension that takes the call
+ same => n,Set(__B24_START=${{STRFTIME(${{EPOCH}},,%Y-%m-%dT%H:%M:%S)}})
+ same => n,Set(CHANNEL(hangup_handler_push)=b24app-hangup,s,1)
+ same => n,Dial(PJSIP/101,30)
+ same => n,Hangup()
+
+; 2. The hangup handler: one HTTP POST per call, with Asterisk's own CURL().
+;    CALL_START_DATE has no offset: b24app reads it in the time zone set on this page.
+[b24app-hangup]
+exten => s,1,Set(CURLOPT(httpheader)=Authorization: Bearer {KEY_PLACEHOLDER})
+ same => n,Set(CURLOPT(httpheader)=Content-Type: application/x-www-form-urlencoded)
+ same => n,Set(CURLOPT(conntimeout)=5)
+ same => n,Set(B24_ANSWER=${{CURL({url},{fields})}})
+ same => n,Return()
+
+; Asterisk without CURLOPT(httpheader): the same with System(curl), on one line.
+; System() runs a shell, so the caller's number (it comes from outside) is filtered:
+; exten => s,1,System({system})
+;  same => n,Return()
+"""

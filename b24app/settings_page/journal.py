@@ -1,0 +1,202 @@
+"""The call journal: a portal's latest calls as the admin sees them, and "deliver again".
+
+"Deliver again" puts a failed call back in the outbox (delivery/outbox.py) as if it had just
+arrived: queued, due now, no lease, its last error cleared. It keeps `attempts` (the call's
+history: how often it was tried) and `bitrix_call_id` (a call already registered is finished,
+not registered twice). A call whose last attempt had an unknown outcome keeps that mark, so the
+worker looks it up in Bitrix24's statistics before sending it again and never finishes it twice.
+The delivery's retry limits still count from the call's first arrival: a requeued call that fails
+with a passing trouble after its 24 hours is failed again at once, with the new reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from b24app.delivery.params import ParamsError, user_params
+from b24app.delivery.retry import OUTCOME_UNKNOWN
+from b24app.models import Call, CallState, PortalSettings
+from b24app.settings_page import messages
+
+FILTERS = ("all", "failed", "today")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+ANSWER_FIELDS = (
+    "CALL_ID",
+    "PORTAL_USER_ID",
+    "CALL_DURATION",
+    "CALL_FAILED_CODE",
+    "COST",
+    "COST_CURRENCY",
+    "CRM_ENTITY_TYPE",
+    "CRM_ENTITY_ID",
+)
+
+
+def zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError):
+        return ZoneInfo("UTC")
+
+
+def local_time(moment: datetime | None, tz: ZoneInfo) -> str | None:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
+def latest(
+    session: Session,
+    portal_id: int,
+    *,
+    show: str,
+    tz: ZoneInfo,
+    now: datetime,
+    limit: int = DEFAULT_LIMIT,
+) -> list[Call]:
+    """The newest calls first; `failed` only failed ones, `today` those since local midnight."""
+    query = select(Call).where(Call.portal_id == portal_id)
+    if show == "failed":
+        query = query.where(Call.state == CallState.FAILED)
+    elif show == "today":
+        midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        query = query.where(Call.created_at >= midnight)
+    limit = max(1, min(limit, MAX_LIMIT))
+    return list(
+        session.scalars(query.order_by(Call.created_at.desc(), Call.id.desc()).limit(limit))
+    )
+
+
+@dataclass(frozen=True)
+class Prefs:
+    """PortalSettings as delivery/params.py reads them (for "who would get this call")."""
+
+    currency: str | None
+    add_to_chat: bool
+    fallback_user_id: int | None
+    timezone: str
+
+    @classmethod
+    def of(cls, settings: PortalSettings) -> Prefs:
+        return cls(
+            settings.currency, settings.add_to_chat, settings.fallback_user_id, settings.timezone
+        )
+
+
+def employee_of(call: Call, prefs: Prefs, lookup: Callable[[str], int | None]) -> int | None:
+    """Who the call went to (Bitrix24's PORTAL_USER_ID once delivered) or, until then, who it
+    goes to with today's settings: the delivery's own resolution order (params.py)."""
+    if call.result and call.result.get("PORTAL_USER_ID"):
+        try:
+            return int(call.result["PORTAL_USER_ID"])
+        except (TypeError, ValueError):
+            return None
+    try:
+        resolved = user_params(call.request or {}, prefs, lookup)
+    except (ParamsError, TypeError, ValueError):
+        return None
+    user_id = resolved.get("USER_ID")
+    return int(user_id) if user_id else None
+
+
+def describe(
+    call: Call, *, tz: ZoneInfo, prefs: Prefs, lookup: Callable[[str], int | None]
+) -> dict[str, Any]:
+    """One journal row as the page shows it."""
+    request: Mapping[str, Any] = call.request or {}
+    status_code = str(request.get("STATUS_CODE") or "")
+    return {
+        "id": call.public_id,
+        "created_at": local_time(call.created_at, tz),
+        "phone_number": request.get("PHONE_NUMBER") or "",
+        "extension": request.get("USER_PHONE_INNER") or "",
+        "employee_id": employee_of(call, prefs, lookup),
+        "duration": request.get("DURATION"),
+        "status_code": status_code,
+        "status_text": str(messages.STATUS_CODES.get(status_code, "")),
+        "pbx_call_id": request.get("PBX_CALL_ID") or request.get("CALL_ID") or "",
+        "state": call.state,
+        "state_text": str(messages.STATES.get(call.state, call.state)),
+        "outcome": messages.outcome(
+            call.state, call.error_code, call.error, local_time(call.next_attempt_at, tz)
+        ),
+        "error": call.error or "",
+        "attempts": call.attempts,
+        "delivered_at": local_time(call.delivered_at, tz),
+        "answer": {k: call.result[k] for k in ANSWER_FIELDS if call.result and k in call.result},
+        "can_retry": call.state == CallState.FAILED,
+    }
+
+
+def requeue(session: Session, portal_id: int, public_id: str, *, now: datetime) -> str:
+    """Put a failed call back in the outbox; "requeued", "not_found" or "not_failed"."""
+    row = session.scalars(
+        select(Call).where(Call.portal_id == portal_id, Call.public_id == public_id)
+    ).one_or_none()
+    if row is None:
+        return "not_found"
+    keep_unknown = row.error_code == OUTCOME_UNKNOWN
+    done = session.execute(  # an UPDATE: a CursorResult, with rowcount
+        update(Call)
+        .where(Call.id == row.id, Call.state == CallState.FAILED)  # one click wins a race
+        .values(
+            state=CallState.QUEUED,
+            next_attempt_at=now,
+            lease_until=None,
+            leased_by=None,
+            error_code=OUTCOME_UNKNOWN if keep_unknown else None,
+            error=None,
+            updated_at=now,
+        )
+    )
+    return "requeued" if cast("CursorResult[Any]", done).rowcount == 1 else "not_failed"
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str
+    last_delivered_at: str | None
+    queued: int
+    failed_24h: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "status_label": str(messages.PORTAL_LABELS.get(self.status, self.status)),
+            "status_text": str(messages.PORTAL_STATES.get(self.status, self.status)),
+            "action": str(messages.PORTAL_ACTIONS.get(self.status, "")),
+            "can_reauthorize": self.status in ("needs_reauth", "access_denied"),
+            "last_delivered_at": self.last_delivered_at,
+            "queued": self.queued,
+            "failed_24h": self.failed_24h,
+        }
+
+
+def health(session: Session, portal_id: int, status: str, *, tz: ZoneInfo, now: datetime) -> Health:
+    """Token state, the last delivery, and how many calls wait (queue depth)."""
+    last = session.scalar(select(func.max(Call.delivered_at)).where(Call.portal_id == portal_id))
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Call)
+        .where(
+            Call.portal_id == portal_id,
+            Call.state.in_([CallState.QUEUED, CallState.DELIVERING]),
+        )
+    )
+    failed = session.scalar(
+        select(func.count())
+        .select_from(Call)
+        .where(
+            Call.portal_id == portal_id,
+            Call.state == CallState.FAILED,
+            Call.updated_at >= now - timedelta(hours=24),
+        )
+    )
+    return Health(status, local_time(last, tz), int(waiting or 0), int(failed or 0))

@@ -1,0 +1,434 @@
+"""The settings page's HTTP side: `POST /app` (the page) and its JSON API under `/app/api/`.
+
+The views only translate: the entry check is entry.py, the page token page_token.py, changes
+actions.py, the journal journal.py. Every API request carries the page token in `X-Page-Token`
+(no cookies: the page lives in a third-party iframe); a missing or expired one answers 401, a
+forged or tampered one 403, a change by someone who is not an administrator 403.
+
+Answers: `{"ok": true, ...}`, or `{"error": {"code", "message"}}`, or for refused values 422
+`{"errors": [{"field", "message"}]}`; every message in the page's language.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import available_timezones
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask_babel import gettext as _
+from sqlalchemy.orm import Session
+
+from b24app.bitrix.errors import BitrixError, PortalUnavailable
+from b24app.db import get_db
+from b24app.install.installer import framed
+from b24app.install.reauthorize import authorization_url
+from b24app.logs import get_logger
+from b24app.models import Portal, utcnow
+from b24app.portals import currencies, mapping, store
+from b24app.settings_page import actions, examples, journal, messages, page_token, portal_data
+from b24app.settings_page.entry import GONE, EntryRefused, language, verify_entry
+from b24app.settings_page.i18n import use_language
+from b24app.settings_page.page_token import TokenRefused, Viewer
+
+log = get_logger(__name__)
+bp = Blueprint(
+    "settings_page",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/app/static",
+)
+
+View = TypeVar("View", bound=Callable[..., Response])
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+@bp.post("/app")
+def page() -> Response:
+    settings = current_app.config["SETTINGS"]
+    use_language(language(request))
+    try:
+        entry = verify_entry(request, settings)
+    except EntryRefused as refusal:
+        log.warning("settings page refused", reason=refusal.reason, detail=refusal.detail)
+        return _refused(refusal)
+    viewer = entry.viewer
+    use_language(viewer.lang)
+    _refresh_currencies(viewer.member_id)
+    state = page_state(viewer)
+    state.update(
+        token=page_token.issue(current_app.config["SECRET_KEY"], viewer),
+        token_header=page_token.HEADER,
+        api=f"{request.script_root}/app/api",
+        messages=messages.client_messages(),
+        examples=_examples() if viewer.is_admin else None,
+        key_placeholder=examples.KEY_PLACEHOLDER,
+    )
+    html = render_template(
+        "settings_page/page.html",
+        lang=viewer.lang,
+        state=state,
+        viewer=viewer,
+        admin_unknown=entry.admin_unknown,
+        timezones=sorted(available_timezones()),
+        bx24_script_url=settings.bx24_script_url,
+    )
+    log.info("settings page opened", member_id=viewer.member_id, admin=viewer.is_admin)
+    return page_headers(Response(html), entry.client_endpoint, settings.bx24_script_url)
+
+
+def page_headers(response: Response, client_endpoint: str, bx24_script_url: str) -> Response:
+    """Framed by the portal's origin only (installer.framed); scripts, styles and requests
+    from our own origin only (plus BX24.js); nothing cached."""
+    framed(response, client_endpoint)
+    ancestors = response.headers["Content-Security-Policy"]
+    scripts = " ".join(filter(None, ["'self'", _script_source(bx24_script_url)]))
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'; form-action 'self'; base-uri 'none'; {ancestors}"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _script_source(url: str) -> str | None:
+    """The CSP source of BX24.js: `//api.bitrix24.com/api/v1/` → `api.bitrix24.com` (any
+    scheme the page itself has), `http://host:port/x.js` → `http://host:port`."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return None  # a path on our own origin: 'self' covers it
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme else parts.netloc
+
+
+def _refused(refusal: EntryRefused) -> Response:
+    html = render_template(
+        "settings_page/refused.html",
+        lang=language(request),
+        message=str(messages.ENTRY_REFUSED[refusal.reason]),
+        detail=refusal.detail,
+    )
+    response = Response(html, status=refusal.status)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; base-uri 'none'; frame-ancestors *"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _examples() -> dict[str, str]:
+    url = examples.finish_url(current_app.config["SETTINGS"].public_url or request.host_url)
+    return {"url": url, "curl": examples.curl(url), "asterisk": examples.asterisk(url)}
+
+
+def _refresh_currencies(member_id: str) -> None:
+    """The currency list for the page (stored for an hour; Bitrix24 asked when older)."""
+    try:
+        currencies.refresh_currencies(member_id)
+    except BitrixError as error:
+        log.info("currencies not refreshed", member_id=member_id, error=error.code)
+
+
+def page_state(viewer: Viewer) -> dict[str, Any]:
+    """Everything the page shows, as JSON (embedded in the page and at GET /app/api/state)."""
+    now = utcnow()
+    with get_db().read() as session:
+        portal = _find(session, viewer.member_id)
+        s = portal.settings
+        tz = journal.zone(s.timezone)
+        health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
+        state: dict[str, Any] = {
+            "portal": {"member_id": portal.member_id, "domain": portal.domain},
+            "viewer": {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
+            "settings": {
+                "currency": s.currency,
+                "add_to_chat": bool(s.add_to_chat),
+                "fallback_user_id": s.fallback_user_id,
+                "timezone": s.timezone,
+            },
+            "currencies": currencies.stored_currencies(s),
+            "mapping": _rows(mapping.load(session, portal)),
+            "health": health.as_json(),
+        }
+        if viewer.is_admin:
+            state["key_rotated_at"] = journal.local_time(s.pbx_key_rotated_at, tz)
+    return state
+
+
+def _rows(rows: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"extension": ext, "user_id": uid} for ext, uid in sorted(rows.items())]
+
+
+def _find(session: Session, member_id: str) -> Portal:
+    portal = store.find_portal(session, member_id)
+    if portal is None or portal.settings is None:
+        raise _Gone()
+    return portal
+
+
+class _Gone(Exception):
+    """The portal was removed while the page was open."""
+
+
+# --- the API: token, language, rights ------------------------------------------------------------
+
+
+def _error(code: str, message: str, status: int) -> Response:
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def _refused_values(refused: actions.Refused) -> Response:
+    response = jsonify(errors=refused.errors)
+    response.status_code = 422
+    return response
+
+
+def api(*, admin: bool) -> Callable[[View], View]:
+    """Check the page token (and, for `admin`, the viewer's rights) before the view runs."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            token = request.headers.get(page_token.HEADER) or request.form.get("page_token")
+            try:
+                viewer = page_token.load(current_app.config["SECRET_KEY"], token)
+            except TokenRefused as refused:
+                use_language(refused.lang)
+                status = 403 if refused.reason == "invalid" else 401
+                message = str(messages.TOKEN_REFUSED[refused.reason])
+                return _error(f"token_{refused.reason}", message, status)
+            use_language(viewer.lang)
+            if admin and not viewer.is_admin:
+                log.warning("change refused: not an admin", member_id=viewer.member_id)
+                return _error("admins_only", str(messages.ADMINS_ONLY), 403)
+            if not _installed(viewer.member_id):
+                return _error("not_installed", str(messages.NOT_INSTALLED), 403)
+            try:
+                return view(viewer, *args, **kwargs)
+            except (actions.Refused, _Gone, BitrixError) as failure:
+                return _failure(viewer, failure)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _failure(viewer: Viewer, failure: Exception) -> Response:
+    """What the page is told when a view could not do its work."""
+    if isinstance(failure, actions.Refused):
+        return _refused_values(failure)
+    if isinstance(failure, _Gone):
+        return _error("not_installed", str(messages.NOT_INSTALLED), 403)
+    if isinstance(failure, PortalUnavailable):  # the portal needs its admin first (Health)
+        status = failure.portal_status
+        words = (messages.PORTAL_STATES.get(status, status), messages.PORTAL_ACTIONS.get(status))
+        return _error("portal_unavailable", " ".join(str(w) for w in words if w), 409)
+    code = getattr(failure, "code", type(failure).__name__)
+    log.warning("bitrix24 failed the page", member_id=viewer.member_id, error=code)
+    return _error("bitrix_error", str(messages.BITRIX_UNREACHABLE) % {"code": code}, 502)
+
+
+def _installed(member_id: str) -> bool:
+    with get_db().read() as session:
+        portal = store.find_portal(session, member_id)
+        return portal is not None and portal.status not in GONE
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
+def _audit(viewer: Viewer, what: str, **details: Any) -> None:
+    log.info("settings changed", member_id=viewer.member_id, user_id=viewer.user_id, what=what,
+             **details)  # fmt: skip
+
+
+@bp.after_request
+def _api_headers(response: Response) -> Response:
+    if request.path.startswith("/app/api/"):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# --- the API: reading ----------------------------------------------------------------------------
+
+
+@bp.get("/app/api/state")
+@api(admin=False)
+def state(viewer: Viewer) -> Response:
+    return jsonify(ok=True, **page_state(viewer))
+
+
+@bp.get("/app/api/employees")
+@api(admin=False)
+def employees(viewer: Viewer) -> Response:
+    found = portal_data.active_employees(viewer.member_id)
+    return jsonify(ok=True, employees=[e.as_json() for e in found])
+
+
+@bp.get("/app/api/mapping/export")
+@api(admin=False)
+def export_mapping(viewer: Viewer) -> Response:
+    response = Response(actions.export_csv(viewer.member_id), mimetype="text/csv")
+    response.headers["Content-Disposition"] = "attachment; filename=extensions.csv"
+    return response
+
+
+@bp.get("/app/api/calls")
+@api(admin=True)
+def calls(viewer: Viewer) -> Response:
+    show = request.args.get("show", "all")
+    if show not in journal.FILTERS:
+        show = "all"
+    limit = request.args.get("limit", type=int) or journal.DEFAULT_LIMIT
+    now = utcnow()
+    with get_db().read() as session:
+        portal = _find(session, viewer.member_id)
+        tz = journal.zone(portal.settings.timezone)
+        prefs = journal.Prefs.of(portal.settings)
+        lookup = mapping.load(session, portal).get
+        rows = journal.latest(session, portal.id, show=show, tz=tz, now=now, limit=limit)
+        described = [journal.describe(row, tz=tz, prefs=prefs, lookup=lookup) for row in rows]
+        health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
+    return jsonify(ok=True, show=show, calls=described, health=health.as_json())
+
+
+# --- the API: changing (administrators only) ----------------------------------------------------
+
+
+@bp.post("/app/api/settings")
+@api(admin=True)
+def change_settings(viewer: Viewer) -> Response:
+    changes = _body().get("settings")
+    if not isinstance(changes, dict) or not changes:
+        raise actions.Refused.one("settings", _("Nothing to save."))
+    fallback = changes.get("fallback_user_id")
+    checked = _employee_check(viewer.member_id, fallback) if fallback else None
+    changed = actions.change_settings(viewer.member_id, changes, checked)
+    _audit(viewer, "settings", fields=changed)
+    return jsonify(ok=True, changed=changed, **page_state(viewer))
+
+
+def _employee_check(member_id: str, user_id: object) -> list[portal_data.Employee] | None:
+    """[the employee] if `user_id` is an active employee, [] if not, None if Bitrix24 could not
+    be asked (then the format checks alone decide, as in the CLI)."""
+    try:
+        wanted = int(str(user_id).strip())
+    except ValueError:
+        return None  # the shared validator refuses it, in words
+    try:
+        found = portal_data.employee(member_id, wanted)
+    except BitrixError as error:
+        log.info("employee not checked", member_id=member_id, error=error.code)
+        return None
+    return [found] if found else []
+
+
+def _all_employees(member_id: str) -> list[portal_data.Employee] | None:
+    try:
+        return portal_data.active_employees(member_id)
+    except BitrixError as error:
+        log.info("employees not checked", member_id=member_id, error=error.code)
+        return None
+
+
+@bp.post("/app/api/mapping")
+@api(admin=True)
+def save_mapping(viewer: Viewer) -> Response:
+    body = _body()
+    user_id = body.get("user_id")
+    rows = actions.save_mapping(
+        viewer.member_id,
+        body.get("extension"),
+        user_id,
+        replaces=body.get("replaces"),
+        employees=_employee_check(viewer.member_id, user_id),
+    )
+    _audit(viewer, "mapping", extension=str(body.get("extension")))
+    return jsonify(ok=True, mapping=_rows(rows))
+
+
+@bp.post("/app/api/mapping/remove")
+@api(admin=True)
+def remove_mapping(viewer: Viewer) -> Response:
+    extension = _body().get("extension")
+    rows = actions.remove_mapping(viewer.member_id, extension)
+    _audit(viewer, "mapping removed", extension=str(extension))
+    return jsonify(ok=True, mapping=_rows(rows))
+
+
+@bp.post("/app/api/mapping/import")
+@api(admin=True)
+def import_mapping(viewer: Viewer) -> Response:
+    text = _body().get("csv")
+    if not isinstance(text, str):
+        raise actions.Refused.one("csv", messages.nothing_to_import())
+    rows = actions.import_csv(viewer.member_id, text, _all_employees(viewer.member_id))
+    _audit(viewer, "mapping imported", rows=len(rows))
+    return jsonify(ok=True, mapping=_rows(rows), count=len(rows))
+
+
+@bp.post("/app/api/mapping/from-profiles")
+@api(admin=True)
+def mapping_from_profiles(viewer: Viewer) -> Response:
+    found = portal_data.active_employees(viewer.member_id)
+    result = actions.take_from_profiles(viewer.member_id, found)
+    _audit(viewer, "mapping from profiles", added=len(result.added), changed=len(result.changed))
+    return jsonify(
+        ok=True,
+        mapping=_rows(result.mapping),
+        added=result.added,
+        changed=result.changed,
+        skipped=result.skipped,
+        employees=[e.as_json() for e in found],
+    )
+
+
+@bp.post("/app/api/pbx-key/reveal")
+@api(admin=True)
+def reveal_key(viewer: Viewer) -> Response:
+    _audit(viewer, "pbx key shown")
+    return jsonify(ok=True, key=actions.reveal_key(viewer.member_id))
+
+
+@bp.post("/app/api/pbx-key/rotate")
+@api(admin=True)
+def rotate_key(viewer: Viewer) -> Response:
+    if _body().get("confirm") is not True:
+        raise actions.Refused.one("confirm", messages.confirm_required())
+    key = actions.rotate_key(viewer.member_id)
+    _audit(viewer, "pbx key rotated")
+    return jsonify(ok=True, key=key, **page_state(viewer))
+
+
+@bp.post("/app/api/calls/<public_id>/deliver-again")
+@api(admin=True)
+def deliver_again(viewer: Viewer, public_id: str) -> Response:
+    with get_db().write() as session:
+        portal = _find(session, viewer.member_id)
+        outcome = journal.requeue(session, portal.id, public_id, now=utcnow())
+    if outcome == "not_found":
+        return _error("not_found", messages.call_not_found(), 404)
+    if outcome == "not_failed":
+        return _error("not_failed", messages.not_failed(), 409)
+    _audit(viewer, "call requeued", call=public_id)
+    return jsonify(ok=True, id=public_id, state="queued")
+
+
+@bp.post("/app/api/reauthorize")
+@api(admin=True)
+def reauthorize(viewer: Viewer) -> Response:
+    """A one-time link (ten minutes) to Bitrix24's authorisation page (install/reauthorize.py)."""
+    url = authorization_url(viewer.member_id)
+    if url is None:
+        return _error("not_installed", str(messages.NOT_INSTALLED), 403)
+    _audit(viewer, "re-authorisation link made")
+    return jsonify(ok=True, url=url)

@@ -1,0 +1,88 @@
+"""The page's examples are ready to paste: the curl command, run as shown, and the request the
+Asterisk hangup handler makes, with Asterisk's variables filled in, are both accepted (202)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from b24app.db import get_db
+from b24app.models import Call
+from tests.conftest import LiveApp
+from tests.settings_page.conftest import open_page, pbx_key
+
+# What Asterisk puts in for the dialplan's expressions (an unanswered call: ANSWEREDTIME empty).
+ASTERISK = {
+    "${URIENCODE(${UNIQUEID})}": quote("1709884800.42"),
+    "${URIENCODE(${B24_INNER})}": "101",
+    "${URIENCODE(${CALLERID(num)})}": quote("+74951234567", safe=""),
+    "${B24_TYPE}": "2",
+    "${URIENCODE(${B24_START})}": quote("2026-03-07T10:20:30", safe=""),
+    "${ANSWEREDTIME}": "",
+    "${DIALSTATUS}": "NOANSWER",
+}
+
+
+def calls(live: LiveApp) -> list[Call]:
+    with live.app.app_context(), get_db().read() as session:
+        return list(session.query(Call).order_by(Call.id))
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_the_curl_example_works_as_pasted(live_app: LiveApp):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal)
+    example = page.state["examples"]["curl"].replace(
+        page.state["key_placeholder"], pbx_key(live_app, portal)
+    )
+    assert page.state["examples"]["url"] == f"{live_app.url}/pbx/v1/calls/finish"
+
+    done = subprocess.run(["bash", "-c", example], capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 0, done.stderr
+    assert '"id"' in done.stdout
+    (call,) = calls(live_app)
+    assert call.request["PBX_CALL_ID"] == "1709884800.42"
+    assert call.request["USER_PHONE_INNER"] == "101" and call.request["STATUS_CODE"] == "200"
+
+
+def test_the_asterisk_hangup_handler_sends_what_the_api_accepts(live_app: LiveApp):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal)
+    dialplan = page.state["examples"]["asterisk"]
+    assert "CHANNEL(hangup_handler_push)=b24app-hangup,s,1" in dialplan
+    assert f"Authorization: Bearer {page.state['key_placeholder']}" in dialplan
+    match = re.search(r"\$\{CURL\(([^,]+),(.+)\)\}\)$", dialplan, re.M)
+    assert match, "the handler calls CURL(url,data)"
+    url, data = match.groups()
+    for expression, value in ASTERISK.items():
+        data = data.replace(expression, value)
+    assert "$" not in data
+
+    answer = requests.post(
+        url,
+        data=data,
+        headers={
+            "Authorization": f"Bearer {pbx_key(live_app, portal)}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        timeout=30,
+    )
+
+    assert answer.status_code == 202, answer.text
+    (call,) = calls(live_app)
+    assert call.request["PHONE_NUMBER"] == "+74951234567"
+    assert call.request["STATUS_CODE"] == "304"  # NOANSWER: a missed call
+    assert "DURATION" not in call.request  # empty ANSWEREDTIME counts as absent
+
+
+def test_non_admins_get_no_examples_and_no_key(live_app: LiveApp):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, user_id=2)
+    assert page.state["examples"] is None
+    assert "Bearer" not in page.response.text
