@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["b24app.secrets"] = SecretBox(settings.fernet_keys)
 
+    logs.init_app(app)
     db.init_app(app)
     metrics.init_app(app)
     health.init_app(app)

@@ -14,6 +14,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from flask import Flask, request
 
 SECRET_KEYS = re.compile(
     r"(token|secret|password|auth_id|refresh_id|authorization|pbx_key|api_key|^auth$|^code$)",
@@ -55,9 +56,25 @@ def configure(level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on whatever `sys.stderr` is now (not at start-up), so redirections apply."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+def init_app(app: Flask) -> None:
+    """Every request starts with a clean log context; parts bind `member_id`, `call` as they
+    learn them (structlog contextvars), so each line says which portal and call it is about."""
+
+    @app.before_request
+    def _fresh_context() -> None:
+        structlog.contextvars.clear_contextvars()
+        rule = request.url_rule.rule if request.url_rule else request.path[:100]
+        structlog.contextvars.bind_contextvars(route=rule)
 
 
 def get_logger(name: str) -> Any:

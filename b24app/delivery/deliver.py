@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import structlog
 from flask import Flask
 
 from b24app.bitrix.client import BatchResult, PortalClient
@@ -116,6 +117,10 @@ class PortalDelivery:
         view = load_portal(self.ctx.db, self.portal_id)
         if view is None:
             return Counter()  # the portal row is gone, and its calls with it (cascade)
+        with structlog.contextvars.bound_contextvars(member_id=view.member_id):
+            return self._run(view, started)
+
+    def _run(self, view: PortalView, started: float) -> Counter[str]:
         client = self.ctx.client(view.member_id)
         to_send = [call for call in self.calls if not call.unknown]
         unknown = [call for call in self.calls if call.unknown]
@@ -259,13 +264,15 @@ class PortalDelivery:
         for call_id, outcome in self.outcomes.items():
             if isinstance(outcome, Delivered):
                 counts["delivered"] += 1
-                metrics.call_delivered(latency=(now - by_id[call_id].created_at).total_seconds())
+                call = by_id[call_id]
+                latency = (now - call.created_at).total_seconds()
+                metrics.call_delivered(call=call.public_id, latency=latency)
             elif isinstance(outcome, Failed):
                 counts["failed"] += 1
-                metrics.call_failed(code=outcome.code)
+                metrics.call_failed(call=by_id[call_id].public_id, code=outcome.code)
             else:
                 counts["retrying"] += 1
-                metrics.call_retried(code=outcome.code)
+                metrics.call_retried(call=by_id[call_id].public_id, code=outcome.code)
         metrics.calls_recorded(member_id=view.member_id, counts=counts, seconds=seconds)
         return counts
 

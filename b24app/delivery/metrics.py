@@ -47,21 +47,22 @@ def calls_recorded(*, member_id: str, counts: Mapping[str, int], seconds: float)
     )
 
 
-def call_delivered(*, latency: float) -> None:
+def call_delivered(*, call: str, latency: float) -> None:
     """Seconds from the PBX's request to the finished call."""
     prometheus.CALLS_DONE.labels("delivered", "").inc()
     prometheus.DELIVERY_LATENCY.observe(max(latency, 0.0))
-    log.debug("call delivered", latency_s=round(latency, 3))
+    log.info("call delivered", call=call, latency_s=round(latency, 3))
 
 
-def call_failed(*, code: str) -> None:
+def call_failed(*, call: str, code: str) -> None:
     prometheus.CALLS_DONE.labels("failed", code).inc()
-    log.info("call failed", error_code=code)
+    log.info("call failed", call=call, error_code=code)
 
 
-def call_retried(*, code: str) -> None:
+def call_retried(*, call: str, code: str) -> None:
     """A call rescheduled for another attempt, by the reason's code."""
     prometheus.DELIVERY_RETRIES.labels(code).inc()
+    log.info("call retried", call=call, error_code=code)
 
 
 def claimed(*, portals: int, calls: int, seconds: float) -> None:

@@ -41,6 +41,7 @@ class Claimed:
     """A claimed call, detached from the session: what delivery needs to know of it."""
 
     id: int
+    public_id: str  # the id the PBX and the admin know the call by
     portal_id: int
     request: Mapping[str, Any]
     attempts: int  # including this one
@@ -166,6 +167,7 @@ def _take(
         claimed.append(
             Claimed(
                 id=row.id,
+                public_id=row.public_id,
                 portal_id=row.portal_id,
                 request=dict(row.request or {}),
                 attempts=row.attempts,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
+import structlog
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from b24app import metrics
 from b24app.db import get_db
 from b24app.logs import get_logger
 from b24app.pbx import auth, intake, openapi, problems
@@ -36,7 +38,10 @@ TOO_LARGE = (
 
 
 def _portal() -> PortalContext | Result:
-    return auth.authenticate(get_db(), store.secret_box(), request.headers.get("Authorization"))
+    portal = auth.authenticate(get_db(), store.secret_box(), request.headers.get("Authorization"))
+    if isinstance(portal, PortalContext):
+        structlog.contextvars.bind_contextvars(member_id=portal.member_id)
+    return portal
 
 
 @bp.post("/calls/finish")
@@ -44,15 +49,27 @@ def finish() -> Response:
     """Finish a call: 202 once it is durably stored (delivery to Bitrix24 happens later)."""
     portal = _portal()
     if isinstance(portal, Result):
-        return problems.answer(portal)
+        return _counted(portal)
     fields = intake.read_fields(
         request.mimetype,
         body=lambda: request.get_data(cache=False),
         form=_form_pairs,
     )
     if isinstance(fields, Result):
-        return problems.answer(fields)
-    return problems.answer(intake.accept_finish(get_db(), portal, fields))
+        return _counted(fields)
+    return _counted(intake.accept_finish(get_db(), portal, fields))
+
+
+def _counted(result: Result) -> Response:
+    """Count and log the intake's outcome (the call's id when there is one), then answer."""
+    metrics.CALLS_ACCEPTED.labels(result.code.value).inc()
+    call = (result.call or {}).get("id")
+    if result.code in (Code.ACCEPTED, Code.REPEATED):
+        log.info("call accepted", call=call, outcome=result.code.value)
+    else:
+        errors = [e.field for e in result.errors][:20]
+        log.info("call refused", call=call, outcome=result.code.value, fields=errors)
+    return problems.answer(result)
 
 
 def _form_pairs() -> list[tuple[str, object]]:
