@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from b24app import metrics
 from b24app.db import Database
 from b24app.models import PortalThrottle
 
@@ -72,6 +73,7 @@ class Throttle:
     def wait(self, portal_id: int, limits: Limits) -> float:
         """Reserve a slot and sleep until it; return the seconds waited."""
         delay = self.reserve(portal_id, limits)
+        metrics.THROTTLE_WAIT.observe(max(delay, 0.0))
         if delay > 0:
             time.sleep(delay)
         return delay

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from b24app import metrics
 from b24app.bitrix.errors import OAuthError, PortalUnavailable
 from b24app.bitrix.oauth import OAuthServer
 from b24app.db import Database
@@ -91,9 +92,11 @@ def _refresh_locked(
         if error.code not in GRANT_ERRORS:
             raise
         status, detail = GRANT_ERRORS[error.code]
+        metrics.REFRESHES.labels(error.code).inc()
         store.set_status(portal, status, detail)
         log.warning("refresh refused", member_id=portal.member_id, error=error.code)
         return PortalUnavailable(status, detail)
     store.store_tokens(portal, grant.tokens)
+    metrics.REFRESHES.labels("ok").inc()
     log.info("tokens refreshed", member_id=portal.member_id)
     return grant.tokens.access_token

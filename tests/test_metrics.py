@@ -1,0 +1,69 @@
+"""Prometheus metrics (issue 6): requests by route and status, calls by outcome, queue depth and
+the oldest queued call's age, delivery latency — moving as calls go through."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+from b24app.db import get_db
+from b24app.portals import pbx_keys, store
+from tests.conftest import LiveApp
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = (
+        re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" (\S+)"
+    )
+    match = re.search(r"^" + pattern + r"$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_as_a_call_is_accepted_and_delivered(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context(), get_db().read() as session:
+        key = pbx_keys.reveal(
+            store.find_portal(session, portal.member_id).settings, store.secret_box()
+        )
+    before = requests.get(f"{live_app.url}/metrics", timeout=10).text
+    call = {
+        "PBX_CALL_ID": "metrics-1",
+        "PHONE_NUMBER": "+15550002",
+        "TYPE": 2,
+        "CALL_START_DATE": "2026-11-27T10:00:00+00:00",
+        "USER_ID": 1,
+        "DURATION": 7,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (
+        requests.post(
+            f"{live_app.url}/pbx/v1/calls/finish", json=call, headers=headers, timeout=10
+        ).status_code
+        == 202
+    )
+    queued = requests.get(f"{live_app.url}/metrics", timeout=10).text
+    assert sample(queued, "b24app_queue_depth", state="queued") == 1
+    assert sample(queued, "b24app_queue_oldest_age_seconds") >= 0
+    assert (
+        sample(queued, "b24app_calls_accepted_total", outcome="accepted")
+        == sample(before, "b24app_calls_accepted_total", outcome="accepted") + 1
+    )
+    route = "/pbx/v1/calls/finish"
+    assert sample(queued, "b24app_http_requests_total", route=route, status="202") >= 1
+
+    assert live_app.app.test_cli_runner().invoke(args=["worker", "--once"]).exit_code == 0
+    after = requests.get(f"{live_app.url}/metrics", timeout=10).text
+    assert sample(after, "b24app_queue_depth", state="queued") == 0
+    assert sample(after, "b24app_queue_depth", state="delivered") == 1
+    delivered = sample(after, "b24app_calls_finished_total", outcome="delivered", reason="")
+    assert (
+        delivered
+        == sample(before, "b24app_calls_finished_total", outcome="delivered", reason="") + 1
+    )
+    assert sample(after, "b24app_delivery_latency_seconds_count") >= 1
+    assert sample(after, "b24app_batches_total", outcome="ok") >= 1
+    assert sample(after, "b24app_bitrix_answers_total", method="batch", code="ok") >= 1
+    assert sample(after, "b24app_throttle_wait_seconds_count") >= 1
