@@ -1,0 +1,275 @@
+"""Server-side request forgery: which addresses b24app sends requests (and tokens) to.
+
+A portal address comes from the OAuth server's app.info, from a 302 "domain moved", or was stored
+long ago and now resolves elsewhere. With B24APP_ALLOW_LOCAL_PORTALS off none of them may make us
+connect to loopback, private, link-local or metadata addresses, or use another scheme; and a
+PBX's RECORD_URL is handed to Bitrix24, never fetched by us.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+import requests
+
+from b24app.bitrix.client import PortalClient
+from b24app.bitrix.errors import BitrixError
+from b24app.delivery.worker import Worker
+from b24app.devportal.state import DevState
+from b24app.devportal.state import install as dev_install
+from tests.conftest import TEST_CLIENT_ID, LiveApp
+from tests.security import FINISH, assert_no_crash, bearer, install, stored
+from tests.security.conftest import PUBLIC_IP, Network
+
+PRIVATE_PORTALS = [
+    "http://portal.example/rest/",  # public, but not https
+    "https://127.0.0.1/rest/",
+    "https://127.1/rest/",
+    "https://2130706433/rest/",  # 127.0.0.1 as one number
+    "https://0.0.0.0/rest/",
+    "https://10.0.0.5/rest/",
+    "https://192.168.1.10:8443/rest/",
+    "https://[::1]/rest/",
+    "https://[::ffff:127.0.0.1]/rest/",
+    "https://[fe80::1]/rest/",
+    "https://[64:ff9b::7f00:1]/rest/",  # NAT64 of 127.0.0.1
+    "https://[2002:a00:5::1]/rest/",  # 6to4 of 10.0.0.5
+    "https://169.254.169.254/latest/meta-data/",
+    "https://localhost/rest/",
+    "https://internal.example/rest/",  # a name that resolves to a private address
+    "https://mixed.example/rest/",  # one public and one private address
+    "https://user:password@portal.example/rest/",
+    "https://portal.example@10.0.0.5/rest/",
+    "ftp://portal.example/rest/",
+    "file:///etc/passwd",
+    "gopher://portal.example:70/_",
+    "javascript:alert(1)",
+    "//portal.example/rest/",
+    "",
+    "https://nowhere.invalid/rest/",  # does not resolve
+    "https://portal.example:abc/rest/",  # a port that is not a number
+    "https://portal.example:99999/rest/",
+    "https://" + "a" * 300 + ".example/rest/",  # longer than any DNS name
+    "https://portal.example/" + "r" * 600 + "/rest/",  # longer than we can store
+]
+
+
+def pretend_app_info_names(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """The OAuth server's app.info (and the events) report `url` as the portal's client_endpoint."""
+    monkeypatch.setattr(DevState, "client_endpoint", lambda self, portal: url)
+
+
+def private_names(network: Network) -> None:
+    network.resolve("internal.example", "10.1.2.3")
+    network.resolve("mixed.example", PUBLIC_IP, "127.0.0.1")
+
+
+@pytest.mark.parametrize("address", PRIVATE_PORTALS)
+def test_install_naming_a_non_public_portal_is_refused_before_any_request_to_it(
+    hostile: LiveApp, network: Network, monkeypatch: pytest.MonkeyPatch, address: str
+):
+    private_names(network)
+    pretend_app_info_names(monkeypatch, address)
+    portal = hostile.dev.add_portal("alpha")
+
+    page = hostile.driver.open_installer(portal, TEST_CLIENT_ID)
+
+    assert_no_crash(page)
+    assert page.status_code == 403
+    assert "portal address refused" in page.text
+    assert stored(hostile, portal.member_id) is None
+    assert network.outside() == []
+
+
+@pytest.mark.parametrize(
+    "address", ["https://10.0.0.5/rest/", "https://localhost/rest/", "https://portal.example:x/"]
+)
+def test_lifecycle_events_naming_a_non_public_portal_are_refused(
+    hostile: LiveApp, network: Network, monkeypatch: pytest.MonkeyPatch, address: str
+):
+    """ONAPPINSTALL with a genuine token, but app.info names a private address: nothing stored."""
+    portal = hostile.dev.add_portal("alpha")
+    dev_install(hostile.dev, portal, TEST_CLIENT_ID)  # installed; ONAPPINSTALL goes to handler_url
+    pretend_app_info_names(monkeypatch, address)
+
+    delivered = hostile.driver.finish_install(portal, TEST_CLIENT_ID)
+
+    assert [status for _, status in delivered] == [403]
+    assert stored(hostile, portal.member_id) is None
+    assert network.outside() == []
+
+
+def test_a_public_portal_is_accepted_and_its_address_is_where_requests_go(
+    hostile: LiveApp, network: Network, monkeypatch: pytest.MonkeyPatch
+):
+    """The control: the fake network does see connections to a public portal."""
+    pretend_app_info_names(monkeypatch, "https://portal.example/rest/")
+    portal = hostile.dev.add_portal("alpha")
+
+    page = hostile.driver.open_installer(portal, TEST_CLIENT_ID)
+
+    assert page.status_code == 200, page.text
+    row = stored(hostile, portal.member_id)
+    assert row is not None and row.client_endpoint == "https://portal.example/rest/"
+    assert (PUBLIC_IP, 443) in network.outside()  # event.bind was tried there, and only there
+    assert set(network.outside()) == {(PUBLIC_IP, 443)}
+
+
+@pytest.fixture
+def public_portal(hostile: LiveApp, network: Network) -> str:
+    """A portal installed at https://portal.example/rest/; returns its member_id."""
+    portal = hostile.dev.add_portal("alpha")
+    with pytest.MonkeyPatch.context() as patch:
+        pretend_app_info_names(patch, "https://portal.example/rest/")
+        assert hostile.driver.open_installer(portal, TEST_CLIENT_ID).status_code == 200
+    network.attempts.clear()  # the installer's own event.bind went there
+    return portal.member_id
+
+
+@pytest.mark.parametrize(
+    "private", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1", "::ffff:127.0.0.1"]
+)
+def test_a_stored_portal_whose_name_now_resolves_privately_is_not_connected_to(
+    hostile: LiveApp, network: Network, public_portal: str, private: str
+):
+    """DNS rebinding: the name passed the check at install time and resolves to `private` now."""
+    network.resolve("portal.example", private)
+
+    with hostile.app.app_context(), pytest.raises(BitrixError) as refused:
+        PortalClient(public_portal).call("profile")
+
+    assert refused.value.code == "UNSAFE_ADDRESS"
+    assert network.outside() == []
+
+
+def answer_302(monkeypatch: pytest.MonkeyPatch, location: str) -> list[str]:
+    """The stored portal answers its first request with 302 to `location`, later ones with a
+    result; returns the URLs requested."""
+    requested: list[str] = []
+
+    def post(self: PortalClient, endpoint: str, method: str, params: Any, token: str) -> Any:
+        url = f"{endpoint}{method}.json"
+        requested.append(url)
+        response = requests.Response()
+        response.url = url
+        if len(requested) == 1:
+            response.status_code = 302
+            response.headers["Location"] = location
+        else:
+            response.status_code = 200
+            response._content = b'{"result": {"ID": "1"}}'
+        return response
+
+    monkeypatch.setattr(PortalClient, "_post", post)
+    return requested
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://10.0.0.5/rest/profile.json",
+        "https://169.254.169.254/rest/profile.json",
+        "https://localhost/rest/profile.json",
+        "https://[::1]/rest/profile.json",
+        "https://internal.example/rest/profile.json",
+        "http://moved.example/rest/profile.json",  # a downgrade to http
+        "https://user:pw@moved.example/rest/profile.json",
+        "file:///etc/passwd",
+        "https://moved.example/elsewhere",  # not the method we called
+        "https://moved.example:bad/rest/profile.json",
+    ],
+)
+def test_a_domain_move_to_a_non_public_address_is_refused(
+    hostile: LiveApp,
+    network: Network,
+    public_portal: str,
+    monkeypatch: pytest.MonkeyPatch,
+    location: str,
+):
+    private_names(network)
+    network.resolve("moved.example", PUBLIC_IP)
+    requested = answer_302(monkeypatch, location)
+
+    with hostile.app.app_context(), pytest.raises(BitrixError) as refused:
+        PortalClient(public_portal).call("profile")
+
+    assert refused.value.code == "BAD_REDIRECT"
+    assert requested == ["https://portal.example/rest/profile.json"]
+    assert stored(hostile, public_portal).client_endpoint == "https://portal.example/rest/"
+    assert network.outside() == []
+
+
+def test_a_domain_move_to_a_public_address_is_followed(
+    hostile: LiveApp, network: Network, public_portal: str, monkeypatch: pytest.MonkeyPatch
+):
+    network.resolve("moved.example", PUBLIC_IP)
+    requested = answer_302(monkeypatch, "https://moved.example/rest/profile.json")
+
+    with hostile.app.app_context():
+        assert PortalClient(public_portal).result("profile") == {"ID": "1"}
+
+    assert requested[-1] == "https://moved.example/rest/profile.json"
+    assert stored(hostile, public_portal).client_endpoint == "https://moved.example/rest/"
+
+
+class Listener:
+    """A TCP port that counts who connects to it (a "recording" or an internal service)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_record_url_is_passed_to_bitrix24_and_never_fetched_by_us(
+    live_app: LiveApp, network: Network
+):
+    """RECORD_URL pointing at an internal service reaches Bitrix24 as text; we never open it."""
+    network.allow(live_app.url)
+    network.allow(live_app.dev.base_url)
+    listener = Listener()
+    network.reachable.add(("127.0.0.1", listener.port))  # reachable: we would see a fetch
+    alpha = install(live_app, "alpha")
+    urls = [
+        f"http://127.0.0.1:{listener.port}/recording.mp3",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    ]
+    for number, url in enumerate(urls):
+        body = {
+            "PBX_CALL_ID": f"rec-{number}",
+            "PHONE_NUMBER": "+15551234567",
+            "TYPE": 2,
+            "CALL_START_DATE": "2026-03-07T10:20:30+03:00",
+            "USER_ID": 1,
+            "DURATION": 30,
+            "RECORD_URL": url,
+        }
+        answer = requests.post(
+            live_app.url + FINISH, json=body, headers=bearer(alpha.key), timeout=10
+        )
+        assert answer.status_code == 202, answer.text
+
+    Worker(live_app.app).run(once=True)
+
+    finished = {entry["_params"].get("RECORD_URL") for entry in alpha.portal.statistics}
+    assert finished == set(urls)  # Bitrix24 got the URLs, to fetch them itself
+    listener.close()
+    assert listener.accepted == 0
+    assert network.outside() == []
