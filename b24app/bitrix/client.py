@@ -35,7 +35,7 @@ from b24app.bitrix.errors import (
     UnsafeAddress,
 )
 from b24app.bitrix.oauth import OAuthServer
-from b24app.bitrix.safety import check_portal_url
+from b24app.bitrix.safety import check_portal_url, portal_session
 from b24app.db import Database, get_db
 from b24app.logs import get_logger
 from b24app.models import Portal, PortalStatus, utcnow
@@ -95,7 +95,7 @@ class PortalClient:
         self.throttle = throttle_mod.Throttle(self.db)
         self.timeout = settings.http_timeout
         self.allow_local = settings.allow_local_portals
-        self.http = requests.Session()
+        self.http = portal_session(allow_local=self.allow_local)  # checks each connection
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
 
     # --- public ------------------------------------------------------------------------------
@@ -175,6 +175,8 @@ class PortalClient:
             return self.http.post(
                 url, json={**params, "auth": token}, timeout=self.timeout, allow_redirects=False
             )
+        except UnsafeAddress as exc:  # nothing was sent: the name resolves elsewhere now
+            raise BitrixError("UNSAFE_ADDRESS", f"{method}: {exc}") from None
         except requests.Timeout:
             raise TransportError(
                 f"{method}: no answer in {self.timeout}s", timed_out=True
@@ -245,14 +247,17 @@ def call_as_user(
     The token is not stored, not refreshed, not logged; it travels in the JSON body, never in
     the URL. No redirects followed: `client_endpoint` is the stored, checked address.
     """
+    http = portal_session(allow_local=store.app_settings().allow_local_portals)
     try:
-        response = requests.post(
+        response = http.post(
             f"{client_endpoint}{method}.json",
             json={"auth": access_token},
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=timeout,
             allow_redirects=False,
         )
+    except UnsafeAddress as exc:
+        raise BitrixError("UNSAFE_ADDRESS", f"{method}: {exc}") from None
     except requests.Timeout:
         raise TransportError(f"{method}: no answer in {timeout}s", timed_out=True) from None
     except requests.RequestException as exc:
