@@ -29,10 +29,11 @@ from b24app.delivery.batching import MAX_COMMANDS, fit
 from b24app.delivery.params import needs_register
 from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.logs import get_logger
-from b24app.models import Call, CallState
+from b24app.models import Call, CallState, Portal, PortalStatus
 
 log = get_logger(__name__)
 
+GONE_STATUSES = (PortalStatus.UNINSTALLED, PortalStatus.PORTAL_DELETED)
 TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
 
 
@@ -92,9 +93,14 @@ Outcome = Delivered | Retry | Failed
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
+    """Due: queued and its time has come, leased to a worker that stopped, or queued for a portal
+    that is gone (uninstalled, deleted): such calls fail at once with the plain reason instead
+    of waiting out a backoff or the admin's 30 minutes (retry.py, PORTAL_GONE)."""
+    gone = select(Portal.id).where(Portal.status.in_(GONE_STATUSES))
     return or_(
         and_(Call.state == CallState.QUEUED, Call.next_attempt_at <= now),
         and_(Call.state == CallState.DELIVERING, Call.lease_until < now),
+        and_(Call.state == CallState.QUEUED, Call.portal_id.in_(gone)),
     )
 
 
