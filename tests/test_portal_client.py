@@ -53,9 +53,10 @@ def test_token_known_to_be_expired_is_refreshed_before_the_call(live_app: LiveAp
     live_app.dev.advance(3600)
     with live_app.app.app_context(), get_db().write() as session:  # and we know it
         store.find_portal(session, portal.member_id).access_expires_at = utcnow()
+    asked_at_install = len(live_app.dev.entries(method="user.admin"))  # is the installer admin?
     with live_app.app.app_context():
         assert PortalClient(portal.member_id).result("user.admin") is True
-    calls = live_app.dev.entries(method="user.admin")
+    calls = live_app.dev.entries(method="user.admin")[asked_at_install:]
     assert [c["status"] for c in calls] == [200]  # no wasted 401 first
     assert len(refreshes(live_app)) == 1
 
@@ -118,15 +119,17 @@ def test_query_limit_exceeded_backs_off_and_succeeds(live_app: LiveApp):
     """limits.md: slow down and retry with growing delays."""
     portal = live_app.install()
     portal.bucket.rate, portal.bucket.burst, portal.bucket.level = 2.0, 3, 3.0
+    asked_at_install = len(live_app.dev.entries(method="user.admin"))  # is the installer admin?
     with live_app.app.app_context():
         assert PortalClient(portal.member_id).result("user.admin") is True
-    statuses = [e["status"] for e in live_app.dev.entries(method="user.admin")]
+    statuses = [e["status"] for e in live_app.dev.entries(method="user.admin")[asked_at_install:]]
     assert statuses[0] == 503 and statuses[-1] == 200
 
 
 def test_operation_time_limit_says_when_to_retry(live_app: LiveApp):
     """limits.md: 429 OPERATION_TIME_LIMIT; wait until operating_reset_at."""
     portal = live_app.install()
+    portal.operating.clear()  # the installer asked user.admin (is its user an admin?)
     portal.operating_limit = 0.0
     with live_app.app.app_context():
         client = PortalClient(portal.member_id)

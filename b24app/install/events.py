@@ -2,10 +2,12 @@
 
 Bodies are form-encoded with bracketed keys (`auth[application_token]`), see bitrix/encoding.py.
 - ONAPPINSTALL and ONAPPUPDATE carry a full `auth`: verified with the OAuth server like an
-  install; ONAPPUPDATE brings the new `application_token`. Their tokens are kept only when the
-  portal has none that work (a delayed event must not overwrite a pair we already rotated).
+  install, and its user must be an administrator; ONAPPUPDATE brings the new
+  `application_token`. Their tokens are kept only when the portal has none that work (a delayed
+  event must not overwrite a pair we already rotated).
 - ONAPPUNINSTALL carries no token: only `application_token`, compared in constant time with the
-  one we keep (api-reference/events/safe-event-handlers.md).
+  one we keep (api-reference/events/safe-event-handlers.md). Every user who opens the app sees
+  that token, so the uninstall is believed only once the OAuth server no longer accepts ours.
 Anything forged or unknown changes nothing, is logged, and gets 403; unknown event types 200.
 """
 
@@ -17,9 +19,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from b24app.bitrix import tokens
 from b24app.bitrix.encoding import unflatten
+from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
-from b24app.install.verification import InstallRefused, verify_token
+from b24app.install.verification import InstallRefused, oauth_server, require_admin, verify_token
 from b24app.logs import get_logger
 from b24app.models import PortalStatus
 from b24app.portals import store
@@ -44,28 +48,67 @@ def receive() -> ResponseReturnValue:
 
 
 def _uninstall(member_id: str, presented: str) -> ResponseReturnValue:
-    with get_db().write() as session:
-        portal = store.find_portal(session, member_id, for_update=True) if member_id else None
-        stored = store.application_token(portal) if portal else None
-        if portal is None or not stored or not secrets.compare_digest(stored, presented):
+    with get_db().read() as session:
+        portal = store.find_portal(session, member_id) if member_id else None
+        if portal is None or not _same_token(store.application_token(portal), presented):
             log.warning("forged or unknown ONAPPUNINSTALL refused", member_id=member_id[:64])
+            return _forbidden()
+        tokens = store.read_tokens(portal)
+    if tokens is not None and _still_installed(member_id, tokens.access_token):
+        log.warning("ONAPPUNINSTALL refused: the app is still installed", member_id=member_id)
+        return _forbidden()
+    with get_db().write() as session:
+        portal = store.find_portal(session, member_id, for_update=True)
+        if portal is None or not _same_token(store.application_token(portal), presented):
             return _forbidden()
         store.mark_uninstalled(portal)
     log.info("uninstalled", member_id=member_id)
     return jsonify(status="uninstalled")
 
 
+def _same_token(stored: str | None, presented: str) -> bool:
+    """Constant-time comparison, as bytes (compare_digest refuses non-ASCII text)."""
+    if not stored:
+        return False
+    return secrets.compare_digest(stored.encode(), presented.encode("utf-8", "replace"))
+
+
+def _still_installed(member_id: str, access_token: str) -> bool:
+    """Whether the OAuth server still accepts our tokens for the portal.
+
+    Bitrix24 revokes the app's tokens before it sends ONAPPUNINSTALL (on-app-uninstall.md), so
+    tokens that still work mean the event is forged: by anyone who saw the APPLICATION_TOKEN,
+    which every user opening the app receives. An expired access token is settled by a refresh.
+    Any other answer (revoked, unreachable) lets the uninstall through, as the token alone did.
+    """
+    settings = current_app.config["SETTINGS"]
+    server = oauth_server(settings)
+    try:
+        return server.app_info(access_token).member_id == member_id
+    except BitrixError as error:
+        if error.code != "expired_token":
+            return False
+    try:
+        tokens.refresh(get_db(), server, member_id, access_token)
+    except BitrixError:
+        return False
+    return True
+
+
 def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> ResponseReturnValue:
     settings = current_app.config["SETTINGS"]
+    access_token = str(auth.get("access_token") or "")
     try:
-        with get_db().write() as session:
+        with get_db().read() as session:
             verified = verify_token(
                 session,
                 settings,
-                access_token=str(auth.get("access_token") or ""),
+                access_token=access_token,
                 member_id=member_id,
                 domain=str(auth.get("domain") or "") or None,
             )
+        require_admin(verified, access_token, settings)
+        with get_db().write() as session:
             portal = store.find_portal(session, member_id, for_update=True)
             keep_tokens = bool(
                 portal and portal.status == PortalStatus.ACTIVE and store.read_tokens(portal)

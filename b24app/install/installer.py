@@ -2,8 +2,9 @@
 
 settings/oauth/simple-way.md lists what arrives: DOMAIN, PROTOCOL, LANG, APP_SID in the query;
 AUTH_ID, REFRESH_ID, AUTH_EXPIRES, SERVER_ENDPOINT, APPLICATION_TOKEN, member_id, status,
-PLACEMENT, PLACEMENT_OPTIONS in the form. We verify AUTH_ID with the OAuth server, store the
-portal, bind our lifecycle events server-side, and answer a page whose script calls
+PLACEMENT, PLACEMENT_OPTIONS in the form. We verify AUTH_ID with the OAuth server, and that its
+user is an administrator (anyone who opens the app gets a frame POST just like this one), store
+the portal, bind our lifecycle events server-side, and answer a page whose script calls
 `BX24.installFinish()` (installation-finish.md); Bitrix24 then opens the settings page.
 """
 
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
-from b24app.install.verification import InstallRefused, verify_token
+from b24app.install.verification import InstallRefused, require_admin, verify_token
 from b24app.logs import get_logger
 from b24app.portals import store
 from b24app.portals.currencies import refresh_currencies
@@ -39,7 +40,7 @@ def install() -> Response:
     if missing:
         return _refused(lang, f"missing fields: {', '.join(missing)}", 400)
     try:
-        with get_db().write() as session:
+        with get_db().read() as session:
             verified = verify_token(
                 session,
                 settings,
@@ -47,6 +48,8 @@ def install() -> Response:
                 member_id=request.form["member_id"],
                 domain=request.args["DOMAIN"],
             )
+        require_admin(verified, request.form["AUTH_ID"], settings)
+        with get_db().write() as session:
             portal = store.save_installation(session, _facts(verified, settings))
             member_id = portal.member_id
     except InstallRefused as refusal:

@@ -4,6 +4,11 @@ A request that claims "portal X installed us, here is a token" is checked with t
 `app.info` (digest §12): the token must belong to one of our client ids and to the claimed
 `member_id` and domain. The portal address we store is the one the OAuth server reports, and it
 must pass the address rules of bitrix/safety.py. Nothing is stored before this succeeds.
+
+A genuine token is not yet a genuine install: every user who opens the app gets a token pair of
+their own, and the APPLICATION_TOKEN, in the frame's POST (settings/oauth/simple-way.md). Only an
+administrator installs or updates an app, so an install, ONAPPINSTALL or ONAPPUPDATE must also
+pass `require_admin` (user.admin, asked with the presented token).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from b24app.bitrix.client import call_as_user
 from b24app.bitrix.errors import BitrixError, UnsafeAddress
 from b24app.bitrix.oauth import AppInfo, OAuthServer
 from b24app.bitrix.safety import check_portal_url
@@ -62,3 +68,21 @@ def verify_token(
     except UnsafeAddress as exc:
         raise InstallRefused(f"portal address refused: {exc}") from None
     return VerifiedToken(info, endpoint)
+
+
+def require_admin(verified: VerifiedToken, access_token: str, settings: Settings) -> None:
+    """Refuse unless the token's own user may manage the app on the portal (user.admin,
+    api-reference/common/users/user-admin.md), asked at the verified portal address."""
+    try:
+        envelope = call_as_user(
+            verified.client_endpoint,
+            "user.admin",
+            access_token=access_token,
+            timeout=settings.http_timeout,
+        )
+    except BitrixError as error:
+        raise InstallRefused(
+            f"the portal did not confirm an administrator ({error.code})"
+        ) from None
+    if envelope.get("result") is not True:
+        raise InstallRefused("the token's user is not an administrator of the portal")
