@@ -50,7 +50,14 @@ def app_settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
+MEMBER_ID_LENGTH = 64  # portals.member_id
+
+
 def find_portal(session: Session, member_id: str, *, for_update: bool = False) -> Portal | None:
+    """The portal of `member_id` (a value from a request: a NUL or an overlong one cannot be
+    stored, so it finds nothing, instead of becoming a PostgreSQL error)."""
+    if "\x00" in member_id or len(member_id) > MEMBER_ID_LENGTH:
+        return None
     query = select(Portal).where(Portal.member_id == member_id)
     if for_update:
         query = query.with_for_update()

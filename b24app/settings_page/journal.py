@@ -11,6 +11,7 @@ with a passing trouble after its 24 hours is failed again at once, with the new 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from b24app.settings_page import messages
 FILTERS = ("all", "failed", "today")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+_PUBLIC_ID = re.compile(r"[0-9a-f]{32}")  # models.new_public_id
 ANSWER_FIELDS = (
     "CALL_ID",
     "PORTAL_USER_ID",
@@ -137,6 +139,8 @@ def describe(
 
 def requeue(session: Session, portal_id: int, public_id: str, *, now: datetime) -> str:
     """Put a failed call back in the outbox; "requeued", "not_found" or "not_failed"."""
+    if not _PUBLIC_ID.fullmatch(public_id):  # a NUL in an id is a PostgreSQL error, not a miss
+        return "not_found"
     row = session.scalars(
         select(Call).where(Call.portal_id == portal_id, Call.public_id == public_id)
     ).one_or_none()

@@ -241,7 +241,10 @@ def _installed(member_id: str) -> bool:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested too deeply for the parser: not silent in Flask
+        body = None
     return body if isinstance(body, dict) else {}
 
 
