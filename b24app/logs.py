@@ -1,8 +1,9 @@
 """Structured logging (structlog) that never writes a secret.
 
 Every event passes through `redact_secrets`, which masks values under secret-looking keys
-(tokens, keys, passwords) and `auth=` query parameters inside strings, so a careless
-`log.info(..., url=url)` cannot leak a token.
+(tokens, keys, passwords), and inside strings (exception messages and tracebacks too) `auth=`
+query parameters, PBX keys and bearer credentials, so a careless `log.info(..., url=url)` or
+an exception that quotes a header cannot leak a token.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ SECRET_KEYS = re.compile(
 SECRET_IN_TEXT = re.compile(
     r"((?:auth|access_token|refresh_token|client_secret|code|AUTH_ID|REFRESH_ID)=)[^&\s\"']+",
 )
+# PBX keys are recognisable wherever they are (pbx_keys.PREFIX), and so is a bearer credential
+KEY_IN_TEXT = re.compile(r"(b24pbx_|Bearer\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE)
 MASK = "***"
 
 
 def redact(value: Any) -> Any:
     if isinstance(value, str):
-        return SECRET_IN_TEXT.sub(rf"\1{MASK}", value)
+        return KEY_IN_TEXT.sub(rf"\1{MASK}", SECRET_IN_TEXT.sub(rf"\1{MASK}", value))
     if isinstance(value, dict):
         return {k: MASK if SECRET_KEYS.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
