@@ -17,9 +17,11 @@ import requests
 
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
+from b24app.db import get_db
 from b24app.delivery.worker import Worker
 from b24app.devportal.state import DevState
 from b24app.devportal.state import install as dev_install
+from b24app.portals import store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.security import FINISH, assert_no_crash, bearer, install, stored
 from tests.security.conftest import PUBLIC_IP, Network
@@ -102,30 +104,33 @@ def test_lifecycle_events_naming_a_non_public_portal_are_refused(
     assert network.outside() == []
 
 
-def test_a_public_portal_is_accepted_and_its_address_is_where_requests_go(
+def test_a_public_portal_passes_and_is_where_requests_go(
     hostile: LiveApp, network: Network, monkeypatch: pytest.MonkeyPatch
 ):
-    """The control: the fake network does see connections to a public portal."""
+    """The control: the fake network sees the requests to a public portal (user.admin, which
+    the installer asks there and which this unreachable portal cannot answer)."""
     pretend_app_info_names(monkeypatch, "https://portal.example/rest/")
     portal = hostile.dev.add_portal("alpha")
 
     page = hostile.driver.open_installer(portal, TEST_CLIENT_ID)
 
-    assert page.status_code == 200, page.text
-    row = stored(hostile, portal.member_id)
-    assert row is not None and row.client_endpoint == "https://portal.example/rest/"
-    assert (PUBLIC_IP, 443) in network.outside()  # event.bind was tried there, and only there
-    assert set(network.outside()) == {(PUBLIC_IP, 443)}
+    assert page.status_code == 403
+    assert "did not confirm an administrator (TRANSPORT_ERROR)" in page.text
+    assert network.outside() == [(PUBLIC_IP, 443)]
 
 
 @pytest.fixture
 def public_portal(hostile: LiveApp, network: Network) -> str:
-    """A portal installed at https://portal.example/rest/; returns its member_id."""
-    portal = hostile.dev.add_portal("alpha")
-    with pytest.MonkeyPatch.context() as patch:
-        pretend_app_info_names(patch, "https://portal.example/rest/")
-        assert hostile.driver.open_installer(portal, TEST_CLIENT_ID).status_code == 200
-    network.attempts.clear()  # the installer's own event.bind went there
+    """A portal stored at https://portal.example/rest/ (installed on the development portal
+    with local portals allowed for a moment, then moved there); returns its member_id."""
+    strict = hostile.app.config["SETTINGS"]
+    hostile.app.config["SETTINGS"] = strict.model_copy(update={"allow_local_portals": True})
+    portal = hostile.install("alpha")
+    hostile.app.config["SETTINGS"] = strict
+    with hostile.app.app_context(), get_db().write() as session:
+        row = store.find_portal(session, portal.member_id)
+        assert row is not None
+        row.client_endpoint = "https://portal.example/rest/"
     return portal.member_id
 
 
