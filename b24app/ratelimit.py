@@ -1,5 +1,6 @@
 """Limits on our own doors (Flask-Limiter): the PBX API per key and per address, the installer
-per address. Over the limit: 429 with `Retry-After` (problem+json on the PBX API, see pbx/views.py).
+and the re-authorisation links per address. Over the limit: 429 with `Retry-After` (problem+json
+on the PBX API, see pbx/views.py).
 
 Storage is in memory per process by default; several processes or hosts share Redis through
 `B24APP_RATELIMIT_STORAGE_URL=redis://…`. Keys are never stored as such: a PBX key is counted
@@ -17,7 +18,7 @@ from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 PBX_BLUEPRINT = "pbx"
-INSTALL_BLUEPRINT = "installer"
+INSTALL_BLUEPRINTS = ("installer", "reauthorize")  # /install; /oauth/start and /oauth/callback
 
 
 def pbx_key_id() -> str:
@@ -46,9 +47,10 @@ def init_app(app: Flask) -> None:
     if pbx is not None:
         limiter.limit(settings.pbx_rate_limit, key_func=pbx_key_id, scope="pbx-key")(pbx)
         limiter.limit(settings.pbx_address_rate_limit, scope="pbx-address")(pbx)
-    installer = cast(Blueprint | None, app.blueprints.get(INSTALL_BLUEPRINT))
-    if installer is not None:
-        limiter.limit(settings.install_rate_limit, scope="install")(installer)
+    for name in INSTALL_BLUEPRINTS:  # unauthenticated doors that call Bitrix24 or write rows
+        blueprint = cast(Blueprint | None, app.blueprints.get(name))
+        if blueprint is not None:
+            limiter.limit(settings.install_rate_limit, scope=name)(blueprint)
     app.register_error_handler(RateLimitExceeded, _too_many)
 
 

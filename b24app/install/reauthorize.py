@@ -5,6 +5,8 @@ settings/oauth/index.md: send the admin's browser to
 redirect URI (`/oauth/callback`) with `code` (valid 30 s) and our `state`; we exchange the code
 at the OAuth server (Authlib). `state` is random, stored
 only as a hash, valid ten minutes and usable once, so a callback can't be forged or replayed.
+The start link names only the portal, so anyone of that portal could follow it: the new tokens
+are kept only if their user is an administrator (user.admin), as for an install.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
 from b24app.install.installer import page_language
-from b24app.install.verification import oauth_server
+from b24app.install.verification import InstallRefused, oauth_server, require_admin_at
 from b24app.logs import get_logger
 from b24app.models import OAuthState, PortalStatus, utcnow
 from b24app.portals import store
@@ -43,6 +45,7 @@ def authorization_url(member_id: str) -> str | None:
         portal = store.find_portal(session, member_id)
         if portal is None or portal.status == PortalStatus.UNINSTALLED:
             return None
+        session.execute(delete(OAuthState).where(OAuthState.expires_at <= utcnow()))
         session.add(
             OAuthState(
                 state_hash=_hash(state), member_id=member_id, expires_at=utcnow() + STATE_LIFETIME
@@ -68,6 +71,7 @@ def start() -> Response:
 def callback() -> Response:
     state = request.args.get("state", "")
     code = request.args.get("code", "")
+    settings = current_app.config["SETTINGS"]
     with get_db().write() as session:
         member_id = _consume_state(session, state) if state else None
         if member_id is None or not code:
@@ -80,14 +84,17 @@ def callback() -> Response:
         if portal is None or secret is None:
             return _page("unknown", 404)
         try:
-            grant = oauth_server(current_app.config["SETTINGS"]).exchange_code(
-                portal.client_id, secret, code
-            )
+            grant = oauth_server(settings).exchange_code(portal.client_id, secret, code)
         except BitrixError as error:
             log.warning("code exchange refused", member_id=member_id, error=error.code)
             return _page("exchange_failed", 400)
         if grant.member_id != member_id:
             return _page("bad_state", 400)
+        try:  # the link is public: anyone of the portal may follow it and authorise
+            require_admin_at(portal.client_endpoint, grant.tokens.access_token, settings)
+        except InstallRefused as refusal:
+            log.warning("re-authorisation refused", member_id=member_id, reason=str(refusal))
+            return _page("not_admin", 403)
         store.store_tokens(portal, grant.tokens)
         store.set_status(portal, PortalStatus.ACTIVE)
     log.info("portal re-authorised", member_id=member_id)
@@ -115,11 +122,13 @@ TEXT = {
         "bad_state": "This authorisation link is unknown, used or expired. Start again.",
         "unknown": "This portal is not installed.",
         "exchange_failed": "Bitrix24 did not accept the authorisation. Start again.",
+        "not_admin": "Only an administrator of this Bitrix24 can authorise the application.",
     },
     "ru": {
         "done": "Портал снова авторизован. Звонки будут доставлены.",
         "bad_state": "Ссылка авторизации неизвестна, использована или устарела. Начните заново.",
         "unknown": "Приложение не установлено на этом портале.",
         "exchange_failed": "Битрикс24 не принял авторизацию. Начните заново.",
+        "not_admin": "Авторизовать приложение может только администратор этого Битрикс24.",
     },
 }

@@ -73,12 +73,14 @@ def verify_token(
 def require_admin(verified: VerifiedToken, access_token: str, settings: Settings) -> None:
     """Refuse unless the token's own user may manage the app on the portal (user.admin,
     api-reference/common/users/user-admin.md), asked at the verified portal address."""
+    require_admin_at(verified.client_endpoint, access_token, settings)
+
+
+def require_admin_at(client_endpoint: str, access_token: str, settings: Settings) -> None:
+    """`require_admin` for a portal address we already keep (re-authorisation)."""
     try:
         envelope = call_as_user(
-            verified.client_endpoint,
-            "user.admin",
-            access_token=access_token,
-            timeout=settings.http_timeout,
+            client_endpoint, "user.admin", access_token=access_token, timeout=settings.http_timeout
         )
     except BitrixError as error:
         raise InstallRefused(

@@ -10,11 +10,21 @@ uninstall, the app.
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
+from pathlib import Path
 
+import pytest
+import requests
+from sqlalchemy import func, select, update
+
+from b24app import create_app
 from b24app.bitrix.encoding import flatten
-from b24app.models import PortalStatus
-from tests.conftest import TEST_CLIENT_ID, LiveApp
+from b24app.cli import upgrade_database
+from b24app.db import get_db
+from b24app.devportal.state import install as dev_install
+from b24app.models import OAuthState, PortalStatus, utcnow
+from tests.conftest import TEST_CLIENT_ID, LiveApp, make_settings
+from tests.pbx import make_portal
 from tests.security import (
     Installed,
     assert_no_crash,
@@ -191,8 +201,6 @@ def test_event_with_a_token_of_another_application_is_refused(
 ):
     """The same portal's admin, but the token belongs to another app installed there."""
     stranger = live_app.dev.add_app("app.stranger", "stranger-secret")
-    from b24app.devportal.state import install as dev_install
-
     dev_install(live_app.dev, alpha.portal, stranger.client_id)
     access, refresh = live_app.dev.issue_tokens(alpha.portal, stranger.client_id, 1)
     before = stored_secrets(live_app, alpha.member_id)
@@ -262,8 +270,6 @@ def test_installer_replayed_with_a_non_admins_frame_tokens_is_refused(
     """The frame POST of a user opening the app looks like the installer's; replayed to
     /install it must not put that user's tokens and an application_token of their choice in
     place of the administrator's."""
-    import requests
-
     access, refresh = user_tokens(live_app.dev, alpha.portal, NON_ADMIN)
     before = stored_secrets(live_app, alpha.member_id)
     answer = requests.post(
@@ -276,8 +282,6 @@ def test_installer_replayed_with_a_non_admins_frame_tokens_is_refused(
 def test_installer_with_another_portals_admin_token_is_refused(
     live_app: LiveApp, alpha: Installed, beta: Installed
 ):
-    import requests
-
     access, refresh = user_tokens(live_app.dev, beta.portal, 1)
     before = stored_secrets(live_app, alpha.member_id)
     answer = requests.post(
@@ -342,3 +346,65 @@ def test_oversized_and_unreadable_event_bodies_get_a_plain_answer(
     assert_no_crash(answer)
     assert answer.status_code in (200, 400, 403, 413)
     assert stored(live_app, alpha.member_id).status == PortalStatus.ACTIVE
+
+
+# --- the re-authorisation link --------------------------------------------------------------
+
+
+def follow_start_link(live: LiveApp, member_id: str, *, as_user: int) -> requests.Response:
+    """/oauth/start → the portal's authorize page, logged in as `as_user` → our callback."""
+    start = requests.get(
+        f"{live.url}/oauth/start",
+        params={"member_id": member_id},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert start.status_code == 302, start.text
+    authorize = requests.get(
+        start.headers["Location"] + f"&as_user={as_user}", allow_redirects=False, timeout=10
+    )
+    return requests.get(authorize.headers["Location"], timeout=10)
+
+
+def test_a_non_admin_following_the_reauthorisation_link_changes_nothing(
+    live_app: LiveApp, alpha: Installed
+):
+    """The link names only the portal; a user who is not an administrator who follows it
+    must not make their own token pair the portal's."""
+    before = stored_secrets(live_app, alpha.member_id)
+    answer = follow_start_link(live_app, alpha.member_id, as_user=NON_ADMIN)
+    assert answer.status_code == 403
+    assert 'data-outcome="not_admin"' in answer.text
+    assert_untouched(live_app, alpha, before)
+
+
+def test_an_admin_following_the_reauthorisation_link_still_restores_the_portal(
+    live_app: LiveApp, alpha: Installed
+):
+    before = stored_secrets(live_app, alpha.member_id)
+    answer = follow_start_link(live_app, alpha.member_id, as_user=1)
+    assert answer.status_code == 200 and 'data-outcome="done"' in answer.text
+    assert stored_secrets(live_app, alpha.member_id)[:2] != before[:2]  # a new pair
+
+
+def test_the_reauthorisation_link_cannot_be_used_to_fill_the_database(
+    database_url: str, tmp_path: Path
+):
+    """/oauth/start writes a row per request: it is rate-limited per address, and expired
+    rows go as new ones come."""
+    upgrade_database(database_url)
+    app = create_app(make_settings(database_url, tmp_path, B24APP_INSTALL_RATE_LIMIT="5/minute"))
+    member_id = "m" * 32
+    make_portal(app, member_id)
+    client = app.test_client()
+    answers = [client.get("/oauth/start", query_string={"member_id": member_id}) for _ in range(8)]
+    assert [a.status_code for a in answers] == [302] * 5 + [429] * 3
+    assert "Retry-After" in answers[-1].headers
+
+    with app.app_context(), get_db().write() as session:
+        session.execute(update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
+    app.extensions["b24app.limiter"].reset()
+    assert client.get("/oauth/start", query_string={"member_id": member_id}).status_code == 302
+    with app.app_context(), get_db().read() as session:
+        assert session.scalar(select(func.count()).select_from(OAuthState)) == 1
+    app.extensions["b24app.db"].dispose()
