@@ -4,11 +4,12 @@ change nor leak (not even whether an id exists)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import requests
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from b24app.db import get_db
 from b24app.delivery.worker import Worker
@@ -17,7 +18,7 @@ from b24app.devportal.methods.telephony import external_call_register
 from b24app.models import Call
 from b24app.settings_page import page_token
 from tests.conftest import TEST_CLIENT_ID, LiveApp
-from tests.security import FINISH, Installed, bearer, install, stored
+from tests.security import FINISH, Installed, bearer, install, pbx_key, stored
 from tests.settings_page.conftest import Page, open_page
 
 UNREGISTERED: dict[str, Any] = {
@@ -210,3 +211,32 @@ def test_a_users_entry_to_another_portal_is_refused(
     assert answer.status_code == 403
     assert "X-Page-Token" not in answer.text and beta.key not in answer.text
     assert stored(live_app, beta.member_id).status == "active"
+
+
+class _HourAgo(TimestampSigner):
+    """Signs as if just over the page token's lifetime ago."""
+
+    def get_timestamp(self) -> int:
+        return int(time.time()) - page_token.LIFETIME - 1
+
+
+def test_a_replayed_expired_page_token_reads_and_changes_nothing(
+    live_app: LiveApp, alpha: Installed
+):
+    """A genuine administrator's token, captured and replayed after its hour."""
+    secret = live_app.app.config["SECRET_KEY"]
+    claims = {"m": alpha.member_id, "u": 1, "a": True, "l": "en"}
+    old = URLSafeTimedSerializer(secret, salt=page_token.SALT, signer=_HourAgo).dumps(claims)
+    headers = {"X-Page-Token": old}
+
+    reads = requests.get(f"{live_app.url}/app/api/state", headers=headers, timeout=10)
+    rotate = requests.post(
+        f"{live_app.url}/app/api/pbx-key/rotate",
+        json={"confirm": True},
+        headers=headers,
+        timeout=10,
+    )
+
+    assert reads.status_code == rotate.status_code == 401
+    assert alpha.member_id not in reads.text
+    assert pbx_key(live_app, alpha.member_id) == alpha.key
