@@ -33,6 +33,7 @@ from b24app.bitrix.errors import (
     RateLimited,
     TransportError,
     UnsafeAddress,
+    json_body,
 )
 from b24app.bitrix.oauth import OAuthServer
 from b24app.bitrix.safety import check_portal_url, portal_session
@@ -143,7 +144,7 @@ class PortalClient:
                 redirects += 1
                 snap.endpoint = self._moved(method, response)
                 continue
-            body = _json(response)
+            body = json_body(response)
             if response.status_code == 200 and "error" not in body and "result" in body:
                 metrics.BITRIX_ANSWERS.labels(method, "ok").inc()
                 return body
@@ -262,7 +263,7 @@ def call_as_user(
         raise TransportError(f"{method}: no answer in {timeout}s", timed_out=True) from None
     except requests.RequestException as exc:
         raise TransportError(f"{method}: {type(exc).__name__}") from None
-    body = _json(response)
+    body = json_body(response)
     if response.status_code != 200 or "error" in body or "result" not in body:
         raise BitrixError.from_response(response.status_code, body)
     return body
@@ -277,14 +278,6 @@ def _update_domain(portal: Portal, endpoint: str) -> None:
     parts = urlsplit(endpoint)
     if parts.path == "/rest/":
         portal.domain = parts.netloc
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

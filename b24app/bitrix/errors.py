@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
+
+
+def json_body(response: requests.Response) -> dict[str, Any]:
+    """A response's JSON object, or {} when it is not one (an HTML error page, say)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
 
 class BitrixError(Exception):
     """Bitrix24 answered with an error envelope (`error`, `error_description`)."""

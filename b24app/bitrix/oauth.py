@@ -14,7 +14,7 @@ import requests
 from authlib.integrations.base_client.errors import OAuthError as AuthlibOAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from b24app.bitrix.errors import BitrixError, OAuthError, TransportError
+from b24app.bitrix.errors import BitrixError, OAuthError, TransportError, json_body
 from b24app.portals.store import TokenPair, expires_at
 
 
@@ -62,7 +62,7 @@ class OAuthServer:
             )
         except requests.RequestException as exc:
             raise TransportError(f"OAuth server unreachable: {type(exc).__name__}") from None
-        body = _json(response)
+        body = json_body(response)
         if response.status_code != 200 or not isinstance(body.get("result"), dict):
             raise BitrixError.from_response(response.status_code, body)
         result = body["result"]
@@ -126,14 +126,6 @@ class OAuthServer:
             scope=str(token.get("scope") or ""),
             user_id=_int_or_none(token.get("user_id")),
         )
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -23,7 +23,13 @@ from b24app.bitrix import tokens
 from b24app.bitrix.encoding import unflatten
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
-from b24app.install.verification import InstallRefused, oauth_server, require_admin, verify_token
+from b24app.install.verification import (
+    InstallRefused,
+    installation_facts,
+    oauth_server,
+    require_admin,
+    verify_token,
+)
 from b24app.logs import get_logger
 from b24app.models import PortalStatus
 from b24app.portals import store
@@ -113,7 +119,13 @@ def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> Resp
             keep_tokens = bool(
                 portal and portal.status == PortalStatus.ACTIVE and store.read_tokens(portal)
             )
-            store.save_installation(session, _facts(verified, auth, settings, keep_tokens))
+            facts = installation_facts(
+                verified,
+                settings,
+                tokens=_event_tokens(auth, keep_tokens),
+                application_token=str(auth.get("application_token") or ""),
+            )
+            store.save_installation(session, facts)
     except InstallRefused as refusal:
         log.warning("event refused", event_name=event, reason=str(refusal), member_id=member_id)
         return _forbidden()
@@ -121,26 +133,13 @@ def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> Resp
     return jsonify(status="ok")
 
 
-def _facts(
-    verified: Any, auth: dict[str, Any], settings: Any, keep_tokens: bool
-) -> store.Installation:
-    tokens = None
-    if not keep_tokens and auth.get("refresh_token"):
-        tokens = store.TokenPair(
-            str(auth["access_token"]),
-            str(auth["refresh_token"]),
-            store.expires_at(int(auth.get("expires_in") or 3600)),
-        )
-    return store.Installation(
-        member_id=verified.info.member_id,
-        domain=verified.info.domain,
-        client_endpoint=verified.client_endpoint,
-        server_endpoint=f"{settings.oauth_server}/rest/",
-        client_id=verified.info.client_id,
-        scope=verified.info.scope,
-        user_id=verified.info.user_id,
-        tokens=tokens,
-        application_token=str(auth.get("application_token") or "") or None,
+def _event_tokens(auth: dict[str, Any], keep_tokens: bool) -> store.TokenPair | None:
+    if keep_tokens or not auth.get("refresh_token"):
+        return None
+    return store.TokenPair(
+        str(auth["access_token"]),
+        str(auth["refresh_token"]),
+        store.expires_at(int(auth.get("expires_in") or 3600)),
     )
 
 

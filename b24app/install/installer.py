@@ -10,7 +10,6 @@ the portal, bind our lifecycle events server-side, and answer a page whose scrip
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, render_template, request
@@ -18,7 +17,12 @@ from flask import Blueprint, Response, current_app, render_template, request
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
-from b24app.install.verification import InstallRefused, require_admin, verify_token
+from b24app.install.verification import (
+    InstallRefused,
+    installation_facts,
+    require_admin,
+    verify_token,
+)
 from b24app.logs import get_logger
 from b24app.portals import store
 from b24app.portals.currencies import refresh_currencies
@@ -50,7 +54,13 @@ def install() -> Response:
             )
         require_admin(verified, request.form["AUTH_ID"], settings)
         with get_db().write() as session:
-            portal = store.save_installation(session, _facts(verified, settings))
+            facts = installation_facts(
+                verified,
+                settings,
+                tokens=_frame_tokens(),
+                application_token=request.form["APPLICATION_TOKEN"],
+            )
+            portal = store.save_installation(session, facts)
             member_id = portal.member_id
     except InstallRefused as refusal:
         log.warning("install refused", reason=str(refusal), member_id=request.form["member_id"])
@@ -68,21 +78,10 @@ def install() -> Response:
     return framed(Response(html), verified.client_endpoint)
 
 
-def _facts(verified: Any, settings: Any) -> store.Installation:
+def _frame_tokens() -> store.TokenPair:
     form = request.form
-    return store.Installation(
-        member_id=verified.info.member_id,
-        domain=verified.info.domain,
-        client_endpoint=verified.client_endpoint,
-        server_endpoint=f"{settings.oauth_server}/rest/",
-        client_id=verified.info.client_id,
-        scope=verified.info.scope,
-        user_id=verified.info.user_id,
-        tokens=store.TokenPair(
-            form["AUTH_ID"], form["REFRESH_ID"], store.expires_at(_int(form.get("AUTH_EXPIRES")))
-        ),
-        application_token=form["APPLICATION_TOKEN"],
-    )
+    expires = store.expires_at(_int(form.get("AUTH_EXPIRES")))
+    return store.TokenPair(form["AUTH_ID"], form["REFRESH_ID"], expires)
 
 
 def bind_lifecycle_events(member_id: str, handler: str) -> bool:

@@ -24,6 +24,7 @@ from b24app.bitrix.oauth import AppInfo, OAuthServer
 from b24app.bitrix.safety import check_portal_url
 from b24app.config import Settings
 from b24app.models import AppCredentials
+from b24app.portals import store
 
 
 class InstallRefused(Exception):
@@ -88,3 +89,25 @@ def require_admin_at(client_endpoint: str, access_token: str, settings: Settings
         ) from None
     if envelope.get("result") is not True:
         raise InstallRefused("the token's user is not an administrator of the portal")
+
+
+def installation_facts(
+    verified: VerifiedToken,
+    settings: Settings,
+    *,
+    tokens: store.TokenPair | None,
+    application_token: str | None,
+) -> store.Installation:
+    """What we store about an install, from the OAuth server's answer (never from the request's
+    own claims) plus the tokens and application_token that came with it."""
+    return store.Installation(
+        member_id=verified.info.member_id,
+        domain=verified.info.domain,
+        client_endpoint=verified.client_endpoint,
+        server_endpoint=f"{settings.oauth_server}/rest/",
+        client_id=verified.info.client_id,
+        scope=verified.info.scope,
+        user_id=verified.info.user_id,
+        tokens=tokens,
+        application_token=application_token or None,
+    )
