@@ -53,7 +53,7 @@ def execute(
         result = method.handler(Call(state, portal, token, method.name), params)
         finished = state.now()
         processing = max(finished - started, 0.0)
-        portal.operating.setdefault(key, []).append((started, processing))
+        _spend(portal.operating.setdefault(key, []), started, processing)
         spent, reset_at = _operating(state, portal, key, finished)
     return result, time_object(started, finished, processing, spent, reset_at)
 
@@ -79,6 +79,17 @@ def _granted(required: str, scope: str) -> bool:
     """`required` may list alternatives with `|` (user.get: user, user_brief or user_basic)."""
     granted = {s.strip() for s in scope.replace(" ", ",").split(",") if s.strip()}
     return any(option in granted for option in required.split("|"))
+
+
+def _spend(entries: list[tuple[float, float]], started: float, processing: float) -> None:
+    """Add a call's time to its one-minute basket: one (first call, total) entry per basket, so the
+    budget check stays cheap however many calls a portal takes (no rescan of every call)."""
+    basket = int(started // OPERATING_BASKET)
+    if entries and int(entries[-1][0] // OPERATING_BASKET) == basket:
+        first, total = entries[-1]
+        entries[-1] = (first, total + processing)
+    else:
+        entries.append((started, processing))
 
 
 def _operating(
