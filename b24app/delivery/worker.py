@@ -2,7 +2,9 @@
 
 The loop: claim a round (one batch per portal, oldest due first, portals already in flight in
 this worker left out) → deliver each portal's batch in a small thread pool → each portal records
-its own outcomes → claim again as soon as there is room; sleep a little when nothing is due.
+its own outcomes → claim again as soon as there is room (at once after a full round; after a
+round that took everything due, once a batch is done, not in a loop of empty claims); sleep a
+little when nothing is due.
 Any number of workers may run against one database (outbox.py's locking).
 
 SIGTERM / SIGINT stop claiming; batches already sent are awaited and recorded, then the process
@@ -110,8 +112,8 @@ class Worker:
                 claimed = self._claim(room, exclude=set(inflight))
                 for portal_id, calls in claimed.items():
                     inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
-                if claimed:
-                    continue
+                if claimed and len(claimed) >= room:
+                    continue  # the round was full: more portals may be due, claim at once
                 if not inflight:
                     if once:
                         break

@@ -1,0 +1,510 @@
+"""PBX intake under gunicorn: accepted calls per second and latency of POST /pbx/v1/calls/finish.
+
+A real gunicorn (`--config python:b24app.gunicorn_conf`, 2 processes × 4 threads by default)
+serves the app on the benchmark's database. In the same run, the same server answers a trivial
+endpoint, `GET /healthz` (no database), as the ceiling of what this server and this machine can
+do. Measured for both:
+
+(a) maximum throughput, closed loop: N connections, each sends its next request as soon as the
+    last is answered, for a fixed time (`wrk` when installed, else Python threads);
+(b) latency at a fixed open-loop rate (200 requests/s for 10 s): requests leave on schedule
+    whether or not earlier ones were answered, and latency counts from the scheduled moment, so
+    a stall is not hidden by the client waiting for it.
+
+Every finish request is a distinct call (its own PBX_CALL_ID), so every one is a real insert;
+the run checks that the database holds exactly as many calls as were answered 202. The PBX
+rate limits are set far above the load (B24APP_PBX_RATE_LIMIT, B24APP_PBX_ADDRESS_RATE_LIMIT):
+the limiter still runs on every request, but never refuses. No delivery worker runs.
+
+    .venv/bin/python -m benchmarks.intake [--database-url postgresql+psycopg://…] [--client python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from sqlalchemy import func, select
+
+from b24app.db import get_db
+from b24app.models import Call
+from benchmarks.environment import World, percentile, world
+
+OPEN_DOOR = {
+    "B24APP_PBX_RATE_LIMIT": "1000000 per second",
+    "B24APP_PBX_ADDRESS_RATE_LIMIT": "1000000 per second",
+}
+FINISH = "/pbx/v1/calls/finish"
+CEILING = "/healthz"
+GOAL_SHARE = 0.5  # intake throughput ≥ half the ceiling
+GOAL_P99 = 0.050  # seconds, at 200 requests/s
+START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 10.0
+
+WRK_SCRIPT = r"""
+-- setup() runs in the main Lua state, request() in each thread's own: `thread_id` must stay a
+-- global there (a local of this chunk would shadow the value set by thread:set).
+local next_thread = 0
+function setup(thread)
+  thread:set("thread_id", next_thread)
+  next_thread = next_thread + 1
+end
+function init(args)
+  n = 0
+  run, key, path = args[1], args[2], args[3]
+end
+function request()
+  if path ~= "/pbx/v1/calls/finish" then
+    return wrk.format("GET", path)
+  end
+  n = n + 1
+  local body = string.format(
+    '{"CALL_ID":"externalCall.%s.%d.%d","PBX_CALL_ID":"%s-%d-%d","USER_ID":2,' ..
+    '"DURATION":42,"STATUS_CODE":"200"}', run, thread_id, n, run, thread_id, n)
+  return wrk.format("POST", path, {
+    ["Authorization"] = "Bearer " .. key,
+    ["Content-Type"] = "application/json",
+  }, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests":%d,"seconds":%f,"non2xx":%d,"socket_errors":%d,' ..
+    '"p50":%f,"p99":%f,"max":%f}\n',
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1e6, latency:percentile(99) / 1e6, latency.max / 1e6))
+end
+"""
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by gunicorn's processes (Linux /proc; 0 elsewhere), so the
+        cost of a request can be told apart from the machine's other load."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if self.pid in (pid, ppid):
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return total
+
+
+@contextmanager
+def gunicorn(w: World, workers: int, threads: int, folder: Path) -> Iterator[Server]:
+    """gunicorn with the app's own config on a free port."""
+    port = _free_port()
+    metrics_dir = folder / "prometheus"
+    metrics_dir.mkdir()
+    env = {
+        **os.environ,
+        **{name: str(value) for name, value in w.settings_values.items()},
+        "B24APP_LOG_LEVEL": "INFO",  # as in production: a log line per call, an access log
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    # max-requests 0: no planned worker restarts in the middle of a measurement.
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:b24app.gunicorn_conf"]
+    command += ["--bind", f"127.0.0.1:{port}", "--max-requests", "0", "b24app:create_app()"]
+    with open(folder / "gunicorn.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, server)
+            yield Server(url, server.pid)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {server.returncode}")
+        try:
+            if requests.get(url + CEILING, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer in time")
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """What one request is: a GET of the ceiling, or a distinct call's finish."""
+
+    path: str
+    key: str = ""
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _numbers: Iterator[int] = field(default_factory=lambda: iter(range(1, 10**9)))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def is_finish(self) -> bool:
+        return self.path == FINISH
+
+    @property
+    def expected(self) -> int:
+        return 202 if self.is_finish else 200
+
+    def request(self) -> tuple[str, bytes | None, dict[str, str]]:
+        if not self.is_finish:
+            return "GET", None, {}
+        with self._lock:
+            n = next(self._numbers)
+        body = {
+            "CALL_ID": f"externalCall.{self.run}.{n}",
+            "PBX_CALL_ID": f"{self.run}-py-{n}",
+            "USER_ID": 2,
+            "DURATION": 42,
+            "STATUS_CODE": "200",
+        }
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        return "POST", json.dumps(body).encode(), headers
+
+
+class Connection:
+    """One keep-alive connection, reopened when the server closes it."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.conn: http.client.HTTPConnection | None = None
+
+    def send(self, target: Target) -> int:
+        """One request; the status, or 0 when none came. A connection the server had closed is
+        reopened and tried once more with a new call: a repeat of the same one would be answered
+        202 without a new row, and the stored count would no longer check the answers."""
+        for attempt in (1, 2):
+            method, body, headers = target.request()
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(
+                    self.host, self.port, timeout=REQUEST_TIMEOUT
+                )
+            try:
+                self.conn.request(method, target.path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return response.status
+            except (http.client.HTTPException, OSError):
+                self.close()
+                if attempt == 2:
+                    return 0
+        return 0
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# --- (a) closed loop ----------------------------------------------------------------------------
+
+
+@dataclass
+class Closed:
+    requests: int
+    ok: int
+    seconds: float
+    p50: float
+    p99: float
+    max: float
+    client: str
+    server_cpu: float = 0.0  # CPU seconds gunicorn spent meanwhile
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.server_cpu / max(self.requests, 1)
+
+
+def closed_loop(url: str, target: Target, connections: int, seconds: float, client: str) -> Closed:
+    if client == "wrk":
+        return _wrk(url, target, connections, seconds)
+    return _python_closed(url, target, connections, seconds)
+
+
+def _wrk(url: str, target: Target, connections: int, seconds: float) -> Closed:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    threads = min(2, connections)
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:.0f}s"]
+    command += ["--timeout", f"{REQUEST_TIMEOUT:.0f}s", "-s", script.name, url + target.path]
+    run = uuid.uuid4().hex[:8]  # each wrk run numbers its calls from 1 again: a new prefix
+    command += ["--", run, target.key, target.path]
+    try:
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, check=True
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    data = json.loads(next(ln for ln in out.splitlines() if ln.startswith("WRK "))[4:])
+    ok = data["requests"] - data["non2xx"] - data["socket_errors"]
+    return Closed(
+        data["requests"], ok, data["seconds"], data["p50"], data["p99"], data["max"], "wrk"
+    )
+
+
+def _python_closed(url: str, target: Target, connections: int, seconds: float) -> Closed:
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    statuses: list[Counter[int]] = [Counter() for _ in range(connections)]
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def loop(index: int) -> None:
+        conn = Connection(url)
+        while (sent := time.perf_counter()) < deadline:
+            statuses[index][conn.send(target)] += 1
+            latencies[index].append(time.perf_counter() - sent)
+        conn.close()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 2 * REQUEST_TIMEOUT)
+    wall = time.perf_counter() - start
+    every = [x for part in latencies for x in part]
+    total: Counter[int] = sum(statuses, Counter())
+    return Closed(
+        sum(total.values()),
+        total[target.expected],
+        wall,
+        percentile(every, 0.5),
+        percentile(every, 0.99),
+        max(every, default=0.0),
+        "python",
+    )
+
+
+# --- (b) open loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class Open:
+    sent: int
+    ok: int
+    seconds: float  # from the first scheduled moment to the last answer
+    latencies: list[float]  # from each request's scheduled moment to its answer
+    late: float  # the latest a request left after its scheduled moment
+
+    def p(self, fraction: float) -> float:
+        return percentile(self.latencies, fraction)
+
+
+def open_loop(url: str, target: Target, rate: float, seconds: float, pool_size: int) -> Open:
+    """`rate` requests per second for `seconds`, on schedule, from a pool of connections."""
+    count = int(rate * seconds)
+    local = threading.local()
+    connections: list[Connection] = []
+    registry = threading.Lock()
+
+    def connection() -> Connection:
+        if not hasattr(local, "conn"):
+            local.conn = Connection(url)
+            with registry:
+                connections.append(local.conn)
+        conn: Connection = local.conn
+        return conn
+
+    def one(scheduled: float) -> tuple[int, float, float]:
+        left = time.perf_counter()
+        status = connection().send(target)
+        return status, time.perf_counter() - scheduled, left - scheduled
+
+    start = time.perf_counter() + 0.2
+    with ThreadPoolExecutor(pool_size) as pool:
+        futures = []
+        for i in range(count):
+            scheduled = start + i / rate
+            pause = scheduled - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            futures.append(pool.submit(one, scheduled))
+        results = [f.result(timeout=seconds + 2 * REQUEST_TIMEOUT) for f in futures]
+    wall = time.perf_counter() - start
+    for conn in connections:
+        conn.close()
+    return Open(
+        sent=count,
+        ok=sum(1 for status, _, _ in results if status == target.expected),
+        seconds=wall,
+        latencies=[latency for _, latency, _ in results],
+        late=max(late for _, _, late in results),
+    )
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def stored_calls(w: World) -> int:
+    with w.app.app_context(), get_db().read() as session:
+        return int(session.scalar(select(func.count()).select_from(Call)) or 0)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+@dataclass
+class Measured:
+    closed: dict[str, Closed]
+    opened: dict[str, Open]
+    accepted: int  # 202 answers to finish, warm-up included
+
+
+def measure(server: Server, key: str, args: argparse.Namespace, client: str) -> Measured:
+    """For the ceiling, then the intake: warm-up, closed loop, open loop."""
+    url = server.url
+    result = Measured({}, {}, 0)
+    for name, target in (
+        ("ceiling GET " + CEILING, Target(CEILING)),
+        ("intake  POST " + FINISH, Target(FINISH, key)),
+    ):
+        warm = closed_loop(url, target, args.connections, args.warmup, client)
+        cpu = server.cpu()
+        closed = closed_loop(url, target, args.connections, args.seconds, client)
+        closed.server_cpu = server.cpu() - cpu
+        opened = open_loop(url, target, args.rate, args.open_seconds, args.pool)
+        result.closed[name], result.opened[name] = closed, opened
+        if target.is_finish:
+            result.accepted = warm.ok + closed.ok + opened.ok
+    return result
+
+
+def report(m: Measured, args: argparse.Namespace) -> None:
+    closed, opened = m.closed, m.opened
+    print(
+        f"\n(a) closed loop, {args.connections} connections, {args.seconds:.0f} s "
+        f"(after {args.warmup:.0f} s of warm-up):"
+    )
+    print(
+        f"  {'':32} {'answered':>9} {'ok':>8} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'server CPU ms/req':>18}"
+    )
+    for name, c in closed.items():
+        print(
+            f"  {name:32} {c.requests:9d} {c.ok:8d} {c.rate:8.0f} {ms(c.p50):>8} {ms(c.p99):>8} "
+            f"{ms(c.cpu_per_request):>18}"
+        )
+    rates = [c.rate for c in closed.values()]
+    share = rates[1] / rates[0]
+    print(
+        f"  intake / ceiling: {share:.2f} (goal ≥ {GOAL_SHARE}: "
+        f"{'met' if share >= GOAL_SHARE else 'NOT met'})"
+    )
+    print(f"\n(b) open loop, {args.rate:.0f} requests/s for {args.open_seconds:.0f} s:")
+    print(
+        f"  {'':32} {'sent':>6} {'ok':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late ms':>8}"
+    )
+    for name, o in opened.items():
+        print(
+            f"  {name:32} {o.sent:6d} {o.ok:6d} {ms(o.p(0.5)):>8} {ms(o.p(0.99)):>8} "
+            f"{ms(max(o.latencies)):>8} {ms(o.late):>8}"
+        )
+    p99 = list(opened.values())[1].p(0.99)
+    print(
+        f"  intake p99 {ms(p99)} ms (goal < {ms(GOAL_P99)} ms: "
+        f"{'met' if p99 < GOAL_P99 else 'NOT met'})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process")
+    parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
+    parser.add_argument("--seconds", type=float, default=8.0, help="closed-loop duration")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
+    parser.add_argument("--open-seconds", type=float, default=10.0)
+    parser.add_argument("--pool", type=int, default=32, help="open-loop client connections")
+    parser.add_argument(
+        "--client",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="closed-loop load generator (auto: wrk when installed)",
+    )
+    args = parser.parse_args()
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    load = os.getloadavg()
+    print(
+        f"intake benchmark on {backend}: gunicorn {args.workers} processes × {args.threads} "
+        f"threads (gthread), closed-loop client {client}; "
+        f"load average before {load[0]:.1f} on {os.cpu_count()} cores"
+    )
+    with world(args.database_url, **OPEN_DOOR) as w, tempfile.TemporaryDirectory() as tmp:
+        portal = w.install("intake")
+        key = w.pbx_key(portal)
+        with gunicorn(w, args.workers, args.threads, Path(tmp)) as server:
+            measured = measure(server, key, args, client)
+        stored = stored_calls(w)
+    report(measured, args)
+    extra = stored - measured.accepted
+    if extra < 0:
+        verdict = "FEWER than answered 202: accepted calls are missing"
+    else:
+        verdict = (
+            f"{extra} more: requests still in flight when a closed-loop run stopped counting "
+            f"(at most {2 * args.connections} expected), stored all the same"
+        )
+    print(f"\ncalls stored: {stored}; 202 answers counted: {measured.accepted}; {verdict}")
+    print(f"load average after {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
