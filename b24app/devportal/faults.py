@@ -10,6 +10,21 @@ of the world that a client has to cope with, so they stay until the test changes
 - outage "timeout": the request is held for `timeout_sleep` seconds (limits.md: the cloud cuts a
   request off after 60 s; tests use a short hold and a shorter client timeout).
 - rest_error: every REST call answers one of the system errors of _includes/system-errors.md.
+
+Spoiled answers: the portal RUNS the request (a whole `batch` included: its calls are registered,
+finished, in the statistics and the journal) and then the answer is lost on the way back, as
+issue 9 saw real portals do. Set with `spoil_answers`, optionally for the next `times` requests
+that reach their method only (a request refused before that, by the rate bucket or the token,
+is answered normally and does not count); `clear` stops it. The journal entry of a spoiled
+request carries `spoiled: KIND` beside the status the method really had.
+- "html200": a 200 with an HTML PHP "Fatal error" page instead of JSON.
+- "truncated": the JSON answer cut in half (its own status; Content-Length matches the cut body).
+- "html500": an HTML 500 "Internal Server Error" page.
+- "reset": the connection is dropped without an answer, after the method ran.
+
+Not emulated: a connection refused for one portal only. A refusal happens before any HTTP
+request, so one listener serving every portal cannot refuse for one of them; drills point the
+portal's stored address at a closed port instead (tests/drills/test_portal_outage.py).
 - expire_tokens: every access token of the portal expires now (settings/oauth/index.md: 1 hour).
 - change_address: settings/how-to-call-rest-api/change-domen.md, the old address answers 302.
 - delete_portal: PORTAL_DELETED (_includes/system-errors.md).
@@ -25,6 +40,8 @@ from b24app.devportal.state import DevPortal, DevState, Faults
 
 Outage = Literal["503", "reset", "timeout"]
 OUTAGES: tuple[str, ...] = ("503", "reset", "timeout")
+Spoil = Literal["html200", "truncated", "html500", "reset"]
+SPOILS: tuple[str, ...] = ("html200", "truncated", "html500", "reset")
 
 
 def set_outage(
@@ -55,8 +72,39 @@ def set_rest_error(state: DevState, portal: DevPortal, code: str | None) -> None
         portal.faults.rest_error = code
 
 
+def spoil_answers(
+    state: DevState, portal: DevPortal, kind: Spoil, *, times: int | None = None
+) -> None:
+    """Requests to the portal run, then their answer is spoiled the `kind` way (see above).
+
+    `times`: only the next `times` requests that reach their method (None: every one until
+    `clear`). Raises ValueError for an unknown kind or a `times` below 1.
+    """
+    if kind not in SPOILS:
+        raise ValueError(f"unknown spoiled answer {kind!r}; expected one of {SPOILS}")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise ValueError("times must be a whole number >= 1 (or None: until cleared)")
+    with state.lock:
+        portal.faults.spoil = kind
+        portal.faults.spoil_times = times
+
+
+def take_spoil(state: DevState, portal: DevPortal) -> str | None:
+    """The spoil kind for a request that has just run, counting it against `times`; else None."""
+    with state.lock:
+        faults = portal.faults
+        kind = faults.spoil
+        if kind is None:
+            return None
+        if faults.spoil_times is not None:
+            faults.spoil_times -= 1
+            if faults.spoil_times <= 0:
+                faults.spoil, faults.spoil_times = None, None
+        return kind
+
+
 def clear(state: DevState, portal: DevPortal) -> None:
-    """Back to normal service: no outage, no latency, no injected error."""
+    """Back to normal service: no outage, no latency, no injected error, no spoiled answer."""
     with state.lock:
         portal.faults = Faults()
 

@@ -43,7 +43,9 @@ installed there) or 502 (the app could not be reached).
                   old_codes, deleted}
     INSTALL       {client_id, installed, status, version, payment_expired, events: [bindings]}
     USER          {id, name, last_name, admin?, active?, extension?, email?, time_zone?}
-    FAULTS        {outage: null|"503"|"reset"|"timeout", latency, rest_error, timeout_sleep}
+    FAULTS        {outage: null|"503"|"reset"|"timeout", latency, rest_error, timeout_sleep,
+                  spoil: null|"html200"|"truncated"|"html500"|"reset" (the method runs, then
+                  its answer is spoiled), spoil_times: null (until cleared)|n >= 1}
     LIMITS        {rate, burst, level, operating_limit}
     APP           {client_id, scope, installer_url, app_url, handler_url, redirect_uri}
     events        [{url, status}]: status null when the handler could not be reached
@@ -81,6 +83,7 @@ _SECRET_KEYS = {
 }
 _SECRET_IN_TEXT = re.compile(r"\b(auth|access_token|refresh_token|AUTH_ID|REFRESH_ID)=[^&\s]*")
 _OUTAGES = (None, *fault_helpers.OUTAGES)
+_SPOILS = (None, *fault_helpers.SPOILS)
 
 
 class BadInput(Exception):
@@ -521,7 +524,17 @@ def _faults(body: dict[str, Any]) -> Faults:
     timeout_sleep = _number(body, "timeout_sleep", minimum=0.0)
     if timeout_sleep is not None:
         faults.timeout_sleep = timeout_sleep
+    _spoil(faults, body)
     return faults
+
+
+def _spoil(faults: Faults, body: dict[str, Any]) -> None:
+    spoil, times = body.get("spoil"), body.get("spoil_times")
+    if spoil not in _SPOILS:
+        raise BadInput(f"spoil: one of {_SPOILS}")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise BadInput("spoil_times: null or a whole number >= 1")
+    faults.spoil, faults.spoil_times = spoil, (times if spoil else None)
 
 
 def _number(body: dict[str, Any], key: str, *, minimum: float) -> float | None:

@@ -2,7 +2,8 @@
 
 Order: the portal's address (302 after a domain change), injected faults, the request-rate bucket
 (limits.md; a `batch` is one request), the access token (NO_AUTH_FOUND / expired_token), the
-installation (PAYMENT_REQUIRED), then the method itself (dispatch.py).
+installation (PAYMENT_REQUIRED), then the method itself (dispatch.py), and last an injected
+spoiling of the answer of a method that ran (faults.spoil_answers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import Blueprint, Response, current_app, redirect, request
 from b24app.bitrix.encoding import unflatten
 from b24app.devportal.dispatch import envelope, execute, journal_entry
 from b24app.devportal.errors import RestError, system_error
+from b24app.devportal.faults import take_spoil
 from b24app.devportal.state import AccessToken, DevPortal, DevState
 
 bp = Blueprint("devportal_rest", __name__)
@@ -49,6 +51,7 @@ def rest(code: str, name: str) -> Response:
     }
     dev.record(entry)  # now, so that a batch's commands can name the batch's entry (seq)
     serving = journal_entry.set(entry)
+    reached = False  # the request got past the bucket and the token to its method
     try:
         with dev.lock:
             allowed = portal.bucket.take(dev.now())
@@ -56,16 +59,19 @@ def rest(code: str, name: str) -> Response:
             raise system_error("QUERY_LIMIT_EXCEEDED")
         token = authenticate(dev, portal, token_value)
         entry.update(client_id=token.client_id, user_id=token.user_id)
+        reached = True
         result, time_info = execute(dev, portal, token, name, params)
     except RestError as error:
         with dev.lock:
             entry.update(status=error.status, error=error.code)
-        return json_response(error.body(), error.status)
+        answer = json_response(error.body(), error.status)
+    else:
+        with dev.lock:
+            entry.update(status=200, error=None)
+        answer = json_response(envelope(result, time_info), 200)
     finally:
         journal_entry.reset(serving)
-    with dev.lock:
-        entry.update(status=200, error=None)
-    return json_response(envelope(result, time_info), 200)
+    return _spoiled(dev, portal, entry, answer) if reached else answer
 
 
 def authenticate(dev: DevState, portal: DevPortal, token_value: str) -> AccessToken:
@@ -138,6 +144,37 @@ def _fault(portal: DevPortal) -> Response | None:
         _drop_connection()
         return Response("", 500)
     return None
+
+
+# What PHP prints when a script dies mid-way; the portal's web server still answers 200.
+FATAL_ERROR_PAGE = (
+    "<br />\n<b>Fatal error</b>:  Allowed memory size of 268435456 bytes exhausted (tried to "
+    "allocate 20480 bytes) in <b>/home/bitrix/www/bitrix/modules/rest/lib/restmanager.php</b> "
+    "on line <b>342</b><br />\n"
+)
+SERVER_ERROR_PAGE = (
+    "<html><head><title>500 Internal Server Error</title></head><body>"
+    "<h1>Internal Server Error</h1><p>The server encountered an internal error.</p>"
+    "</body></html>"
+)
+
+
+def _spoiled(dev: DevState, portal: DevPortal, entry: dict[str, Any], answer: Response) -> Response:
+    """`answer`, or the spoiled answer faults.spoil_answers asks for (the method has run)."""
+    kind = take_spoil(dev, portal)
+    if kind is None:
+        return answer
+    with dev.lock:
+        entry["spoiled"] = kind
+    if kind == "html200":
+        return Response(FATAL_ERROR_PAGE, 200, mimetype="text/html")
+    if kind == "html500":
+        return Response(SERVER_ERROR_PAGE, 500, mimetype="text/html")
+    if kind == "truncated":
+        body = answer.get_data()
+        return Response(body[: len(body) // 2], answer.status_code, mimetype="application/json")
+    _drop_connection()  # "reset"
+    return Response("", 500)
 
 
 def _drop_connection() -> None:

@@ -98,6 +98,7 @@ class RefreshToken:
     scope: str
     expires_at: float
     used: bool = False
+    app_removed: bool = False  # its app was uninstalled: the OAuth server says invalid_client
 
 
 @dataclass
@@ -136,6 +137,8 @@ class Faults:
     latency: float = 0.0  # seconds added to every REST request
     rest_error: str | None = None  # answer every REST call with this system error code
     timeout_sleep: float = 30.0  # how long a "timeout" outage holds the request
+    spoil: str | None = None  # "html200", "truncated", "html500" or "reset", after running
+    spoil_times: int | None = None  # how many more requests to spoil (None: until cleared)
 
 
 @dataclass
@@ -272,15 +275,25 @@ class DevState:
             return code
 
     def revoke_tokens(self, member_id: str, client_id: str) -> None:
-        """What uninstall does: every token of that app on that portal stops working."""
+        """What uninstall does: every token of that app on that portal stops working.
+
+        Access tokens and codes are forgotten (the portal answers NO_AUTH_FOUND). Refresh tokens
+        are kept, marked `app_removed`, because the OAuth server still knows whose they were and
+        refuses them as settings/oauth/error-codes.md says for an app that is not installed:
+        `invalid_client` — unlike an expired or used one (`invalid_grant`). That difference is
+        the only proof of an uninstall an app can get from Bitrix24 (install/events.py).
+        """
         with self.lock:
-            for store in (self.access_tokens, self.refresh_tokens, self.auth_codes):
+            for store in (self.access_tokens, self.auth_codes):
                 for key in [
                     k
                     for k, t in store.items()
                     if t.member_id == member_id and t.client_id == client_id
                 ]:
                     del store[key]
+            for refresh in self.refresh_tokens.values():
+                if refresh.member_id == member_id and refresh.client_id == client_id:
+                    refresh.app_removed = True
 
     def expire_access_tokens(self, member_id: str | None = None) -> int:
         """Fault injection: every access token (of one portal, or all) expires now."""

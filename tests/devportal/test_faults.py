@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import requests
 
+from b24app.bitrix.encoding import to_query
 from b24app.devportal import faults
 from b24app.devportal.methods import Call, method
+from b24app.devportal.server import DevportalServer
 from b24app.devportal.state import DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
@@ -173,3 +175,143 @@ def test_clear_restores_everything_at_once(rest: Rest, dev: DevState, portal: De
         None,
     )
     assert ok(rest)
+
+
+# --- answers spoiled after the method ran (issue 9, item 3) -----------------------------------
+def call_batch(rest: Rest, external: str) -> requests.Response:
+    """One batch that registers and finishes a call, as the delivery worker sends it."""
+    register = to_query(
+        {
+            "USER_ID": 1,
+            "PHONE_NUMBER": "79062195047",
+            "TYPE": 2,
+            "CALL_START_DATE": "2026-03-07T10:20:30+03:00",
+            "EXTERNAL_CALL_ID": external,
+        }
+    )
+    finish = to_query({"CALL_ID": "$result[reg][CALL_ID]", "USER_ID": 1, "DURATION": 95})
+    cmd = {
+        "reg": f"telephony.externalcall.register?{register}",
+        "fin": f"telephony.externalcall.finish?{finish}",
+    }
+    return rest.call("batch", {"halt": 0, "cmd": cmd})
+
+
+def ran(dev: DevState, portal: DevPortal, external: str) -> dict[str, Any]:
+    """Proof the batch ran: the call is in the statistics once, and the journal's batch entry."""
+    assert [r["EXTERNAL_CALL_ID"] for r in portal.statistics].count(external) == 1
+    batch = dev.entries(portal=portal.code, method="batch")[-1]
+    commands = dev.entries(batch=batch["seq"])
+    assert [(c["cmd"], c["status"]) for c in commands] == [("reg", 200), ("fin", 200)]
+    return batch
+
+
+def test_html200_runs_the_batch_then_answers_a_fatal_error_page(
+    rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """A 200 whose body is PHP's "Fatal error" page, not JSON: the batch did run."""
+    faults.spoil_answers(dev, portal, "html200")
+    response = call_batch(rest, "pbx-html200")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Fatal error" in response.text
+    with pytest.raises(ValueError):
+        response.json()
+    batch = ran(dev, portal, "pbx-html200")
+    assert (batch["status"], batch["spoiled"]) == (200, "html200")
+
+
+def test_truncated_runs_the_batch_then_answers_half_the_json(
+    rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """A 200 with the first half of the JSON; Content-Length matches, so the client reads the
+    whole (cut) body without a transport error and only the JSON parser can tell."""
+    faults.spoil_answers(dev, portal, "truncated")
+    response = call_batch(rest, "pbx-truncated")
+
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert response.content.startswith(b'{"result": {"result": {"reg": {"CALL_ID": ')
+    with pytest.raises(ValueError):
+        response.json()
+    assert not response.content.rstrip().endswith(b"}")
+    assert ran(dev, portal, "pbx-truncated")["spoiled"] == "truncated"
+
+
+def test_html500_runs_the_batch_then_answers_an_error_page(
+    rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """A 500 HTML page without a Bitrix24 error body, after the batch ran."""
+    faults.spoil_answers(dev, portal, "html500")
+    response = call_batch(rest, "pbx-html500")
+
+    assert response.status_code == 500
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        response.json()
+    assert ran(dev, portal, "pbx-html500")["spoiled"] == "html500"
+
+
+def test_reset_runs_the_batch_then_drops_the_connection(
+    rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """The connection is dropped without an answer, after the batch ran."""
+    faults.spoil_answers(dev, portal, "reset")
+    with pytest.raises(requests.ConnectionError):
+        call_batch(rest, "pbx-reset")
+    assert ran(dev, portal, "pbx-reset")["spoiled"] == "reset"
+
+
+def test_times_spoils_exactly_the_next_n_requests_that_ran(
+    rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """times=1 spoils one batch; a request refused before its method (a bad token) is answered
+    as usual and does not count; the one after the spoiled batch is normal again."""
+    faults.spoil_answers(dev, portal, "html500", times=1)
+    assert error_of(rest.call("test.faults.ping", auth="not-a-token")) == (401, "NO_AUTH_FOUND")
+
+    assert call_batch(rest, "pbx-1").status_code == 500
+    second = call_batch(rest, "pbx-2")
+
+    assert second.status_code == 200
+    assert second.json()["result"]["result_error"] == []
+    assert (portal.faults.spoil, portal.faults.spoil_times) == (None, None)
+    spoiled = [e.get("spoiled") for e in dev.entries(portal=portal.code, method="batch")]
+    assert spoiled == ["html500", None]
+
+
+def test_clear_stops_spoiling(rest: Rest, dev: DevState, portal: DevPortal) -> None:
+    faults.spoil_answers(dev, portal, "html200", times=5)
+    assert "Fatal error" in rest.call("test.faults.ping").text
+
+    faults.clear(dev, portal)
+    assert ok(rest)
+    assert (portal.faults.spoil, portal.faults.spoil_times) == (None, None)
+
+
+def test_unknown_spoils_and_counts_are_refused(dev: DevState, portal: DevPortal) -> None:
+    with pytest.raises(ValueError, match="spoiled answer"):
+        faults.spoil_answers(dev, portal, "gibberish")  # type: ignore[arg-type]
+    for times in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="times"):
+            faults.spoil_answers(dev, portal, "reset", times=times)  # type: ignore[arg-type]
+    assert portal.faults.spoil is None
+
+
+def test_spoil_over_the_dev_api(
+    devportal: DevportalServer, rest: Rest, dev: DevState, portal: DevPortal
+) -> None:
+    """POST /_dev/portals/<code>/faults takes `spoil` and `spoil_times` (for other processes)."""
+    url = f"{devportal.url}/_dev/portals/{portal.code}/faults"
+    answer = requests.post(url, json={"spoil": "truncated", "spoil_times": 1}, timeout=10)
+    assert answer.status_code == 200
+    assert (answer.json()["spoil"], answer.json()["spoil_times"]) == ("truncated", 1)
+
+    with pytest.raises(ValueError):
+        rest.call("test.faults.ping").json()
+    assert ok(rest)
+    for bad in ({"spoil": "nonsense"}, {"spoil": "reset", "spoil_times": 0}):
+        refused = requests.post(url, json=bad, timeout=10)
+        assert refused.status_code == 400, bad
+        assert refused.json()["error_description"].startswith("spoil")

@@ -113,6 +113,8 @@ def test_get_portal_detail_and_404(devportal: DevportalServer, portal: DevPortal
         "latency": 0.0,
         "rest_error": None,
         "timeout_sleep": 30.0,
+        "spoil": None,
+        "spoil_times": None,
     }
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
