@@ -1,14 +1,19 @@
 """`make run`: everything on one machine — SQLite, the development portal, web and worker.
 
-Sets development defaults (nothing to configure), applies migrations, starts the three processes
-under honcho (Ctrl-C stops them all), installs the app on the development portal "alpha" through
-its real installer, and prints what to open and how to send a first call.
+First checks that its two ports (`PORT`, default 5000, and `DEVPORTAL_PORT`, default 8100) are
+free on 127.0.0.1, and stops with a message naming the taken one otherwise: starting anyway would
+send the install request to whatever listens there. Then sets development defaults (nothing to
+configure), applies migrations, starts the three processes under honcho (Ctrl-C stops them all),
+installs the app on the development portal "alpha" through its real installer, and prints what to
+open and how to send a first call.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -18,8 +23,19 @@ import requests
 from flask import Flask
 from honcho.manager import Manager
 
-DEVPORTAL_PORT = int(os.environ.get("DEVPORTAL_PORT", "8100"))
-WEB_PORT = int(os.environ.get("PORT", "5000"))
+HOST = "127.0.0.1"
+
+
+def _port(name: str, default: str) -> int:
+    """The port number in the environment variable `name`; SystemExit naming it if it is not one."""
+    raw = os.environ.get(name, default).strip()
+    if not (raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise SystemExit(f"b24app: {name}={raw[:20]!r} is not a port number (1-65535).")
+    return int(raw)
+
+
+DEVPORTAL_PORT = _port("DEVPORTAL_PORT", "8100")
+WEB_PORT = _port("PORT", "5000")
 DEVPORTAL = f"http://127.0.0.1:{DEVPORTAL_PORT}"
 WEB = f"http://127.0.0.1:{WEB_PORT}"
 
@@ -36,6 +52,10 @@ DEFAULTS = {
 
 
 def main() -> int:
+    problem = ports_problem({"PORT": WEB_PORT, "DEVPORTAL_PORT": DEVPORTAL_PORT})
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        return 2
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
     from b24app import create_app
@@ -60,6 +80,43 @@ def main() -> int:
     threading.Thread(target=_install_and_greet, args=(app,), daemon=True).start()
     manager.loop()
     return manager.returncode or 0
+
+
+def ports_problem(ports: dict[str, int], host: str = HOST) -> str | None:
+    """Why `make run` cannot start on these ports (variable name → port), or None when each one
+    can be listened on at `host`. Checked by binding each port as the servers will
+    (SO_REUSEADDR, as gunicorn and Werkzeug do, so a port merely in TIME_WAIT counts as free)."""
+    if len(set(ports.values())) < len(ports):
+        names = " and ".join(f"{name}={port}" for name, port in ports.items())
+        return f"b24app: {names} must be different ports."
+    refused = [
+        f"port {port} ({name}) {why}"
+        for name, port in ports.items()
+        if (why := _refusal(host, port)) is not None
+    ]
+    if not refused:
+        return None
+    others = " ".join(f"{name}={port + 1}" for name, port in ports.items())
+    return (
+        f"b24app: cannot start on {host}: {'; '.join(refused)}. Stop what holds it, "
+        f"or choose other ports, e.g.\n    {others} make run"
+    )
+
+
+def _refusal(host: str, port: int) -> str | None:
+    """None if `port` can be listened on now, else why not, in words."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen(1)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "is already in use (another program, or a b24app still running)"
+            if error.errno == errno.EACCES:
+                return "may not be used by this user (ports below 1024 need privileges)"
+            return f"cannot be used ({error.strerror})"
+    return None
 
 
 def _install_and_greet(app: Flask) -> None:
