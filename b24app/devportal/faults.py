@@ -10,6 +10,10 @@ of the world that a client has to cope with, so they stay until the test changes
 - outage "timeout": the request is held for `timeout_sleep` seconds (limits.md: the cloud cuts a
   request off after 60 s; tests use a short hold and a shorter client timeout).
 - rest_error: every REST call answers one of the system errors of _includes/system-errors.md.
+- expire_tokens: every access token of the portal expires now (settings/oauth/index.md: 1 hour).
+- change_address: settings/how-to-call-rest-api/change-domen.md, the old address answers 302.
+- delete_portal: PORTAL_DELETED (_includes/system-errors.md).
+- lapse_payment: the app's paid period ended (settings/oauth/error-codes.md, PAYMENT_REQUIRED).
 
 Spoiled answers: the portal RUNS the request (a whole `batch` included: its calls are registered,
 finished, in the statistics and the journal) and then the answer is lost on the way back, as
@@ -25,10 +29,6 @@ request carries `spoiled: KIND` beside the status the method really had.
 Not emulated: a connection refused for one portal only. A refusal happens before any HTTP
 request, so one listener serving every portal cannot refuse for one of them; drills point the
 portal's stored address at a closed port instead (tests/drills/test_portal_outage.py).
-- expire_tokens: every access token of the portal expires now (settings/oauth/index.md: 1 hour).
-- change_address: settings/how-to-call-rest-api/change-domen.md, the old address answers 302.
-- delete_portal: PORTAL_DELETED (_includes/system-errors.md).
-- lapse_payment: the app's paid period ended (settings/oauth/error-codes.md, PAYMENT_REQUIRED).
 """
 
 from __future__ import annotations
