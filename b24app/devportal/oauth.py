@@ -1,9 +1,11 @@
 """The OAuth server (`/oauth/token/`, `/rest/app.info/`) and each portal's `/oauth/authorize/`.
 
 settings/oauth/index.md (code flow, token JSON), settings/oauth/auto-renewal.md (refresh, 180-day
-refresh tokens, the expanded response), settings/oauth/error-codes.md (errors). The HTTP statuses
-of OAuth errors are not documented; we answer 400 for invalid_request/invalid_grant, 401 for
-invalid_client, 402 for PAYMENT_REQUIRED (the digest's §2.5, as the official PHP SDK expects).
+refresh tokens, the expanded response), settings/oauth/error-codes.md (errors: a refresh token of
+an app since uninstalled answers `invalid_client`, "the application may not be installed"; an
+expired or used one `invalid_grant`, checked first, as a token that is dead anyway). The HTTP
+statuses of OAuth errors are not documented; we answer 400 for invalid_request/invalid_grant, 401
+for invalid_client, 402 for PAYMENT_REQUIRED (the digest's §2.5, as the official PHP SDK expects).
 Refresh tokens are strictly single-use: the docs say to keep the new one and "not use the old one
 anymore"; the strictest reading is the one an app must survive.
 """
@@ -93,6 +95,8 @@ def _grant(dev: DevState, params: dict[str, str]) -> dict[str, Any]:
         grant = dev.refresh_tokens.get(params.get("refresh_token", ""))  # type: ignore[assignment]
         if grant is None or grant.used or grant.expires_at <= dev.now():
             raise OAuthError("invalid_grant", "Refresh token is invalid, used or expired")
+        if grant.app_removed:  # state.revoke_tokens: the app was uninstalled since
+            raise OAuthError("invalid_client", "The application is not installed on the portal")
     if grant.client_id != app.client_id:
         raise OAuthError("invalid_grant", "The grant belongs to another application")
     portal = dev.portal_by_member(grant.member_id)

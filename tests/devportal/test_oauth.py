@@ -364,18 +364,28 @@ def test_app_not_installed_answers_invalid_client(
     assert response.json()["error"] == "invalid_client"
 
 
-def test_refresh_after_uninstall_fails(
+def test_refresh_after_uninstall_answers_invalid_client_unlike_an_expired_token(
     devportal: DevportalServer, dev: DevState, portal: DevPortal, pair: dict[str, str]
 ) -> None:
     """Digest §2.4: after removal the refresh yields no new pair (the tokens were revoked:
-    api-reference/common/events/on-app-uninstall.md); settings/oauth/error-codes.md fits both
-    invalid_grant and invalid_client to this without saying which one comes."""
+    api-reference/common/events/on-app-uninstall.md). settings/oauth/error-codes.md tells the
+    two refusals apart: `invalid_client` "the application may not be installed in Bitrix24",
+    `invalid_grant` when the refresh token has expired. An app proves an uninstall by the first
+    (install/events.py), so an expired token must keep answering the second."""
+    _, other = dev.issue_tokens(portal, TEST_CLIENT_ID, 1)
+    dev.refresh_tokens[other.token].expires_at = dev.now() - 1  # 180 days have passed
+
+    before = refresh(devportal, other.token)
     uninstall(dev, portal, TEST_CLIENT_ID)
-
     response = refresh(devportal, pair["refresh_token"])
+    reinstalled = install(dev, portal, TEST_CLIENT_ID)
+    after_reinstall = refresh(devportal, pair["refresh_token"])
 
-    assert response.status_code in (400, 401)
-    assert response.json()["error"] in ("invalid_grant", "invalid_client")
+    assert (before.status_code, before.json()["error"]) == (400, "invalid_grant")
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    assert after_reinstall.json()["error"] == "invalid_client"  # a new installation, new tokens
+    assert refresh(devportal, reinstalled[2].token).status_code == 200
+    assert app_info(devportal, pair["access_token"]).json()["error"] == "NO_AUTH_FOUND"
 
 
 def test_a_grant_of_another_app_answers_invalid_grant(
