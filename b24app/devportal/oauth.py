@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, redirect, request
 
 from b24app.devportal.errors import RestError, system_error
 from b24app.devportal.rest import json_response
-from b24app.devportal.state import AccessToken, DevPortal, DevState
+from b24app.devportal.state import AccessToken, AuthCode, DevPortal, DevState, RefreshToken
 
 bp = Blueprint("devportal_oauth", __name__)
 
@@ -87,12 +87,13 @@ def _grant(dev: DevState, params: dict[str, str]) -> dict[str, Any]:
     app = dev.apps.get(params.get("client_id", ""))
     if app is None or app.client_secret != params.get("client_secret"):
         raise OAuthError("invalid_client")
+    grant: AuthCode | RefreshToken | None
     if grant_type == "authorization_code":
         grant = dev.auth_codes.get(params.get("code", ""))
         if grant is None or grant.used or grant.expires_at <= dev.now():
             raise OAuthError("invalid_grant", "Authorization code is invalid or expired")
     else:
-        grant = dev.refresh_tokens.get(params.get("refresh_token", ""))  # type: ignore[assignment]
+        grant = dev.refresh_tokens.get(params.get("refresh_token", ""))
         if grant is None or grant.used or grant.expires_at <= dev.now():
             raise OAuthError("invalid_grant", "Refresh token is invalid, used or expired")
         if grant.app_removed:  # state.revoke_tokens: the app was uninstalled since

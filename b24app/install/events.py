@@ -7,26 +7,24 @@ Bodies are form-encoded with bracketed keys (`auth[application_token]`), see bit
   event must not overwrite a pair we already rotated).
 - ONAPPUNINSTALL carries no token: only `application_token`, compared in constant time with the
   one we keep (api-reference/events/safe-event-handlers.md). Every user who opens the app sees
-  that token, so the uninstall is believed only once the OAuth server no longer accepts ours.
+  that token, so the uninstall is believed only with the OAuth server's proof that the app is
+  gone (install/uninstall.py); `data[CLEAN]=1` then erases the portal's data.
 Anything forged or unknown changes nothing, is logged, and gets 403; unknown event types 200.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from b24app.bitrix import tokens
 from b24app.bitrix.encoding import unflatten
-from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
+from b24app.install import uninstall
 from b24app.install.verification import (
     InstallRefused,
     installation_facts,
-    oauth_server,
     require_admin,
     verify_token,
 )
@@ -46,59 +44,28 @@ def receive() -> ResponseReturnValue:
     auth: dict[str, Any] = raw_auth if isinstance(raw_auth, dict) else {}
     member_id = str(auth.get("member_id") or "")
     if event == "ONAPPUNINSTALL":
-        return _uninstall(member_id, str(auth.get("application_token") or ""))
+        return _uninstall(member_id, str(auth.get("application_token") or ""), payload.get("data"))
     if event in ("ONAPPINSTALL", "ONAPPUPDATE"):
         return _install_or_update(event, member_id, auth)
     log.info("event ignored", event_name=event[:64], member_id=member_id[:64])
     return jsonify(status="ignored")
 
 
-def _uninstall(member_id: str, presented: str) -> ResponseReturnValue:
-    with get_db().read() as session:
-        portal = store.find_portal(session, member_id) if member_id else None
-        if portal is None or not _same_token(store.application_token(portal), presented):
-            log.warning("forged or unknown ONAPPUNINSTALL refused", member_id=member_id[:64])
-            return _forbidden()
-        tokens = store.read_tokens(portal)
-    if tokens is not None and _still_installed(member_id, tokens.access_token):
-        log.warning("ONAPPUNINSTALL refused: the app is still installed", member_id=member_id)
+def _uninstall(member_id: str, presented: str, data: object) -> ResponseReturnValue:
+    clean = isinstance(data, dict) and str(data.get("CLEAN", "")).strip() == "1"
+    outcome = uninstall.uninstall(member_id, presented, clean=clean)
+    if not outcome.accepted:
+        log.warning("ONAPPUNINSTALL refused", reason=outcome.reason, member_id=member_id[:64])
         return _forbidden()
-    with get_db().write() as session:
-        portal = store.find_portal(session, member_id, for_update=True)
-        if portal is None or not _same_token(store.application_token(portal), presented):
-            return _forbidden()
-        store.mark_uninstalled(portal)
-    log.info("uninstalled", member_id=member_id)
-    return jsonify(status="uninstalled")
-
-
-def _same_token(stored: str | None, presented: str) -> bool:
-    """Constant-time comparison, as bytes (compare_digest refuses non-ASCII text)."""
-    if not stored:
-        return False
-    return secrets.compare_digest(stored.encode(), presented.encode("utf-8", "replace"))
-
-
-def _still_installed(member_id: str, access_token: str) -> bool:
-    """Whether the OAuth server still accepts our tokens for the portal.
-
-    Bitrix24 revokes the app's tokens before it sends ONAPPUNINSTALL (on-app-uninstall.md), so
-    tokens that still work mean the event is forged: by anyone who saw the APPLICATION_TOKEN,
-    which every user opening the app receives. An expired access token is settled by a refresh.
-    Any other answer (revoked, unreachable) lets the uninstall through, as the token alone did.
-    """
-    settings = current_app.config["SETTINGS"]
-    server = oauth_server(settings)
-    try:
-        return server.app_info(access_token).member_id == member_id
-    except BitrixError as error:
-        if error.code != "expired_token":
-            return False
-    try:
-        tokens.refresh(get_db(), server, member_id, access_token)
-    except BitrixError:
-        return False
-    return True
+    if outcome.erased is not None:
+        log.info(
+            "uninstalled; portal data erased (CLEAN=1)",
+            member_id=member_id,
+            erased_rows=outcome.erased,
+        )
+        return jsonify(status="uninstalled", erased=True)
+    log.info("uninstalled; portal data kept for a reinstall", member_id=member_id)
+    return jsonify(status="uninstalled", erased=False)
 
 
 def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> ResponseReturnValue:

@@ -11,12 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from b24app.config import Settings
 from b24app.crypto import SecretBox
-from b24app.models import AppCredentials, Portal, PortalSettings, PortalStatus, utcnow
+from b24app.models import (
+    AppCredentials,
+    Base,
+    OAuthState,
+    Portal,
+    PortalSettings,
+    PortalStatus,
+    utcnow,
+)
 from b24app.portals import pbx_keys
 
 
@@ -151,6 +159,36 @@ def mark_uninstalled(portal: Portal) -> None:
     portal.access_expires_at = None
     portal.application_token_encrypted = None
     portal.uninstalled_at = utcnow()
+
+
+def erase_portal(session: Session, portal: Portal) -> dict[str, int]:
+    """Erase the portal and everything it owns: the admin uninstalled with "Clear application
+    data" (`data[CLEAN]=1`, api-reference/common/events/on-app-uninstall.md).
+
+    Deletes, in the caller's transaction, the rows of every table with a foreign key to
+    `portals` (settings with the PBX key, mapping, calls whatever their state, throttle, and any
+    table added later; rows below those go by the schema's ON DELETE CASCADE), the portal's
+    pending re-authorisation states, then the portal row with its tokens. A reinstall starts
+    afresh. Returns the number of rows deleted per table (no secrets), for the log.
+    """
+    erased: dict[str, int] = {}
+    for table in reversed(Base.metadata.sorted_tables):
+        for key in table.foreign_keys:
+            if key.column.table is Portal.__table__:
+                result = session.execute(delete(table).where(key.parent == portal.id))
+                erased[table.name] = erased.get(table.name, 0) + _rowcount(result)
+    states = delete(OAuthState).where(OAuthState.member_id == portal.member_id)
+    erased[OAuthState.__tablename__] = _rowcount(session.execute(states))
+    session.expunge(portal)
+    gone = delete(Portal).where(Portal.id == portal.id)
+    erased[Portal.__tablename__] = _rowcount(
+        session.execute(gone, execution_options={"synchronize_session": False})
+    )
+    return erased
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def expires_at(expires_in: int | float) -> datetime:

@@ -1,0 +1,118 @@
+"""ONAPPUNINSTALL: believed only with Bitrix24's own proof that the app is gone.
+
+The event carries no token, only `application_token` (api-reference/common/events/
+on-app-uninstall.md), and every user who opens the app receives that token in the frame's POST
+(settings/oauth/simple-way.md). So the token is necessary, never sufficient. The proof must come
+from Bitrix24 itself, asked with the credentials we keep:
+
+1. the OAuth server's `app.info` still accepts our access token for the portal: installed, refuse;
+2. else we refresh our refresh token at the OAuth server with our client id and secret, under the
+   portal's row lock (bitrix/tokens.py's rule): `invalid_client` — "the application may not be
+   installed in this Bitrix24" (settings/oauth/error-codes.md) — is the proof. A new pair means
+   the app is installed (the pair is kept: the old refresh token is now dead). `invalid_grant`
+   (an expired or used refresh token), `PAYMENT_REQUIRED`, an unreachable server, no tokens or no
+   credentials prove nothing: refuse.
+
+A refusal is 403 and changes nothing but a rotated token pair. A confirmed uninstall drops the
+tokens and keeps the portal's data for a reinstall; with `data[CLEAN]=1` (the admin's "Clear
+application data", on-app-uninstall.md) it erases the portal and everything it owns
+(store.erase_portal).
+
+Known limit: a portal whose stored refresh token is already dead (`needs_reauth` after
+`invalid_grant`, or no tokens at all) cannot be proven uninstalled; it stays as it is.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from b24app.bitrix.errors import BitrixError, OAuthError
+from b24app.bitrix.oauth import OAuthServer
+from b24app.db import get_db
+from b24app.install.verification import oauth_server
+from b24app.logs import get_logger
+from b24app.models import Portal
+from b24app.portals import store
+
+log = get_logger(__name__)
+
+APP_NOT_INSTALLED = "invalid_client"  # settings/oauth/error-codes.md
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an ONAPPUNINSTALL: `accepted`, or why not (`reason`, safe to log)."""
+
+    accepted: bool
+    reason: str
+    erased: dict[str, int] | None = None  # rows erased per table, for CLEAN=1
+
+
+def uninstall(member_id: str, presented_token: str, *, clean: bool) -> Outcome:
+    """Handle an ONAPPUNINSTALL for `member_id` with the presented `application_token`.
+
+    `clean`: the event's `data[CLEAN]` was 1. Returns the outcome; never raises for anything
+    Bitrix24 or a forger can send (errors of the OAuth server become a refusal).
+    """
+    with get_db().read() as session:
+        portal = store.find_portal(session, member_id) if member_id else None
+        if portal is None or not same_token(store.application_token(portal), presented_token):
+            return Outcome(False, "forged or unknown: the application_token does not match")
+        pair = store.read_tokens(portal)
+    if pair is None:
+        return Outcome(False, "no tokens stored to ask Bitrix24 whether the app is gone")
+    oauth = oauth_server(current_app.config["SETTINGS"])
+    if _accepted_by_app_info(oauth, member_id, pair.access_token):
+        return Outcome(False, "the OAuth server still accepts our token: the app is installed")
+    with get_db().write() as session:
+        portal = store.find_portal(session, member_id, for_update=True)
+        if portal is None or not same_token(store.application_token(portal), presented_token):
+            return Outcome(False, "forged or unknown: the application_token does not match")
+        refused = _not_proven_removed(session, oauth, portal)
+        if refused:
+            return Outcome(False, refused)
+        if clean:
+            return Outcome(True, "uninstalled, data erased", store.erase_portal(session, portal))
+        store.mark_uninstalled(portal)
+    return Outcome(True, "uninstalled, data kept for a reinstall")
+
+
+def same_token(stored: str | None, presented: str) -> bool:
+    """Constant-time comparison, as bytes (compare_digest refuses non-ASCII text)."""
+    if not stored:
+        return False
+    return secrets.compare_digest(stored.encode(), presented.encode("utf-8", "replace"))
+
+
+def _accepted_by_app_info(oauth: OAuthServer, member_id: str, access_token: str) -> bool:
+    """Whether the OAuth server's app.info (digest §12) takes our access token for the portal.
+    Any refusal (expired, unknown, unreachable) is left to the refresh to settle."""
+    try:
+        return oauth.app_info(access_token).member_id == member_id
+    except BitrixError:
+        return False
+
+
+def _not_proven_removed(session: Session, oauth: OAuthServer, portal: Portal) -> str | None:
+    """None when the OAuth server refuses our refresh token as belonging to an app that is not
+    installed; else why the uninstall is not proven. Call with the portal's row locked."""
+    pair = store.read_tokens(portal)
+    if pair is None:
+        return "no tokens stored to ask Bitrix24 whether the app is gone"
+    secret = store.client_secret_for(session, portal.client_id)
+    if secret is None:
+        return "no credentials for the portal's client id to ask the OAuth server with"
+    try:
+        grant = oauth.refresh(portal.client_id, secret, pair.refresh_token)
+    except OAuthError as error:
+        if error.code == APP_NOT_INSTALLED:
+            return None
+        return f"the OAuth server refused the refresh with {error.code}, which is no proof"
+    except BitrixError as error:
+        return f"the OAuth server could not be asked ({error.code})"
+    store.store_tokens(portal, grant.tokens)
+    return "our refresh token still works: the app is installed"
