@@ -14,7 +14,7 @@ from typing import Any
 from b24app.pbx import status_codes
 from b24app.pbx.intake import Code
 from b24app.pbx.problems import ANSWERS, PROBLEM_JSON, problem_type
-from b24app.pbx.schemas import REGISTRATION_REQUIRED, FinishRequest
+from b24app.pbx.schemas import FINISH_REQUIRED, REGISTRATION_REQUIRED, FinishRequest
 
 TEXT_FIELDS_ALSO_INTEGER = ("CALL_ID", "PBX_CALL_ID", "USER_PHONE_INNER", "PHONE_NUMBER",
                             "LINE_NUMBER", "STATUS_CODE", "FAILED_REASON")  # fmt: skip
@@ -273,12 +273,15 @@ def request_schema() -> dict[str, Any]:
     schema = copy.deepcopy(FinishRequest.model_json_schema())
     schema["description"] = (
         "Field names are Bitrix24's (telephony.externalCall.finish, and "
-        "telephony.externalCall.register for calls without CALL_ID). Either CALL_ID or "
+        "telephony.externalCall.register for calls without CALL_ID). "
+        + ", ".join(FINISH_REQUIRED)
+        + " is always required. Either CALL_ID or "
         "PBX_CALL_ID is required; without CALL_ID also " + ", ".join(REGISTRATION_REQUIRED) + ". "
         "USER_ID or USER_PHONE_INNER is required unless the portal has a fallback user. "
         "Surrounding whitespace is ignored and empty values count as absent. Form values are "
         'strings ("95"); JSON may send numbers as such strings too. Unknown fields are refused.'
     )
+    schema["required"] = list(FINISH_REQUIRED)
     schema["anyOf"] = [
         {"required": ["CALL_ID"]},
         {"required": ["PBX_CALL_ID", *REGISTRATION_REQUIRED]},

@@ -6,7 +6,8 @@ PBX_CALL_ID). The Asterisk example:
 - runs as a hangup handler (`CHANNEL(hangup_handler_push)`), so it reports every call, answered
   or not, once the channel hangs up;
 - sends `DURATION=${ANSWEREDTIME}` (talk time; `${CDR(billsec)}` is the same on older
-  Asterisk), `STATUS_CODE=${DIALSTATUS}` (the intake maps ANSWER/NOANSWER/BUSY/... to
+  Asterisk), or 0 when it is empty (nobody answered; the API requires DURATION),
+  `STATUS_CODE=${DIALSTATUS}` (the intake maps ANSWER/NOANSWER/BUSY/... to
   Bitrix24's codes), `PBX_CALL_ID=${UNIQUEID}` (a repeat is recognised and not sent twice);
 - passes values through URIENCODE (CURL()); the System(curl) variant filters the caller's
   number, which comes from outside and must never reach a shell unfiltered.
@@ -15,6 +16,8 @@ PBX_CALL_ID). The Asterisk example:
 from __future__ import annotations
 
 KEY_PLACEHOLDER = "YOUR_PBX_KEY"  # the page puts the real key in once it is shown
+# Asterisk leaves ANSWEREDTIME empty when nobody answered; the API requires DURATION: send 0.
+DURATION = "${IF(${ISNULL(${ANSWEREDTIME})}?0:${ANSWEREDTIME})}"
 
 
 def finish_url(public_url: str) -> str:
@@ -45,7 +48,7 @@ def asterisk(url: str) -> str:
         "&PHONE_NUMBER=${URIENCODE(${CALLERID(num)})}"
         "&TYPE=${B24_TYPE}"
         "&CALL_START_DATE=${URIENCODE(${B24_START})}"
-        "&DURATION=${ANSWEREDTIME}"
+        f"&DURATION={DURATION}"
         "&STATUS_CODE=${DIALSTATUS}"
     )
     system = " ".join(
@@ -57,7 +60,7 @@ def asterisk(url: str) -> str:
             "-d 'PHONE_NUMBER=${FILTER(0-9+,${CALLERID(num)})}'",
             "-d 'TYPE=${B24_TYPE}'",
             "-d 'CALL_START_DATE=${B24_START}'",
-            "-d 'DURATION=${ANSWEREDTIME}'",
+            f"-d 'DURATION={DURATION}'",
             "-d 'STATUS_CODE=${DIALSTATUS}' &",
         ]
     )

@@ -209,11 +209,26 @@ def test_a_form_field_given_twice_is_named(client: FlaskClient, key: str):
 
 
 def test_a_json_key_given_twice_is_named(client: FlaskClient, key: str):
-    raw = '{"CALL_ID": "a", "USER_ID": 1, "USER_ID": 2}'
+    raw = '{"CALL_ID": "a", "DURATION": 5, "USER_ID": 1, "USER_ID": 2}'
     response = client.post(
         FINISH, data=raw, headers=bearer(key) | {"Content-Type": "application/json"}
     )
     assert list(error_fields(assert_problem(response, 422))) == ["USER_ID"]
+
+
+@pytest.mark.parametrize("body", [REGISTERED, UNREGISTERED], ids=["registered", "unregistered"])
+@pytest.mark.parametrize("duration", [None, "", "  "], ids=["absent", "empty", "blank"])
+def test_a_finish_without_duration_is_422_naming_duration(
+    app: Flask, client: FlaskClient, key: str, body: dict[str, object], duration: str | None
+):
+    """telephony-external-call-finish.md marks DURATION required: no call is stored without it."""
+    sent = {k: v for k, v in body.items() if k != "DURATION"}
+    if duration is not None:
+        sent["DURATION"] = duration
+    errors = error_fields(assert_problem(post(client, key, sent), 422))
+    assert list(errors) == ["DURATION"]
+    assert "required" in errors["DURATION"] and "seconds" in errors["DURATION"]
+    assert stored_calls(app) == []
 
 
 def test_unknown_fields_are_422_naming_each(client: FlaskClient, key: str):
@@ -280,6 +295,14 @@ BAD_VALUES = [
     ("RECORD_URL", "/recordings/1.mp3", "http:// or https://"),
     ("RECORD_URL", "https://", "http:// or https://"),
     ("RECORD_URL", "https://pbx example.com/1.mp3", "http:// or https://"),
+    ("RECORD_URL", "http://a:99999999/x", "impossible host or port"),  # issue 10, item 4
+    ("RECORD_URL", "https://pbx.example.com:0/1.mp3", "impossible port (0)"),
+    ("RECORD_URL", "https://pbx.example.com:80a/1.mp3", "impossible host or port"),
+    ("RECORD_URL", "https://pbx_example.com/1.mp3", "neither a host name nor an IP address"),
+    ("RECORD_URL", "https://300.1.1.1/1.mp3", "neither a host name nor an IP address"),
+    ("RECORD_URL", "https://[::1/1.mp3", "impossible host or port"),
+    ("RECORD_URL", "https://admin:pw@pbx.example.com/1.mp3", "credentials"),
+    ("RECORD_URL", "https://pbx.example.com/запись.mp3", "percent-encode"),
     ("VOTE", 6, "one of 0, 1, 2, 3, 4, 5"),
     ("VOTE", "5.5", "whole number"),
     ("ADD_TO_CHAT", 2, "0 or 1"),

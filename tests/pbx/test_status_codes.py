@@ -162,7 +162,7 @@ def test_anything_else_is_other(sent: str):
 
 
 def test_the_intake_keeps_an_unknown_status_in_failed_reason():
-    base = {"CALL_ID": "c1", "USER_ID": 1}
+    base = {"CALL_ID": "c1", "USER_ID": 1, "DURATION": 5}
     request, _ = validate_finish(base | {"STATUS_CODE": "LOSE_RACE"})
     assert request is not None
     assert (request["STATUS_CODE"], request["FAILED_REASON"]) == ("OTHER", "PBX status: LOSE_RACE")
@@ -177,7 +177,9 @@ def test_the_intake_keeps_an_unknown_status_in_failed_reason():
 
 
 def test_a_known_status_mapped_to_other_is_kept_too():
-    request, _ = validate_finish({"CALL_ID": "c1", "USER_ID": 1, "STATUS_CODE": "INVALIDARGS"})
+    request, _ = validate_finish(
+        {"CALL_ID": "c1", "USER_ID": 1, "DURATION": 0, "STATUS_CODE": "INVALIDARGS"}
+    )
     assert request is not None
     assert request["STATUS_CODE"] == "OTHER"
     assert request["FAILED_REASON"] == "PBX status: INVALIDARGS"

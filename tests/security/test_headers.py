@@ -74,7 +74,7 @@ def test_the_settings_page_is_framed_by_the_portals_origin_only(live_app: LiveAp
 
 def test_a_pbx_call_id_cannot_reach_the_location_header(live_app: LiveApp):
     alpha = install(live_app, "alpha")
-    body = {"CALL_ID": "x", "PBX_CALL_ID": f"1\r\n{INJECTED}: 1", "USER_ID": 1}
+    body = {"CALL_ID": "x", "PBX_CALL_ID": f"1\r\n{INJECTED}: 1", "USER_ID": 1, "DURATION": 5}
     refused = requests.post(live_app.url + FINISH, json=body, headers=bearer(alpha.key), timeout=10)
     assert refused.status_code == 422
     assert_no_injection(refused)
