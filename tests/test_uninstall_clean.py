@@ -187,3 +187,22 @@ def test_only_clean_1_clears(live_app: LiveApp, alpha: Installed, value: str) ->
 
     assert owned(live_app, alpha.member_id) == before
     assert stored(live_app, alpha.member_id).status == PortalStatus.UNINSTALLED
+
+
+def test_the_development_portal_offers_clear_application_data(
+    live_app: LiveApp, alpha: Installed
+) -> None:
+    """The admin's choice through the development portal's own API (`/_dev/`), as `make run`
+    and the browser use it: a JSON boolean, anything else refused before anything happens."""
+    url = f"{live_app.dev.base_url}/_dev/portals/alpha/uninstall"
+    before = owned(live_app, alpha.member_id)
+
+    wrong = requests.post(url, json={"client_id": TEST_CLIENT_ID, "clean": "0"}, timeout=10)
+    assert wrong.status_code == 400 and "clean" in wrong.json()["error_description"]
+    assert owned(live_app, alpha.member_id) == before
+    assert TEST_CLIENT_ID in alpha.portal.installations
+
+    done = requests.post(url, json={"client_id": TEST_CLIENT_ID, "clean": True}, timeout=30)
+
+    assert done.json()["events"] == [{"url": f"{live_app.url}/events", "status": 200}]
+    assert owned(live_app, alpha.member_id)["portals"] == 0

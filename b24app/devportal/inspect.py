@@ -29,7 +29,8 @@ installed there) or 502 (the app could not be reached).
     POST /_dev/portals/<code>/finish-install {client_id, user_id?, lang?} -> {"events"}
     POST /_dev/portals/<code>/open-app      {client_id, app_url?, user_id?, lang?} -> {url, status}
     POST /_dev/portals/<code>/update        {client_id, user_id?, lang?} -> {"version", "events"}
-    POST /_dev/portals/<code>/uninstall     {client_id, clean?, lang?} -> {"events"}
+    POST /_dev/portals/<code>/uninstall     {client_id, clean?: bool ("Clear application data":
+                                            ONAPPUNINSTALL's data[CLEAN]), lang?} -> {"events"}
     GET  /_dev/apps                         {"apps": [APP]}
     POST /_dev/apps                         {client_id, client_secret, scope?, installer_url?,
                                             app_url?, handler_url?, redirect_uri?} -> 201 APP
@@ -296,9 +297,10 @@ def update_app(code: str) -> Response:
 def uninstall_app(code: str) -> Response:
     body = _body()
     dev, portal, client_id = _target(code, body)
-    events = _driver(dev).uninstall(
-        portal, client_id, bool(body.get("clean", False)), lang=str(body.get("lang", "en"))
-    )
+    clean = body.get("clean", False)
+    if not isinstance(clean, bool):  # "0" would otherwise be true and erase the app's data
+        raise BadInput("clean must be true or false (the 'Clear application data' option)")
+    events = _driver(dev).uninstall(portal, client_id, clean, lang=str(body.get("lang", "en")))
     return _json({"events": _deliveries(events)})
 
 
