@@ -7,6 +7,10 @@ Whatever that switch says, an address must be a plain absolute http(s) URL: a ho
 literal, a numeric port, no credentials, no whitespace or control characters, short enough to
 store. Such an address is safe to put into a header (CSP, Location) as it is.
 
+`parse_url()` is that rule for every URL b24app accepts (portal addresses, a PBX's `RECORD_URL`,
+a portal's `originate_url`): one parser, so that a port out of range or a host that is not a
+host name is refused everywhere alike (RFC 3986 section 3; hosts as RFC 1123 names or IP literals).
+
 The check at install time is not enough: a name that resolved to a public address then may
 resolve to 127.0.0.1 now (DNS rebinding). `portal_session()` therefore checks the address each
 connection really goes to, after resolving it, and connects to exactly that address.
@@ -18,7 +22,7 @@ import ipaddress
 import re
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,26 +52,60 @@ def check_portal_url(url: str, *, allow_local: bool) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _parse(url: str) -> Any:
-    """The URL's parts, if it is a plain absolute http(s) URL (see the module docstring)."""
-    if not url or len(url) > MAX_URL_LENGTH:
-        raise UnsafeAddress(f"not an absolute http(s) URL of at most {MAX_URL_LENGTH} characters")
+def _parse(url: str) -> SplitResult:
+    """A portal address's parts (`parse_url` without a query), else UnsafeAddress."""
+    try:
+        return parse_url(url)
+    except InvalidURL as error:
+        raise UnsafeAddress(f"the portal address {error}") from None
+
+
+class InvalidURL(ValueError):
+    """A URL `parse_url` refuses; the message says why, for whoever sent it ("must …")."""
+
+
+def parse_url(url: str, *, max_length: int = MAX_URL_LENGTH, query: bool = False) -> SplitResult:
+    """The parts of `url` if it is a plain absolute http(s) URL, else InvalidURL saying why.
+
+    Plain means: scheme http or https; a host that is a host name (letters, digits and hyphens in
+    dot-separated labels of at most 63) or an IP literal (IPv6 in brackets); a port, if given,
+    of 1–65535; no credentials (`user:pass@`), no fragment, and a query only when `query` is
+    true; printable ASCII without spaces, quotes or control characters (anything else must be
+    percent-encoded); at most `max_length` characters. Nothing is resolved here: where a URL is
+    connected to, `portal_session()` checks the address then.
+    """
+    if not url or len(url) > max_length:
+        raise InvalidURL(f"must be an absolute http(s) URL of at most {max_length} characters")
     if not _URL_CHARS.match(url) or _FORBIDDEN.intersection(url):
-        raise UnsafeAddress("portal URLs must not contain spaces, quotes or control characters")
+        raise InvalidURL(
+            "must not contain spaces, quotes, control or non-ASCII characters "
+            "(percent-encode them; an international host name in its xn-- form)"
+        )
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UnsafeAddress(f"not a valid URL: {url[:100]!r}") from None
+        port = parts.port  # urllib checks the range (0–65535) and the digits only here
+    except ValueError as error:
+        raise InvalidURL(f"has an impossible host or port ({error})") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UnsafeAddress(f"not an absolute http(s) URL: {url[:100]!r}")
+        raise InvalidURL("must start with http:// or https:// followed by a host")
     if "@" in parts.netloc:
-        raise UnsafeAddress("portal URLs must not carry credentials")
-    if parts.query or parts.fragment or port == 0:
-        raise UnsafeAddress(f"not a portal address: {url[:100]!r}")
-    if not (_is_ip(parts.hostname) or _HOST_NAME.match(parts.hostname)):
-        raise UnsafeAddress(f"not a host name: {parts.hostname[:100]!r}")
+        raise InvalidURL("must not carry credentials (user:password@)")
+    if port == 0:
+        raise InvalidURL("has an impossible port (0)")
+    if parts.fragment or url.endswith("#"):
+        raise InvalidURL("must not have a fragment (#...)")
+    if parts.query and not query:
+        raise InvalidURL("must not have a query (?...)")
+    if not (_is_ip(parts.hostname) or _is_host_name(parts.hostname)):
+        raise InvalidURL(
+            f"has a host that is neither a host name nor an IP address: {parts.hostname[:100]!r}"
+        )
     return parts
+
+
+def _is_host_name(host: str) -> bool:
+    """RFC 1123 labels; a name whose last label is all digits would be a (bad) IPv4 address."""
+    return bool(_HOST_NAME.match(host)) and not host.rstrip(".").rsplit(".", 1)[-1].isdigit()
 
 
 def _is_ip(host: str) -> bool:

@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -45,12 +44,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from b24app.bitrix.safety import InvalidURL, parse_url
 from b24app.pbx import status_codes
 
 MAX_ID = 2**31 - 1  # Bitrix24 keeps user ids and durations in 32-bit integer columns
 MAX_ERRORS = 100  # an answer lists at most this many field errors
 FAILED_REASON_LENGTH = 255
 RAW_STATUS_LENGTH = 64  # how much of an unknown status is kept in FAILED_REASON
+RECORD_URL_LENGTH = 2048
 
 
 @dataclass(frozen=True)
@@ -200,15 +201,15 @@ def status(value: Any) -> str:
 
 
 def record_url(value: Any) -> str:
-    """An absolute http(s) URL that Bitrix24 can fetch."""
-    url = text(2048)(value)
+    """An absolute http(s) URL that Bitrix24 can fetch (safety.parse_url's rules, with a query)."""
+    url = text(RECORD_URL_LENGTH)(value)
     try:
-        parts = urlsplit(url)
-        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        valid = False
-    if not valid or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise _refuse("must be an http:// or https:// URL such as https://pbx.example.com/r/1.mp3")
+        parse_url(url, max_length=RECORD_URL_LENGTH, query=True)
+    except InvalidURL as error:
+        raise _refuse(
+            f"{error}: it must be an http:// or https:// URL such as "
+            "https://pbx.example.com/r/1.mp3"
+        ) from None
     return url
 
 
@@ -321,7 +322,7 @@ class FinishRequest(BaseModel):
     )
     RECORD_URL: Annotated[str | None, _v(record_url)] = Field(
         None,
-        max_length=2048,
+        max_length=RECORD_URL_LENGTH,
         description="An http(s) URL of the call's recording.",
         examples=["https://pbx.example.com/recordings/1709884800.42.mp3"],
     )
