@@ -7,6 +7,7 @@
 - `deliver.py`   one portal's round: look up uncertain calls, send, record
 - `worker.py`    the loop, its thread pool and the `flask --app b24app worker` command
 - `metrics.py`   counters and timings (log lines for now)
+- `cli.py`       the `flask --app b24app calls …` group (`calls redeliver`)
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register the `worker` command."""
-    from b24app.delivery import worker
+    """Register the `worker` command and the `calls` group."""
+    from b24app.delivery import cli, worker
 
     worker.init_app(app)
+    cli.init_app(app)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from b24app.db import Database
@@ -285,3 +285,89 @@ def _changes(call_id: int, outcome: Outcome, now: datetime) -> dict[str, Any]:
     else:
         row.update(state=CallState.FAILED, error_code=outcome.code, error=outcome.reason)
     return row
+
+
+# --- delivering failed calls again (the journal's buttons, `flask calls redeliver`) -------------
+
+# A failed call with one of these codes may have been finished in Bitrix24 after all: an attempt
+# got no readable answer, or Bitrix24 said it no longer knows the call, which is what it answers
+# for a call that is already finished (tutorials/telephony; issue 9 item 3).
+MAY_HAVE_RUN = (OUTCOME_UNKNOWN, "CALL_NOT_FOUND")
+CHECK_FIRST = (
+    "Delivered again on request; an earlier attempt may have reached Bitrix24, so its statistics "
+    "are checked before the call is sent again."
+)
+
+
+def requeue(
+    session: Session,
+    *,
+    portal_id: int | None,
+    public_ids: Collection[str] | None = None,
+    error_code: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime,
+    dry_run: bool = False,
+) -> list[str]:
+    """Put failed calls back in the outbox as if they had just arrived; return their public ids.
+
+    In: `portal_id` (None: every portal), and optional filters: `public_ids`, the last
+    `error_code`, `since` <= arrival (`created_at`) < `until` (aware datetimes). Only `failed`
+    calls of portals that are not gone (uninstalled, deleted) move: to `queued`, due `now`, no
+    lease, `attempts` 0 (the retry limits count anew). A call already queued, delivering or
+    delivered is untouched, and the change is one conditional UPDATE, so two clicks or two
+    commands at once never queue a call twice. `bitrix_call_id` is kept (a registered call is
+    finished, not registered again), and a call that may have reached Bitrix24 (it has a
+    `bitrix_call_id`, or its last error is one of MAY_HAVE_RUN) is marked OUTCOME_UNKNOWN, so the
+    worker looks it up in voximplant.statistic.get before sending it (Claimed.unknown). `dry_run`
+    changes nothing and returns the ids that would move. Raises ValueError when since >= until.
+    """
+    if since is not None and until is not None and since >= until:
+        raise ValueError("since must be earlier than until")
+    if public_ids is not None and not public_ids:
+        return []
+    conditions = _failed_matching(portal_id, public_ids, error_code, since, until)
+    if dry_run:
+        found = session.scalars(select(Call.public_id).where(*conditions).order_by(Call.id))
+        return list(found)
+    may_have_run = or_(Call.bitrix_call_id.is_not(None), Call.error_code.in_(MAY_HAVE_RUN))
+    done = session.scalars(
+        update(Call)
+        .where(*conditions)
+        .values(
+            state=CallState.QUEUED,
+            next_attempt_at=now,
+            attempts=0,
+            lease_until=None,
+            leased_by=None,
+            error_code=case((may_have_run, OUTCOME_UNKNOWN), else_=None),
+            error=case((may_have_run, CHECK_FIRST), else_=None),
+            updated_at=now,
+        )
+        .returning(Call.public_id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(done)
+
+
+def _failed_matching(
+    portal_id: int | None,
+    public_ids: Collection[str] | None,
+    error_code: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    gone = select(Portal.id).where(Portal.status.in_(GONE_STATUSES))
+    conditions = [Call.state == CallState.FAILED, Call.portal_id.not_in(gone)]
+    if portal_id is not None:
+        conditions.append(Call.portal_id == portal_id)
+    if public_ids is not None:
+        conditions.append(Call.public_id.in_(list(public_ids)))
+    if error_code is not None:
+        conditions.append(Call.error_code == error_code)
+    if since is not None:
+        conditions.append(Call.created_at >= since)
+    if until is not None:
+        conditions.append(Call.created_at < until)
+    return conditions

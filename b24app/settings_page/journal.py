@@ -1,12 +1,9 @@
 """The call journal: a portal's latest calls as the admin sees them, and "deliver again".
 
-"Deliver again" puts a failed call back in the outbox (delivery/outbox.py) as if it had just
-arrived: queued, due now, no lease, its last error cleared. It keeps `attempts` (the call's
-history: how often it was tried) and `bitrix_call_id` (a call already registered is finished,
-not registered twice). A call whose last attempt had an unknown outcome keeps that mark, so the
-worker looks it up in Bitrix24's statistics before sending it again and never finishes it twice.
-The delivery's retry limits still count from the call's first arrival: a requeued call that fails
-with a passing trouble after its 24 hours is failed again at once, with the new reason.
+"Deliver again" (one call) and "Deliver all failed again" put failed calls back in the outbox
+with delivery/outbox.py's `requeue`, which says what changes: queued, due now, attempts counted
+anew, each call at most once; a call that may have reached Bitrix24 is looked up in its
+statistics before it is sent again, so it is never finished twice.
 """
 
 from __future__ import annotations
@@ -15,15 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from b24app.delivery import outbox
 from b24app.delivery.params import ParamsError, user_params
-from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.models import Call, CallState, PortalSettings
 from b24app.settings_page import messages
 
@@ -138,29 +134,20 @@ def describe(
 
 
 def requeue(session: Session, portal_id: int, public_id: str, *, now: datetime) -> str:
-    """Put a failed call back in the outbox; "requeued", "not_found" or "not_failed"."""
+    """Put one failed call back in the outbox; "requeued", "not_found" or "not_failed"."""
     if not _PUBLIC_ID.fullmatch(public_id):  # a NUL in an id is a PostgreSQL error, not a miss
         return "not_found"
-    row = session.scalars(
-        select(Call).where(Call.portal_id == portal_id, Call.public_id == public_id)
-    ).one_or_none()
-    if row is None:
-        return "not_found"
-    keep_unknown = row.error_code == OUTCOME_UNKNOWN
-    done = session.execute(  # an UPDATE: a CursorResult, with rowcount
-        update(Call)
-        .where(Call.id == row.id, Call.state == CallState.FAILED)  # one click wins a race
-        .values(
-            state=CallState.QUEUED,
-            next_attempt_at=now,
-            lease_until=None,
-            leased_by=None,
-            error_code=OUTCOME_UNKNOWN if keep_unknown else None,
-            error=None,
-            updated_at=now,
-        )
+    if outbox.requeue(session, portal_id=portal_id, public_ids=[public_id], now=now):
+        return "requeued"
+    exists = session.scalar(
+        select(Call.id).where(Call.portal_id == portal_id, Call.public_id == public_id)
     )
-    return "requeued" if cast("CursorResult[Any]", done).rowcount == 1 else "not_failed"
+    return "not_found" if exists is None else "not_failed"
+
+
+def requeue_failed(session: Session, portal_id: int, *, now: datetime) -> int:
+    """Put every failed call of the portal back in the outbox; how many went."""
+    return len(outbox.requeue(session, portal_id=portal_id, now=now))
 
 
 @dataclass(frozen=True)
