@@ -123,6 +123,16 @@ def call_not_found() -> str:
     return _("There is no such call on this portal.")
 
 
+def confirm_redeliver() -> str:
+    return _("Confirm first: every failed call of this portal is queued to be sent again.")
+
+
+def requeued_failed(count: int) -> str:
+    if not count:
+        return _("No failed calls to deliver again.")
+    return _("Failed calls queued to be sent again shortly: %(count)s.", count=count)
+
+
 # --- the call journal ---------------------------------------------------------------------------
 
 STATES = {

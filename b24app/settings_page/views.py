@@ -426,6 +426,20 @@ def deliver_again(viewer: Viewer, public_id: str) -> Response:
     return jsonify(ok=True, id=public_id, state="queued")
 
 
+@bp.post("/app/api/calls/deliver-all-failed")
+@api(admin=True)
+def deliver_all_failed(viewer: Viewer) -> Response:
+    """Every failed call of the portal back in the outbox, each at most once (journal.py);
+    needs `{"confirm": true}`; answers `{"ok", "count", "message"}`."""
+    if _body().get("confirm") is not True:
+        raise actions.Refused.one("confirm", messages.confirm_redeliver())
+    with get_db().write() as session:
+        portal = _find(session, viewer.member_id)
+        count = journal.requeue_failed(session, portal.id, now=utcnow())
+    _audit(viewer, "failed calls requeued", count=count)
+    return jsonify(ok=True, count=count, message=messages.requeued_failed(count))
+
+
 @bp.post("/app/api/reauthorize")
 @api(admin=True)
 def reauthorize(viewer: Viewer) -> Response:

@@ -552,6 +552,37 @@
       radio.addEventListener("change", function () { journalShow = radio.value; loadJournal(); });
     });
     $("journal-refresh").addEventListener("click", loadJournal);
+    wireRedeliverAll();
+  }
+
+  function wireRedeliverAll() {
+    var opener = $("redeliver-all"), confirmBox = $("redeliver-confirm");
+    function closeConfirm() {
+      confirmBox.hidden = true;
+      opener.setAttribute("aria-expanded", "false");
+      fit();
+    }
+    opener.addEventListener("click", function () {
+      confirmBox.hidden = false;
+      opener.setAttribute("aria-expanded", "true");
+      $("redeliver-yes").focus();
+      fit();
+    });
+    $("redeliver-no").addEventListener("click", function () { closeConfirm(); opener.focus(); });
+    confirmBox.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { closeConfirm(); opener.focus(); }
+    });
+    $("redeliver-yes").addEventListener("click", function () {
+      $("redeliver-yes").disabled = true;
+      api("POST", "/calls/deliver-all-failed", { confirm: true }).then(function (result) {
+        $("redeliver-yes").disabled = false;
+        closeConfirm();
+        opener.focus();
+        if (!result.ok) { showFailure(result); return; }
+        flash(result.data.message);
+        loadJournal();
+      });
+    });
   }
 
   // --- start ----------------------------------------------------------------------------------
