@@ -20,6 +20,7 @@ from b24app import (
     metrics,
     pbx,
     ratelimit,
+    retention,
     settings_page,
 )
 from b24app.config import Settings, fill_development_defaults, load_settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     pbx.init_app(app)
     cli.init_app(app)
     delivery.init_app(app)
+    retention.init_app(app)  # after delivery, whose `calls` group it joins
     ratelimit.init_app(app)  # after the blueprints it limits
     return app
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -54,6 +55,11 @@ class Settings(BaseSettings):
     pbx_address_rate_limit: str = Field("200 per second", alias="B24APP_PBX_ADDRESS_RATE_LIMIT")
     install_rate_limit: str = Field("20 per minute", alias="B24APP_INSTALL_RATE_LIMIT")
     proxy_count: int = Field(0, alias="B24APP_PROXY_COUNT", ge=0, le=5)
+    # How long delivered and failed calls are kept (b24app/retention.py). 90 days: far past any
+    # PBX's retry or backlog (a repeat of a purged call would be delivered again) and a quarter
+    # for admins to see and re-send failed calls; Bitrix24 keeps the call itself, so our copy
+    # (phone numbers included) need not live longer.
+    call_retention_days: int = Field(90, alias="B24APP_CALL_RETENTION_DAYS", ge=1, le=3650)
 
     @field_validator("pbx_rate_limit", "pbx_address_rate_limit", "install_rate_limit")
     @classmethod
@@ -119,6 +125,11 @@ class Settings(BaseSettings):
     def fernet_keys(self) -> list[str]:
         """Encryption keys, newest first."""
         return (self.encryption_keys or "").split(",")
+
+    @property
+    def call_retention(self) -> timedelta:
+        """B24APP_CALL_RETENTION_DAYS as a timedelta."""
+        return timedelta(days=self.call_retention_days)
 
     @property
     def is_development(self) -> bool:
