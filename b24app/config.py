@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="B24APP_LOG_LEVEL")
     instance_path: str | None = Field(None, alias="B24APP_INSTANCE_PATH")
     ratelimit_storage_url: str = Field("memory://", alias="B24APP_RATELIMIT_STORAGE_URL")
-    pbx_rate_limit: str = Field("50 per second", alias="B24APP_PBX_RATE_LIMIT")
-    pbx_address_rate_limit: str = Field("200 per second", alias="B24APP_PBX_ADDRESS_RATE_LIMIT")
+    # the numbers and why: ratelimit.py
+    pbx_rate_limit: str = Field("30000 per minute", alias="B24APP_PBX_RATE_LIMIT")
+    pbx_auth_failure_limit: str = Field("30 per minute", alias="B24APP_PBX_AUTH_FAILURE_LIMIT")
     install_rate_limit: str = Field("20 per minute", alias="B24APP_INSTALL_RATE_LIMIT")
     proxy_count: int = Field(0, alias="B24APP_PROXY_COUNT", ge=0, le=5)
     # How long delivered and failed calls are kept (b24app/retention.py). 90 days: far past any
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
     # (phone numbers included) need not live longer.
     call_retention_days: int = Field(90, alias="B24APP_CALL_RETENTION_DAYS", ge=1, le=3650)
 
-    @field_validator("pbx_rate_limit", "pbx_address_rate_limit", "install_rate_limit")
+    @field_validator("pbx_rate_limit", "pbx_auth_failure_limit", "install_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse_many

@@ -1,32 +1,160 @@
-"""Limits on our own doors (Flask-Limiter): the PBX API per key and per address, the installer
-and the re-authorisation links per address. Over the limit: 429 with `Retry-After` (problem+json
-on the PBX API, see pbx/views.py).
+"""Limits on our own doors (Flask-Limiter over `limits`, moving windows): the PBX API per key,
+failed PBX authentications per address, the installer and the re-authorisation links per
+address. Over a limit: 429 with `Retry-After` (problem+json on the PBX API, see pbx/views.py);
+every other 429 or 503 of the app gets a `Retry-After` too (`_retry_after`).
 
-Storage is in memory per process by default; several processes or hosts share Redis through
-`B24APP_RATELIMIT_STORAGE_URL=redis://…`. Keys are never stored as such: a PBX key is counted
-under a hash of it.
+The numbers (README "For PBX integrators", docs/deployment.md "Rate limits on our own doors"):
+
+- What a real PBX sends. A 1,000-seat call centre at its peak: every agent on a call of ~3 min
+  handles ~5.6 answered calls/s; with missed calls and a predictive dialler's unanswered attempts,
+  at most ~17 calls/s. With ~5 events per call (start, ring, answer, finish, record) that is ~85
+  requests/s to one key. After a restart or a network blip a PBX sends its backlog as fast as it
+  can: 10,000 calls is the contract (PRODUCT.md).
+- What we can take: one gunicorn process (4 threads) accepts ~100–125 finishes/s on this
+  project's 2-core machine, 130–180/s for two (docs/performance.md; the 10,000-call drill prints
+  its own figure), and never more than ~250/s per core.
+- Per key: `B24APP_PBX_RATE_LIMIT` = 30,000 per minute, a moving window: any burst up to 30,000
+  requests is taken at once (3 × the contract's backlog), and 500 requests/s can be kept up for
+  ever, 6 × the busiest PBX at its peak and more than two web processes can accept. A 429 here
+  means abuse (a leaked key in a loop), never a PBX catching up. It caps the rows one key can
+  write at 43 M a day; the worker's throttle, not this limit, protects Bitrix24.
+- Failed authentications per address: `B24APP_PBX_AUTH_FAILURE_LIMIT` = 30 per minute. Only
+  answers 401 count (a missing, malformed, unknown or revoked key); past it the address gets 429
+  before its key is even looked up, so guessing costs the database nothing. A key that has
+  authenticated in this process since it started is exempt (`RecentKeys`): a hosted PBX whose
+  tenants share one address is not shut out because one tenant's portal was uninstalled.
+- The installer and the re-authorisation links: 20 per minute per address (they call Bitrix24
+  and write rows without any key).
+
+Where the counts live, and why the numbers hold for both:
+
+- `memory://` (the default): each gunicorn process counts on its own, in `SafeMemoryStorage`.
+  With P processes on H hosts a key may get up to P × H × the limit in total (the load balancer
+  spreads it), and a restart (gunicorn's max_requests) forgets the counts. That only loosens the
+  abuse ceiling; it never refuses a real PBX, because one process cannot even accept 500 requests
+  a second, so it never sees a key pass 30,000 in a minute without abuse. The failed-auth limit
+  is likewise per process: 30 × P × H guesses a minute, against 256-bit keys.
+- `B24APP_RATELIMIT_STORAGE_URL=redis://…`: every process and host counts in one Redis (atomic Lua
+  scripts), so the limits hold exactly for the whole fleet: 30,000 per minute per key is still
+  3 × the contract's backlog at once and 6 × a peak PBX's rate. Use it with several hosts when the
+  abuse ceiling matters.
+
+Keys are never stored as such: a PBX key is counted under a SHA-256 digest of the key parsed from
+the header (pbx/auth.py's parsing: `Bearer K` and `bearer  K` are one key).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import cast
+import threading
+from collections import OrderedDict
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from b24app.pbx import auth
 
 PBX_BLUEPRINT = "pbx"
 INSTALL_BLUEPRINTS = ("installer", "reauthorize")  # /install; /oauth/start and /oauth/callback
+RETRY_AFTER_SECONDS = 5  # for a 429 or 503 that does not say when itself
+RECENT_KEYS = 10_000  # authenticated key digests remembered per process (~1 MB)
+
+
+class SafeMemoryStorage(MemoryStorage):
+    """`limits`' MemoryStorage with its expiry timer started under a lock.
+
+    limits 5.8.0 (the newest release) checks `timer.is_alive()` and then starts a new timer
+    without a lock, so two request threads of a gthread worker can start the same Timer twice:
+    `RuntimeError: threads can only be started once`, a 500 from Flask-Limiter's before_request
+    (issue 9 item 6). Fixed upstream by alisaifee/limits#352 (merged, not yet released); this
+    class does the same until a release has it, then goes (tests/test_ratelimit.py reproduces it).
+    """
+
+    STORAGE_SCHEME = ["b24app+memory"]  # noqa: RUF012 - as limits declares it
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str):
+        self._timer_lock = threading.Lock()
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # overrides the name-mangled private one
+        with self._timer_lock:
+            if not self.timer.is_alive():
+                self.timer = threading.Timer(0.01, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+                self.timer.start()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_timer_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._timer_lock = threading.Lock()
+        super().__setstate__(state)
+
+
+class RecentKeys:
+    """Digests of PBX keys that authenticated in this process, newest last, at most `size`."""
+
+    def __init__(self, size: int = RECENT_KEYS) -> None:
+        self._size = size
+        self._digests: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, digest: str) -> None:
+        with self._lock:
+            self._digests[digest] = None
+            self._digests.move_to_end(digest)
+            if len(self._digests) > self._size:
+                self._digests.popitem(last=False)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._digests
+
+
+def key_digest() -> str | None:
+    """SHA-256 (hex) of the PBX key in this request's Authorization header, parsed as pbx/auth.py
+    parses it; None without a well-formed one."""
+    key = auth.bearer_key(request.headers.get("Authorization"))
+    if not isinstance(key, str):
+        return None
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def pbx_key_id() -> str:
-    """Who is calling the PBX API: a digest of the bearer key (or the address without one)."""
-    header = request.headers.get("Authorization", "")
-    if not header:
-        return f"addr:{get_remote_address()}"
-    return "key:" + hashlib.sha256(header.encode()).hexdigest()[:24]
+    """The per-key bucket: `key:<digest>`, or `addr:<address>` for a request without a key."""
+    digest = key_digest()
+    return f"key:{digest}" if digest else f"addr:{get_remote_address()}"
+
+
+def authenticated() -> None:
+    """Called by the PBX API once this request's key has found its portal: the key is exempt
+    from the failed-authentication limit of its address from now on (in this process)."""
+    digest = key_digest()
+    if digest:
+        _recent_keys().add(digest)
+
+
+def _recent_keys() -> RecentKeys:
+    return cast(RecentKeys, current_app.extensions["b24app.recent_keys"])
+
+
+def _known_key() -> bool:
+    digest = key_digest()
+    return digest is not None and digest in _recent_keys()
+
+
+def _failed_authentication(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def storage_uri(configured: str) -> str:
+    """The limits storage URI for B24APP_RATELIMIT_STORAGE_URL: `memory://` becomes ours."""
+    return "b24app+memory://" if urlsplit(configured).scheme == "memory" else configured
 
 
 def init_app(app: Flask) -> None:
@@ -38,20 +166,34 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         get_remote_address,
         app=app,
-        storage_uri=settings.ratelimit_storage_url,
+        storage_uri=storage_uri(settings.ratelimit_storage_url),
         headers_enabled=True,
         strategy="moving-window",
     )
     app.extensions["b24app.limiter"] = limiter
+    app.extensions["b24app.recent_keys"] = RecentKeys()
     pbx = cast(Blueprint | None, app.blueprints.get(PBX_BLUEPRINT))
     if pbx is not None:
         limiter.limit(settings.pbx_rate_limit, key_func=pbx_key_id, scope="pbx-key")(pbx)
-        limiter.limit(settings.pbx_address_rate_limit, scope="pbx-address")(pbx)
+        limiter.limit(
+            settings.pbx_auth_failure_limit,
+            scope="pbx-auth-failed",
+            deduct_when=_failed_authentication,
+            exempt_when=_known_key,
+        )(pbx)
     for name in INSTALL_BLUEPRINTS:  # unauthenticated doors that call Bitrix24 or write rows
         blueprint = cast(Blueprint | None, app.blueprints.get(name))
         if blueprint is not None:
             limiter.limit(settings.install_rate_limit, scope=name)(blueprint)
     app.register_error_handler(RateLimitExceeded, _too_many)
+    app.after_request(_retry_after)
+
+
+def _retry_after(response: Response) -> Response:
+    """Every 429 and 503 says when to come back (RFC 9110 §10.2.3); the limiter's own is exact."""
+    if response.status_code in (429, 503) and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _too_many(error: RateLimitExceeded) -> Response:

@@ -13,7 +13,7 @@ import structlog
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from b24app import metrics
+from b24app import metrics, ratelimit
 from b24app.db import get_db
 from b24app.logs import get_logger
 from b24app.pbx import auth, intake, openapi, problems
@@ -41,6 +41,7 @@ def _portal() -> PortalContext | Result:
     portal = auth.authenticate(get_db(), store.secret_box(), request.headers.get("Authorization"))
     if isinstance(portal, PortalContext):
         structlog.contextvars.bind_contextvars(member_id=portal.member_id)
+        ratelimit.authenticated()
     return portal
 
 
