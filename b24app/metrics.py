@@ -63,6 +63,9 @@ BATCHES = Counter("b24app_batches_total", "batch requests sent to Bitrix24", ["o
 BITRIX_ANSWERS = Counter(
     "b24app_bitrix_answers_total", "Bitrix24 answers by method and error code", ["method", "code"]
 )
+PROBES = Counter(
+    "b24app_portal_probes_total", "Probes of paused portals, by outcome (ok, failed)", ["outcome"]
+)
 REFRESHES = Counter("b24app_token_refreshes_total", "Token refreshes by outcome", ["outcome"])
 THROTTLE_WAIT = Histogram(
     "b24app_throttle_wait_seconds",

@@ -174,6 +174,23 @@ class PortalThrottle(Base):
     blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class PortalHealth(Base):
+    """Whether delivery to a portal is paused because the portal failed as a whole (no
+    connection, no answer, an HTML 5xx, OVERLOAD_LIMIT), and when to probe it next
+    (delivery/health.py). No row, or `paused_since` empty: the portal is healthy."""
+
+    __tablename__ = "portal_health"
+
+    portal_id: Mapped[int] = mapped_column(
+        ForeignKey("portals.id", ondelete="CASCADE"), primary_key=True
+    )
+    paused_since: Mapped[datetime | None]
+    probe_at: Mapped[datetime | None]  # the next probe is due then (a started probe moves it)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed probes
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class OAuthState(Base):
     """A one-time `state` of the authorization-code flow (re-authorising a portal)."""
 
@@ -227,3 +244,6 @@ class Call(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     delivered_at: Mapped[datetime | None]
+    # Bitrix24 refused the call's employee as not active: send it to the portal's fallback user.
+    use_fallback_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)  # what the admin should know of a delivery

@@ -31,9 +31,10 @@ from b24app.bitrix.errors import (
     BitrixError,
     PortalUnavailable,
     RateLimited,
-    TransportError,
+    UnreadableAnswer,
     UnsafeAddress,
     json_body,
+    transport_error,
 )
 from b24app.bitrix.oauth import OAuthServer
 from b24app.bitrix.safety import check_portal_url, portal_session
@@ -62,6 +63,8 @@ PORTAL_ERRORS = {
     ),
 }
 REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND")
+# Statuses a portal leaves by itself when its admin pays or its plan changes: a probe asks.
+REVIVABLE = (PortalStatus.PAYMENT_REQUIRED, PortalStatus.ACCESS_DENIED)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class BatchResult:
 class _Snapshot:
     portal_id: int
     member_id: str
+    status: str
     endpoint: str
     access_token: str
     expired: bool
@@ -101,9 +105,21 @@ class PortalClient:
 
     # --- public ------------------------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call `method`; return the whole success envelope (`result`, `time`, `total`, …)."""
+        """Call `method`; return the whole success envelope (`result`, `time`, `total`, …).
+
+        Raises BitrixError: a Bitrix24 error envelope (REFUSED), UnreadableAnswer (an answer that
+        is not Bitrix24's JSON), TransportError (no answer; `ending` says whether it was sent),
+        PortalUnavailable (the portal's status forbids calls), RateLimited."""
         with self.app.app_context():
             return self._call(method, params or {})
+
+    def probe(self, *, timeout: float, revive: tuple[str, ...] = ()) -> dict[str, Any]:
+        """One `app.info` request (api-reference/common/system/app-info.md) to learn whether a
+        paused portal answers again, waiting at most `timeout` seconds. A portal whose status is
+        in `revive` (waiting for a payment, say) is asked too, and set active if it answers.
+        Raises as `call` does."""
+        with self.app.app_context():
+            return self._call("app.info", {}, timeout=timeout, revive=revive)
 
     def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self.call(method, params)["result"]
@@ -129,8 +145,15 @@ class PortalClient:
         )
 
     # --- one call, with its reactions ---------------------------------------------------------
-    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        snap = self._snapshot()
+    def _call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        revive: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        snap = self._snapshot(revive)
         token = snap.access_token
         if snap.expired:
             token = tokens.refresh(self.db, self.oauth, self.member_id, token)
@@ -139,7 +162,7 @@ class PortalClient:
         limit_retries = 0
         while True:
             self.throttle.wait(snap.portal_id, snap.limits)
-            response = self._post(snap.endpoint, method, params, token)
+            response = self._post(snap.endpoint, method, params, token, timeout or self.timeout)
             if response.status_code in REDIRECT_CODES and redirects < MAX_REDIRECTS:
                 redirects += 1
                 snap.endpoint = self._moved(method, response)
@@ -147,8 +170,10 @@ class PortalClient:
             body = json_body(response)
             if response.status_code == 200 and "error" not in body and "result" in body:
                 metrics.BITRIX_ANSWERS.labels(method, "ok").inc()
+                if snap.status != PortalStatus.ACTIVE:
+                    self._revived()
                 return body
-            error = BitrixError.from_response(response.status_code, body)
+            error = _error(response.status_code, body)
             metrics.BITRIX_ANSWERS.labels(method, error.code).inc()
             log.info("bitrix error", member_id=self.member_id, method=method, error=error.code)
             if error.code in REFRESH_ERRORS and not refreshed:
@@ -169,29 +194,25 @@ class PortalClient:
             raise error
 
     def _post(
-        self, endpoint: str, method: str, params: dict[str, Any], token: str
+        self, endpoint: str, method: str, params: dict[str, Any], token: str, timeout: float
     ) -> requests.Response:
         url = f"{endpoint}{method}.json"
         try:
             return self.http.post(
-                url, json={**params, "auth": token}, timeout=self.timeout, allow_redirects=False
+                url, json={**params, "auth": token}, timeout=timeout, allow_redirects=False
             )
         except UnsafeAddress as exc:  # nothing was sent: the name resolves elsewhere now
             raise BitrixError("UNSAFE_ADDRESS", f"{method}: {exc}") from None
-        except requests.Timeout:
-            raise TransportError(
-                f"{method}: no answer in {self.timeout}s", timed_out=True
-            ) from None
         except requests.RequestException as exc:
-            raise TransportError(f"{method}: {type(exc).__name__}") from None
+            raise transport_error(exc, method, timeout) from None
 
     # --- portal state ---------------------------------------------------------------------------
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self, revive: tuple[str, ...] = ()) -> _Snapshot:
         with self.db.read() as session:
             portal = store.find_portal(session, self.member_id)
             if portal is None:
                 raise PortalUnavailable("unknown", f"no portal {self.member_id}")
-            if portal.status != PortalStatus.ACTIVE:
+            if portal.status != PortalStatus.ACTIVE and portal.status not in revive:
                 raise PortalUnavailable(portal.status, portal.status_detail or "")
             pair = store.read_tokens(portal)
             if pair is None:
@@ -199,6 +220,7 @@ class PortalClient:
             return _Snapshot(
                 portal_id=portal.id,
                 member_id=portal.member_id,
+                status=portal.status,
                 endpoint=portal.client_endpoint,
                 access_token=pair.access_token,
                 expired=pair.expires_at <= utcnow() + tokens.LEEWAY,
@@ -226,6 +248,14 @@ class PortalClient:
                 _update_domain(portal, endpoint)
         log.info("portal moved", member_id=self.member_id, endpoint=endpoint)
         return endpoint
+
+    def _revived(self) -> None:
+        """A portal that was waiting (a payment, REST access) answered: it is active again."""
+        with self.db.write() as session:
+            portal = store.find_portal(session, self.member_id, for_update=True)
+            if portal is not None and portal.status in REVIVABLE:
+                store.set_status(portal, PortalStatus.ACTIVE)
+                log.info("portal answers again", member_id=self.member_id)
 
     def _react(self, error: BitrixError) -> None:
         """Errors that need the admin: record the portal's new status."""
@@ -259,18 +289,19 @@ def call_as_user(
         )
     except UnsafeAddress as exc:
         raise BitrixError("UNSAFE_ADDRESS", f"{method}: {exc}") from None
-    except requests.Timeout:
-        raise TransportError(f"{method}: no answer in {timeout}s", timed_out=True) from None
     except requests.RequestException as exc:
-        raise TransportError(f"{method}: {type(exc).__name__}") from None
+        raise transport_error(exc, method, timeout) from None
     body = json_body(response)
     if response.status_code != 200 or "error" in body or "result" not in body:
-        raise BitrixError.from_response(response.status_code, body)
+        raise _error(response.status_code, body)
     return body
 
 
-def _limits(portal: Portal) -> throttle_mod.Limits:
-    return throttle_mod.ENTERPRISE if portal.enterprise_limits else throttle_mod.STANDARD
+def _error(status: int, body: dict[str, Any]) -> BitrixError:
+    """A failed answer: Bitrix24's own error envelope, or an answer we cannot read."""
+    if body.get("error"):
+        return BitrixError.from_response(status, body)
+    return UnreadableAnswer(status, f"HTTP {status} without a Bitrix24 answer")
 
 
 def _update_domain(portal: Portal, endpoint: str) -> None:

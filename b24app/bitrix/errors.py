@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 
 def json_body(response: requests.Response) -> dict[str, Any]:
@@ -32,12 +34,38 @@ class BitrixError(Exception):
         return cls("HTTP_ERROR", f"HTTP {status} without a Bitrix24 error body", status)
 
 
-class TransportError(BitrixError):
-    """No answer at all (refused, reset, timed out). The call's outcome is unknown."""
+class Ending(enum.StrEnum):
+    """How a request to Bitrix24 ended. Each has one meaning for what it carried
+    (delivery/retry.py, ENDINGS)."""
 
-    def __init__(self, description: str, *, timed_out: bool = False) -> None:
-        super().__init__("TRANSPORT_ERROR", description)
-        self.timed_out = timed_out
+    NOT_SENT = "not_sent"  # no connection: refused, DNS, TLS handshake, connect timeout
+    REFUSED = "refused"  # a Bitrix24 error envelope for the request as a whole
+    ANSWERED = "answered"  # a readable answer (a batch's commands answer on their own)
+    UNREADABLE = "unreadable"  # an answer that is not Bitrix24's JSON (HTML page, cut JSON)
+    CUT_OFF = "cut_off"  # the connection dropped after the request went out
+    TIMED_OUT = "timed_out"  # sent, and no answer within the timeout
+
+
+class TransportError(BitrixError):
+    """No answer: the connection never opened (`ending` NOT_SENT: nothing reached Bitrix24),
+    dropped after sending (CUT_OFF) or stayed silent past the timeout (TIMED_OUT); in the last
+    two the request may have run."""
+
+    def __init__(self, description: str, *, ending: Ending) -> None:
+        super().__init__(ending.value.upper(), description)
+        self.ending = ending
+
+    @property
+    def timed_out(self) -> bool:
+        return self.ending is Ending.TIMED_OUT
+
+
+class UnreadableAnswer(BitrixError):
+    """An answer arrived but is not a Bitrix24 JSON envelope: an HTML error page, JSON cut in
+    half, a 200 without `result`. The request may have run (Ending.UNREADABLE)."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__("UNREADABLE_ANSWER", description, status)
 
 
 class PortalUnavailable(BitrixError):
@@ -62,3 +90,37 @@ class OAuthError(BitrixError):
 
 class UnsafeAddress(ValueError):
     """A portal address we will not send requests to (see safety.py)."""
+
+
+def transport_error(exc: requests.RequestException, what: str, timeout: float) -> TransportError:
+    """The TransportError for a `requests` failure, with how far the request got.
+
+    NOT_SENT only when no connection was made (urllib3's NewConnectionError covers refused and
+    DNS failures; a connect timeout or a TLS handshake failure happen before any byte of the
+    request is written). Anything else — a reset or an incomplete answer after the request was
+    written, a read timeout — may have reached Bitrix24.
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return TransportError(f"{what}: could not connect ({type(exc).__name__})", ending=NOT_SENT)
+    if isinstance(exc, requests.Timeout):
+        return TransportError(f"{what}: no answer in {timeout:g}s", ending=Ending.TIMED_OUT)
+    if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
+        return TransportError(f"{what}: could not connect", ending=NOT_SENT)
+    return TransportError(f"{what}: connection lost ({type(exc).__name__})", ending=Ending.CUT_OFF)
+
+
+NOT_SENT = Ending.NOT_SENT
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a NewConnectionError (refused, unreachable, name not resolved) is in the chain."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, NewConnectionError):
+            return True
+        reason = getattr(seen, "reason", None)
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = reason if isinstance(reason, BaseException) else nested or seen.__context__
+    return False

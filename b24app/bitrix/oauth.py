@@ -14,7 +14,7 @@ import requests
 from authlib.integrations.base_client.errors import OAuthError as AuthlibOAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from b24app.bitrix.errors import BitrixError, OAuthError, TransportError, json_body
+from b24app.bitrix.errors import BitrixError, OAuthError, json_body, transport_error
 from b24app.portals.store import TokenPair, expires_at
 
 
@@ -61,7 +61,7 @@ class OAuthServer:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise TransportError(f"OAuth server unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc, "OAuth server", self.timeout) from None
         body = json_body(response)
         if response.status_code != 200 or not isinstance(body.get("result"), dict):
             raise BitrixError.from_response(response.status_code, body)
@@ -109,7 +109,7 @@ class OAuthServer:
         except AuthlibOAuthError as exc:
             raise OAuthError(str(exc.error), str(exc.description or "")) from None
         except requests.RequestException as exc:
-            raise TransportError(f"OAuth server unreachable: {type(exc).__name__}") from None
+            raise transport_error(exc, "OAuth server", self.timeout) from None
         except ValueError:
             raise OAuthError("invalid_response", "the OAuth server did not answer JSON") from None
         if not token.get("access_token") or not token.get("refresh_token"):

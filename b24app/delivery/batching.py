@@ -81,17 +81,20 @@ def plan(calls: Sequence[Claimed], prefs: PortalPreferences, lookup: UserLookup)
 
 
 def call_commands(call: Claimed, prefs: PortalPreferences, lookup: UserLookup) -> Commands:
+    fallback = call.use_fallback_user
     if call.call_id:
-        return {
-            f"f{call.id}": (
-                FINISH,
-                finish_params(call.request, prefs, lookup, call_id=call.call_id),
-            )
-        }
+        params = finish_params(call.request, prefs, lookup, call_id=call.call_id, fallback=fallback)
+        return {f"f{call.id}": (FINISH, params)}
     reference = f"$result[r{call.id}][CALL_ID]"
     return {
-        f"r{call.id}": (REGISTER, register_params(call.request, prefs, lookup)),
-        f"f{call.id}": (FINISH, finish_params(call.request, prefs, lookup, call_id=reference)),
+        f"r{call.id}": (
+            REGISTER,
+            register_params(call.request, prefs, lookup, fallback=fallback),
+        ),
+        f"f{call.id}": (
+            FINISH,
+            finish_params(call.request, prefs, lookup, call_id=reference, fallback=fallback),
+        ),
     }
 
 

@@ -1,12 +1,25 @@
 """Delivering one portal's claimed calls: look up the uncertain ones, send the rest, record.
 
-1. Calls whose previous attempt has an unknown outcome (no answer, a gateway error, a worker that
-   stopped) are looked up first, all in one batch of voximplant.statistic.get: one found
-   finished is delivered (its result is the statistics record); the others are sent again.
-   finish is not idempotent, so this is what keeps a call from being finished twice.
+1. Calls whose previous attempt has an unknown outcome (retry.ENDINGS: an answer we could not
+   read, a connection cut after sending, a timeout, a worker that stopped) are looked up first,
+   all in one batch of voximplant.statistic.get: one found finished is delivered (its result is
+   the statistics record); the others are sent again. finish is not idempotent, so this is what
+   keeps a call from being finished twice.
 2. The calls to send become one batch (register + finish, or finish), sent with
    `PortalClient(member_id).batch`; each command's own answer decides its call's outcome.
-3. All outcomes are written in one transaction (outbox.record).
+3. A request that failed for the portal as a whole pauses the portal (portal_health.py): its
+   calls wait, spending no attempt, until a probe finds it answering again.
+4. All outcomes are written in one transaction (outbox.record).
+
+The look-up happens as soon as the portal answers again, without waiting out the 60 s a cloud
+request may still run after our timeout (limits.md). What the documentation guarantees makes that
+safe: a late finish and our repeated one cannot both succeed (the second answers "Call is not
+found", which sends the call to another look-up, for_command `after_unknown`), and a repeated
+register with the same EXTERNAL_CALL_ID (= PBX_CALL_ID), PHONE_NUMBER, TYPE, user and LINE_NUMBER
+within 30 minutes returns the CALL_ID of the first (register page, "Features of
+Re-registration"), so a late register and ours name one call. What is inferred, not documented:
+that this holds for a registration already finished; the look-up before resending is what
+covers that case when the first attempt had completed.
 
 Nothing raises out of here: whatever goes wrong becomes the calls' outcome (retry.py says
 which), and an unforeseen error leaves the calls leased, to be taken over and looked up once the
@@ -20,17 +33,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 from flask import Flask
 
 from b24app.bitrix.client import BatchResult, PortalClient
 from b24app.db import Database
-from b24app.delivery import batching, metrics, outbox, retry
+from b24app.delivery import batching, metrics, outbox, portal_health, retry
 from b24app.delivery.batching import Answer, Commands
 from b24app.delivery.outbox import Claimed, Delivered, Failed, Outcome, Retry
-from b24app.delivery.retry import OUTCOME_UNKNOWN, RetryPolicy, Verdict
+from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import currencies, mapping
 
@@ -147,11 +160,11 @@ class PortalDelivery:
         try:
             batch = self._batch(client, view, commands, "lookup", len(unknown))
         except Exception as error:  # every failure becomes the calls' outcome
-            verdict = retry.for_exception(error)
-            for call in unknown:
+            verdict = self._failed_request(error)
+            for call in unknown:  # still unknown (self.unresolved), whatever the look-up met
                 self.outcomes[call.id] = self._settle(call, verdict)
             for call in fresh:
-                self.outcomes[call.id] = self._settle(call, _not_sent(verdict))
+                self.outcomes[call.id] = self._settle(call, retry.not_sent(verdict))
             return []
         to_send = list(fresh)
         answers = batching.found(unknown, batch)
@@ -166,7 +179,7 @@ class PortalDelivery:
                     f"finished ({look.error.code}: {look.error.description})."
                 )
                 self.outcomes[call.id] = self._settle(
-                    call, Verdict("unknown", OUTCOME_UNKNOWN, reason)
+                    call, Verdict("retry", OUTCOME_UNKNOWN, reason, unknown=True)
                 )
             else:
                 self.unresolved.discard(call.id)
@@ -196,21 +209,64 @@ class PortalDelivery:
         try:
             batch = self._batch(client, view, commands, "deliver", len(sendable))
         except Exception as error:  # every failure becomes the calls' outcome
-            verdict = retry.for_exception(error)
+            verdict = self._failed_request(error)
             for call in sendable:
                 self.outcomes[call.id] = self._settle(call, verdict)
             return
         for call in sendable:
-            self.outcomes[call.id] = self._outcome(call, batching.answer(call, batch))
+            self.outcomes[call.id] = self._outcome(call, batching.answer(call, batch), view)
 
-    def _outcome(self, call: Claimed, answer: Answer) -> Outcome:
+    def _failed_request(self, error: Exception) -> Verdict:
+        """The verdict for a request that failed as a whole; pause the portal if it failed for
+        the portal rather than for these calls."""
+        verdict = retry.for_exception(error)
+        if verdict.pause:
+            portal_health.pause(
+                self.ctx.db,
+                self.portal_id,
+                code=getattr(error, "code", type(error).__name__),
+                reason=verdict.reason,
+                now=self.ctx.clock(),
+            )
+        return verdict
+
+    def _outcome(self, call: Claimed, answer: Answer, view: PortalView) -> Outcome:
         if answer.result is not None:
             call_id = answer.result.get("CALL_ID") or answer.registered_call_id or call.call_id
-            return Delivered(answer.result, call_id)
+            return Delivered(answer.result, call_id, _fallback_note(call, view))
         assert answer.error is not None
         after_unknown = call.id in self.was_unknown and answer.failed_step == "finish"
         verdict = retry.for_command(answer.error, after_unknown=after_unknown)
+        if verdict.code == USER_NOT_FOUND:
+            return self._user_not_found(call, verdict, view, answer.registered_call_id)
         return self._settle(call, verdict, bitrix_call_id=answer.registered_call_id)
+
+    def _user_not_found(
+        self, call: Claimed, verdict: Verdict, view: PortalView, bitrix_call_id: str | None
+    ) -> Outcome:
+        """A departed employee: send the call to the portal's fallback employee, at once."""
+        fallback = view.prefs.fallback_user_id
+        if fallback and not call.use_fallback_user:
+            reason = (
+                f"Bitrix24 has no active employee for {_named_user(call)}; sending the call to "
+                f"the fallback employee (user {fallback})."
+            )
+            return Retry(
+                USER_NOT_FOUND,
+                reason,
+                self.ctx.clock(),
+                bitrix_call_id,
+                attempts=call.attempts - 1,
+                use_fallback_user=True,
+            )
+        if fallback:
+            words = (
+                f"Neither {_named_user(call)} nor the fallback employee (user {fallback}) is an "
+                "active employee in Bitrix24; choose an active fallback employee on the settings "
+                "page, then deliver the call again."
+            )
+            return Failed(USER_NOT_FOUND, words, bitrix_call_id)
+        return Failed(USER_NOT_FOUND, verdict.reason, bitrix_call_id)
 
     def _batch(
         self, client: PortalClient, view: PortalView, commands: Commands, purpose: str, calls: int
@@ -243,19 +299,16 @@ class PortalDelivery:
         now = self.ctx.clock()
         if verdict.kind == "fail":
             return Failed(verdict.code, verdict.reason, bitrix_call_id)
-        if retry.give_up(
-            verdict, attempts=call.attempts, created_at=call.created_at, now=now, policy=policy
-        ):
+        if retry.give_up(verdict, created_at=call.created_at, now=now, policy=policy):
             reason = retry.gave_up_reason(
                 verdict, attempts=call.attempts, created_at=call.created_at, now=now
             )
             return Failed(verdict.code, reason, bitrix_call_id)
         at = retry.next_attempt(verdict, attempts=call.attempts, now=now, policy=policy)
-        unknown = verdict.kind == "unknown" or call.id in self.unresolved
-        if unknown:
-            at = max(at, now + timedelta(seconds=policy.unknown_wait))
+        unknown = verdict.unknown or call.id in self.unresolved
         code = OUTCOME_UNKNOWN if unknown else verdict.code
-        return Retry(code, verdict.reason, at, bitrix_call_id)
+        attempts = call.attempts if verdict.counts else call.attempts - 1
+        return Retry(code, verdict.reason, at, bitrix_call_id, attempts=attempts)
 
     def _report(self, view: PortalView, seconds: float) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -292,8 +345,19 @@ class PortalDelivery:
             metrics.worker_error("currencies", error)
 
 
-def _not_sent(verdict: Verdict) -> Verdict:
-    """The verdict for calls we did not send because the portal failed us just before."""
-    if verdict.kind != "unknown":
-        return verdict
-    return Verdict("retry", "NOT_SENT", f"Not sent: {verdict.reason}", verdict.retry_at)
+def _named_user(call: Claimed) -> str:
+    """How the call named its employee, for the admin's words."""
+    if call.request.get("USER_ID"):
+        return f"USER_ID {call.request['USER_ID']}"
+    if call.request.get("USER_PHONE_INNER"):
+        return f"extension {call.request['USER_PHONE_INNER']}"
+    return "the call's employee"
+
+
+def _fallback_note(call: Claimed, view: PortalView) -> str | None:
+    if not call.use_fallback_user:
+        return None
+    return (
+        f"Delivered to the fallback employee (user {view.prefs.fallback_user_id}): Bitrix24 has "
+        f"no active employee for {_named_user(call)}."
+    )

@@ -65,6 +65,12 @@ def call_retried(*, call: str, code: str) -> None:
     log.info("call retried", call=call, error_code=code)
 
 
+def probe(*, member_id: str, ok: bool, code: str) -> None:
+    """A paused portal was probed: it answered (ok) or failed again with `code`."""
+    prometheus.PROBES.labels("ok" if ok else "failed").inc()
+    log.info("portal probed", member_id=member_id, ok=ok, error_code=None if ok else code)
+
+
 def claimed(*, portals: int, calls: int, seconds: float) -> None:
     if calls:
         log.debug("claimed", portals=portals, calls=calls, duration_ms=round(seconds * 1000, 1))

@@ -1,10 +1,14 @@
 """The outbox: the `calls` table seen from the delivery side. Claiming, leases, outcomes.
 
 A call is due when it is `queued` with `next_attempt_at` in the past, or `delivering` with an
-expired lease (the worker that claimed it stopped). Claiming makes it `delivering`, leased to one
-worker until `lease_until`, and counts the attempt. Whoever holds the lease records the outcome;
-a worker that lost its lease (it was too slow and another worker took the call over) records
-nothing, except a confirmed delivery, which is the truth whoever learns it.
+expired lease (the worker that claimed it stopped), and its portal can be called: active and not
+paused (portal_health.py). Calls of a portal waiting for its admin (needs_reauth, …) or paused
+after an outage stay queued and are due the moment the portal is usable again; calls of a portal
+that is gone (uninstalled, deleted) are due at once, to fail with the plain reason.
+Claiming makes it `delivering`, leased to one worker until `lease_until`, and counts the
+attempt. Whoever holds the lease records the outcome; a worker that lost its lease (it was too
+slow and another worker took the call over) records nothing, except a confirmed delivery, which
+is the truth whoever learns it.
 
 A call taken over from a stopped worker may or may not have reached Bitrix24, so the claim
 marks it OUTCOME_UNKNOWN: the worker looks it up in the statistics before sending it again.
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session
 from b24app.db import Database
 from b24app.delivery.batching import MAX_COMMANDS, fit
 from b24app.delivery.params import needs_register
+from b24app.delivery.portal_health import paused_ids
 from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.logs import get_logger
 from b24app.models import Call, CallState, Portal, PortalStatus
@@ -49,6 +54,7 @@ class Claimed:
     created_at: datetime
     bitrix_call_id: str | None
     unknown: bool  # the previous attempt's outcome is unknown: look it up before sending
+    use_fallback_user: bool = False  # Bitrix24 refused the call's employee as not active
 
     @property
     def call_id(self) -> str | None:
@@ -72,6 +78,7 @@ class Claimed:
 class Delivered:
     result: dict[str, Any]  # Bitrix24's finish answer, or the statistics record found
     bitrix_call_id: str | None
+    note: str | None = None  # what the admin should know (sent to the fallback employee, …)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Retry:
     reason: str
     at: datetime
     bitrix_call_id: str | None = None
+    attempts: int | None = None  # the attempts to keep (one less when this try did not count)
+    use_fallback_user: bool = False  # send it to the portal's fallback employee next time
 
 
 @dataclass(frozen=True)
@@ -93,14 +102,25 @@ Outcome = Delivered | Retry | Failed
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
-    """Due: queued and its time has come, leased to a worker that stopped, or queued for a portal
-    that is gone (uninstalled, deleted): such calls fail at once with the plain reason instead
-    of waiting out a backoff or the admin's 30 minutes (retry.py, PORTAL_GONE)."""
+    """Due: queued and its time has come, or leased to a worker that stopped, for a portal that
+    can be called (active, not paused); or queued for a portal that is gone (uninstalled,
+    deleted): such calls fail at once with the plain reason (retry.py, PORTAL_GONE)."""
+    usable = select(Portal.id).where(
+        Portal.status == PortalStatus.ACTIVE, Portal.id.not_in(paused_ids())
+    )
     gone = select(Portal.id).where(Portal.status.in_(GONE_STATUSES))
     return or_(
-        and_(Call.state == CallState.QUEUED, Call.next_attempt_at <= now),
-        and_(Call.state == CallState.DELIVERING, Call.lease_until < now),
+        and_(
+            Call.state == CallState.QUEUED,
+            Call.next_attempt_at <= now,
+            Call.portal_id.in_(usable),
+        ),
         and_(Call.state == CallState.QUEUED, Call.portal_id.in_(gone)),
+        and_(
+            Call.state == CallState.DELIVERING,
+            Call.lease_until < now,
+            or_(Call.portal_id.in_(usable), Call.portal_id.in_(gone)),
+        ),
     )
 
 
@@ -185,6 +205,7 @@ def _take(
             created_at=row.created_at,
             bitrix_call_id=row.bitrix_call_id,
             unknown=row.id in taken_over or row.error_code == OUTCOME_UNKNOWN,
+            use_fallback_user=bool(row.use_fallback_user),
         )
         for row in rows
     ]
@@ -274,6 +295,7 @@ def _changes(call_id: int, outcome: Outcome, now: datetime) -> dict[str, Any]:
             delivered_at=now,
             error_code=None,
             error=None,
+            note=outcome.note,
         )
     elif isinstance(outcome, Retry):
         row.update(
@@ -282,6 +304,10 @@ def _changes(call_id: int, outcome: Outcome, now: datetime) -> dict[str, Any]:
             error_code=outcome.code,
             error=outcome.reason,
         )
+        if outcome.attempts is not None:
+            row["attempts"] = outcome.attempts
+        if outcome.use_fallback_user:
+            row["use_fallback_user"] = True
     else:
         row.update(state=CallState.FAILED, error_code=outcome.code, error=outcome.reason)
     return row

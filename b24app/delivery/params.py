@@ -7,7 +7,9 @@ gets the fixed values. Rules (PRODUCT.md "User resolution order", docs/issue 4 d
 
 - user: USER_ID if given; else USER_PHONE_INNER through the portal's extension → user mapping
   (sent as USER_ID); else USER_PHONE_INNER as is (Bitrix24 resolves the user's own inner number);
-  else the portal's `fallback_user_id` (sent as USER_ID).
+  else the portal's `fallback_user_id` (sent as USER_ID). A call whose employee Bitrix24 refused
+  as not active (a departed employee, an extension nobody has) goes to the fallback user
+  (`fallback=True`, deliver.py decides).
 - COST without COST_CURRENCY: the portal's `currency`, if one is set.
 - ADD_TO_CHAT is always sent: the finish page documents the default 1, the core converts a
   missing value to false (digest §5.2), so only an explicit value means the same everywhere.
@@ -70,9 +72,17 @@ def needs_register(request: Mapping[str, Any]) -> bool:
 
 
 def user_params(
-    request: Mapping[str, Any], prefs: PortalPreferences, lookup: UserLookup
+    request: Mapping[str, Any],
+    prefs: PortalPreferences,
+    lookup: UserLookup,
+    *,
+    fallback: bool = False,
 ) -> dict[str, Any]:
-    """`{"USER_ID": n}` or `{"USER_PHONE_INNER": "…"}` by the resolution order above."""
+    """`{"USER_ID": n}` or `{"USER_PHONE_INNER": "…"}` by the resolution order above; with
+    `fallback`, the portal's fallback user whatever the call names. ParamsError when there is
+    no user to send."""
+    if fallback and prefs.fallback_user_id:
+        return {"USER_ID": int(prefs.fallback_user_id)}
     if request.get("USER_ID"):
         return {"USER_ID": int(request["USER_ID"])}
     inner = str(request.get("USER_PHONE_INNER") or "").strip()
@@ -84,7 +94,7 @@ def user_params(
     raise ParamsError(
         "NO_USER",
         "The call names no employee (neither USER_ID nor USER_PHONE_INNER) and the portal has "
-        "no fallback user; set one with `portals set MEMBER_ID fallback_user_id=N`.",
+        "no fallback employee; choose one on the settings page.",
     )
 
 
@@ -101,11 +111,12 @@ def finish_params(
     lookup: UserLookup,
     *,
     call_id: str | None = None,
+    fallback: bool = False,
 ) -> dict[str, Any]:
     """telephony.externalCall.finish's parameters; `call_id` overrides the request's CALL_ID
     (the CALL_ID register returned, or a `$result[r<id>][CALL_ID]` batch reference)."""
     params: dict[str, Any] = {"CALL_ID": call_id or request.get("CALL_ID")}
-    params.update(user_params(request, prefs, lookup))
+    params.update(user_params(request, prefs, lookup, fallback=fallback))
     for name in FINISH_FIELDS:
         if request.get(name) is not None:
             params[name] = request[name]
@@ -116,10 +127,14 @@ def finish_params(
 
 
 def register_params(
-    request: Mapping[str, Any], prefs: PortalPreferences, lookup: UserLookup
+    request: Mapping[str, Any],
+    prefs: PortalPreferences,
+    lookup: UserLookup,
+    *,
+    fallback: bool = False,
 ) -> dict[str, Any]:
     """telephony.externalCall.register's parameters for a call the PBX did not register."""
-    params: dict[str, Any] = user_params(request, prefs, lookup)
+    params: dict[str, Any] = user_params(request, prefs, lookup, fallback=fallback)
     for name in REGISTER_FIELDS:
         if request.get(name) is not None:
             params[name] = request[name]

@@ -1,45 +1,49 @@
-"""Which failures are worth another try, when to try again, and when to give up.
+"""What each way a request to Bitrix24 can end means for the calls it carried.
 
-Every failure becomes a `Verdict`:
-- `retry`: a passing trouble that certainly did nothing (HTTP 503, QUERY_LIMIT_EXCEEDED,
-  OPERATION_TIME_LIMIT, INTERNAL_SERVER_ERROR): exponential backoff with jitter (base 5 s, cap
-  15 min), or the moment Bitrix24 named (`retry_at`). Given up after `max_attempts` attempts or
-  `max_age` (24 h), with the last reason.
-- `unknown`: the request may have reached Bitrix24 (no answer after sending, a gateway error, a
-  worker that stopped mid-batch). finish is not idempotent (tutorials/telephony: a second finish
-  answers "Call is not found"; a second register of a finished call makes a new call), so such a
-  call is first looked up in voximplant.statistic.get before it is sent again.
-- `wait_admin`: the portal needs its admin (needs_reauth, payment_required, access_denied, a
-  missing scope): kept queued with a long backoff and failed after `max_age`; attempts spent
-  waiting do not count.
-- `fail`: retrying cannot help (the app was uninstalled, the portal deleted, Bitrix24 refused the
-  call's own data): failed at once, with Bitrix24's text turned into words for the admin.
+Every failure becomes a `Verdict` for each call of the request:
+- `kind`: `retry` (a trouble of this call or of this one request: try again after a backoff that
+  grows with the call's attempts), `wait` (nothing is wrong with the call: it is due again at once,
+  or at the moment Bitrix24 named, without spending an attempt) or `fail` (retrying cannot help).
+- `unknown`: the request may have run in Bitrix24, so the call is looked up in the statistics
+  before anything is sent again (finish is not idempotent: tutorials/telephony, a second finish
+  answers "Call is not found"; a second register of a finished call can make a new call).
+- `pause`: the portal failed as a whole; delivery to it pauses and a probe asks it at growing
+  intervals (health.py). Calls of a paused portal neither spend attempts nor wait out backoffs:
+  they go the moment a probe succeeds.
+
+A call is given up only when retrying cannot help, or when it has been retried (not merely
+waiting for its portal) past `RetryPolicy.retention`: an outage never fails a call by itself.
+
+ENDINGS below is the one table of how a request can end; a test covers every row.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from b24app.bitrix.errors import BitrixError, PortalUnavailable, RateLimited, TransportError
+from b24app.bitrix.errors import (
+    BitrixError,
+    Ending,
+    PortalUnavailable,
+    RateLimited,
+    TransportError,
+    UnreadableAnswer,
+)
 from b24app.models import PortalStatus
 
-Kind = Literal["retry", "unknown", "wait_admin", "fail"]
+Kind = Literal["retry", "wait", "fail"]
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+PORTAL_PAUSED = "PORTAL_PAUSED"
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    base: float = 5.0  # seconds before the second attempt
-    cap: float = 15 * 60.0  # longest wait between attempts
-    max_attempts: int = 12  # waits of 5 s … 15 min: about an hour of trying
-    max_age: timedelta = timedelta(hours=24)  # nothing stays queued longer than this
-    admin_wait: float = 30 * 60.0  # between tries while the portal needs its admin
-    # An unanswered request may still be running on the portal (the cloud cuts requests off
-    # after 60 s, limits.md): look such a call up only after that, or the look-up may miss it.
-    unknown_wait: float = 60.0
+    base: float = 5.0  # seconds before the second attempt of a call Bitrix24 refused for itself
+    cap: float = 15 * 60.0  # longest wait between such attempts
+    retention: timedelta = timedelta(days=7)  # a call still retried after this is given up
 
     def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds before the next attempt after `attempts` tries: "equal jitter", so that a
@@ -53,15 +57,65 @@ class Verdict:
     kind: Kind
     code: str  # kept in Call.error_code
     reason: str  # Call.error: plain words for the admin
+    unknown: bool = False  # the request may have run: look the call up before sending it again
+    pause: bool = False  # the portal failed as a whole: pause it and probe (health.py)
     retry_at: float | None = None  # unix time Bitrix24 named (OPERATION_TIME_LIMIT)
 
     @property
     def counts(self) -> bool:
-        """Whether this try counts towards max_attempts (waiting for limits or the admin not)."""
-        return self.kind in ("retry", "unknown") and self.code not in RATE_LIMITS
+        """Whether this try spends one of the call's attempts (waiting for the portal not)."""
+        return self.kind == "retry"
 
 
-RATE_LIMITS = ("QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT")
+@dataclass(frozen=True)
+class Meaning:
+    """One row of ENDINGS."""
+
+    may_have_run: bool  # so: look the calls up before sending them again
+    portal_wide: bool  # so: pause the portal and probe it
+    words: str
+
+
+# How a request ends → what it means. Errors with a Bitrix24 envelope (REFUSED) are refined by
+# REFUSED_CODES below; a readable answer (ANSWERED) is judged command by command (for_command).
+ENDINGS: dict[Ending, Meaning] = {
+    Ending.NOT_SENT: Meaning(False, True, "Could not connect to the portal"),
+    Ending.REFUSED: Meaning(True, False, "Bitrix24 refused the request"),
+    Ending.ANSWERED: Meaning(False, False, "Bitrix24 answered"),
+    Ending.UNREADABLE: Meaning(True, False, "Bitrix24's answer could not be read"),
+    Ending.CUT_OFF: Meaning(True, True, "The connection to the portal dropped"),
+    Ending.TIMED_OUT: Meaning(True, True, "The portal did not answer in time"),
+}
+# An unreadable answer with a 5xx status is a portal failing as a whole (an HTML 503 from its
+# front, a 500 page): pause it too.
+UNREADABLE_5XX = Meaning(True, True, "The portal answered an error page")
+
+# Documented errors that refuse a request before it runs (_includes/system-errors.md,
+# limits.md): retried without a look-up. Any other error envelope (INTERNAL_SERVER_ERROR,
+# ERROR_UNEXPECTED_ANSWER, a code we do not know) may have come after some commands ran.
+NOT_RUN = frozenset(
+    {
+        "QUERY_LIMIT_EXCEEDED",
+        "OPERATION_TIME_LIMIT",
+        "OVERLOAD_LIMIT",
+        "NO_AUTH_FOUND",
+        "expired_token",
+        "invalid_token",
+        "INVALID_CREDENTIALS",
+        "INVALID_REQUEST",
+        "ACCESS_DENIED",
+        "PAYMENT_REQUIRED",
+        "PORTAL_DELETED",
+        "insufficient_scope",
+        "user_access_error",
+        "ERROR_BATCH_LENGTH_EXCEEDED",
+        "ERROR_BATCH_METHOD_NOT_ALLOWED",
+        "ERROR_METHOD_NOT_FOUND",
+        "UNSAFE_ADDRESS",  # our own refusal to connect (safety.py): nothing was sent
+        "BAD_REDIRECT",
+    }
+)
+PORTAL_WIDE = frozenset({"OVERLOAD_LIMIT", "UNSAFE_ADDRESS"})
 
 # PortalUnavailable.portal_status → is the admin able to fix it, and what to tell them.
 PORTAL_GONE: dict[str, str] = {
@@ -74,20 +128,23 @@ PORTAL_ADMIN: dict[str, str] = {
     PortalStatus.PAYMENT_REQUIRED: "The application's paid period on the portal has expired.",
     PortalStatus.ACCESS_DENIED: "REST API access is denied on the portal (plan or permissions).",
 }
+SCOPE_WAIT = 30 * 60.0  # seconds: a missing scope needs the admin to update the app
 
 # Per-command ERROR_CORE texts (telephony-external-call-register.md, -finish.md) → code, words.
 CALL_NOT_FOUND_TEXT = "Call is not found"
+USER_NOT_FOUND = "USER_NOT_FOUND"
 CORE_ERRORS: tuple[tuple[str, str, str], ...] = (
     (
         "User is not found or is not active",
-        "USER_NOT_FOUND",
-        "Bitrix24 has no active employee for this call's USER_ID or USER_PHONE_INNER; fix the "
-        "PBX's user, the extension mapping or the fallback user.",
+        USER_NOT_FOUND,
+        "Bitrix24 has no active employee for this call's USER_ID or USER_PHONE_INNER, and the "
+        "portal has no fallback employee; map the extension to an active employee or choose a "
+        "fallback employee on the settings page.",
     ),
     (
         "USER_ID or USER_PHONE_INNER should be set",
         "NO_USER",
-        "The call names no employee; set a fallback user for the portal.",
+        "The call names no employee; choose a fallback employee on the settings page.",
     ),
     (
         CALL_NOT_FOUND_TEXT,
@@ -111,51 +168,68 @@ CORE_ERRORS: tuple[tuple[str, str, str], ...] = (
 TRANSIENT_CORE = ("Unexpected database error",)  # finish page: worth another try
 
 
+def meaning(error: BitrixError) -> Meaning:
+    """The ENDINGS row of a failed request."""
+    if isinstance(error, TransportError):
+        return ENDINGS[error.ending]
+    if isinstance(error, UnreadableAnswer):
+        return UNREADABLE_5XX if (error.status or 0) >= 500 else ENDINGS[Ending.UNREADABLE]
+    if error.code in NOT_RUN:
+        return Meaning(False, error.code in PORTAL_WIDE, ENDINGS[Ending.REFUSED].words)
+    return ENDINGS[Ending.REFUSED]
+
+
 def for_exception(error: Exception) -> Verdict:
     """What a whole failed request (the batch itself) means for each of its calls."""
-    if isinstance(error, TransportError):
-        return Verdict(
-            "unknown", OUTCOME_UNKNOWN, f"No answer from Bitrix24 ({error.description})."
-        )
     if isinstance(error, RateLimited):
         return Verdict(
-            "retry", error.code, "Bitrix24 asked us to slow down; trying later.", error.retry_at
+            "wait",
+            error.code,
+            "Bitrix24 asked us to slow down; trying later.",
+            retry_at=error.retry_at,
         )
     if isinstance(error, PortalUnavailable):
         return for_portal(error)
     if isinstance(error, BitrixError):
         return for_request_error(error)
-    return Verdict("retry", "INTERNAL", f"Unexpected error in the worker ({type(error).__name__}).")
+    return Verdict(
+        "retry",
+        "INTERNAL",
+        f"Unexpected error in the worker ({type(error).__name__}).",
+        unknown=True,
+    )
 
 
 def for_portal(error: PortalUnavailable) -> Verdict:
+    """The portal's status forbids calls: gone for good, or waiting for its admin (its calls
+    stay queued and are not claimed until the portal is active again, outbox.due_condition)."""
     status = error.portal_status
     if status in PORTAL_GONE:
         return Verdict("fail", status.upper(), PORTAL_GONE[status])
     detail = PORTAL_ADMIN.get(status) or error.description or status
-    return Verdict("wait_admin", status.upper(), detail)
+    return Verdict("wait", status.upper(), detail)
 
 
 def for_request_error(error: BitrixError) -> Verdict:
-    """A Bitrix24 error answering the batch request as a whole."""
-    status = error.status or 0
-    what = f"HTTP {status}" if error.code == "HTTP_ERROR" else error.code
+    """A request that failed as a whole, by the ENDINGS table."""
     if error.code == "insufficient_scope":
         return Verdict(
-            "wait_admin",
+            "wait",
             error.code,
             "The application lacks the `telephony` scope on this portal; update its settings.",
+            retry_at=None,
         )
-    if status in (502, 504) or error.code == "ERROR_UNEXPECTED_ANSWER":
-        # A gateway gave up waiting: the portal may still have run the batch.
-        return Verdict("unknown", OUTCOME_UNKNOWN, f"Bitrix24 answered {what} (no result).")
-    if status >= 500 or error.code in ("INTERNAL_SERVER_ERROR", "OVERLOAD_LIMIT"):
-        return Verdict("retry", error.code, f"Bitrix24 was unavailable ({what}).")
-    return Verdict("retry", error.code, _describe(error))
+    row = meaning(error)
+    words = f"{row.words} ({_what(error)})."
+    if row.portal_wide:
+        return Verdict("wait", PORTAL_PAUSED, words, unknown=row.may_have_run, pause=True)
+    code = OUTCOME_UNKNOWN if row.may_have_run else error.code
+    return Verdict("retry", code, words, unknown=row.may_have_run)
 
 
 def for_command(error: BitrixError, *, after_unknown: bool) -> Verdict:
-    """One command's own error inside a batch (`result_error[key]`)."""
+    """One command's own error inside a batch (`result_error[key]`): the batch ran, so each
+    command's error is about its own call."""
     text = error.description or ""
     if error.code in ("ERROR_CORE", "INVALID_ARGUMENT"):
         if any(transient in text for transient in TRANSIENT_CORE):
@@ -163,10 +237,11 @@ def for_command(error: BitrixError, *, after_unknown: bool) -> Verdict:
         if after_unknown and CALL_NOT_FOUND_TEXT in text:
             # Probably our own earlier attempt finished it: check the statistics again.
             return Verdict(
-                "unknown",
+                "retry",
                 OUTCOME_UNKNOWN,
                 "Bitrix24 no longer knows the call after an attempt without an answer; "
                 "checking its statistics.",
+                unknown=True,
             )
         for needle, code, words in CORE_ERRORS:
             if needle in text:
@@ -174,31 +249,45 @@ def for_command(error: BitrixError, *, after_unknown: bool) -> Verdict:
         return Verdict("fail", error.code, f"Bitrix24 refused the call: {text or error.code}")
     if error.code == "insufficient_scope":
         return for_request_error(error)
-    return Verdict("retry", error.code, _describe(error))
+    if error.code in NOT_RUN:
+        return Verdict("retry", error.code, _describe(error))
+    return Verdict("retry", OUTCOME_UNKNOWN, _describe(error), unknown=True)
 
 
-def give_up(
-    verdict: Verdict, *, attempts: int, created_at: datetime, now: datetime, policy: RetryPolicy
-) -> bool:
-    """Whether a retryable call has had enough: too many counted attempts, or too old."""
-    if now - created_at >= policy.max_age:
-        return True
-    return verdict.counts and attempts >= policy.max_attempts
+def not_sent(verdict: Verdict) -> Verdict:
+    """The verdict for calls we did not send because the portal failed us just before."""
+    return replace(verdict, kind="wait" if verdict.kind == "retry" else verdict.kind, unknown=False)
+
+
+def give_up(verdict: Verdict, *, created_at: datetime, now: datetime, policy: RetryPolicy) -> bool:
+    """Whether a call that will be retried has had enough: it is being retried for its own
+    troubles (not waiting for its portal) past the retention period."""
+    return verdict.counts and now - created_at >= policy.retention
 
 
 def next_attempt(
     verdict: Verdict, *, attempts: int, now: datetime, policy: RetryPolicy
 ) -> datetime:
-    """When a call that will be retried becomes due again."""
-    delay = policy.admin_wait if verdict.kind == "wait_admin" else policy.backoff(attempts)
+    """When a call that will be tried again becomes due: after a backoff for its own troubles,
+    at once when it only waits for its portal (the pause, the throttle and the portal's status
+    keep it from going early), or when Bitrix24 said."""
+    delay = policy.backoff(attempts) if verdict.counts else 0.0
+    if verdict.code == "insufficient_scope":
+        delay = SCOPE_WAIT
     if verdict.retry_at is not None:
         delay = max(delay, verdict.retry_at - now.timestamp())
     return now + timedelta(seconds=max(delay, 0.0))
 
 
 def gave_up_reason(verdict: Verdict, *, attempts: int, created_at: datetime, now: datetime) -> str:
-    hours = (now - created_at).total_seconds() / 3600
-    return f"Gave up after {attempts} attempts over {hours:.1f} h. Last problem: {verdict.reason}"
+    days = (now - created_at).total_seconds() / 86400
+    return f"Gave up after {attempts} attempts over {days:.1f} days. Last problem: {verdict.reason}"
+
+
+def _what(error: BitrixError) -> str:
+    if isinstance(error, UnreadableAnswer):
+        return f"HTTP {error.status}"
+    return error.description or error.code
 
 
 def _describe(error: BitrixError) -> str:

@@ -4,7 +4,8 @@ The loop: claim a round (one batch per portal, oldest due first, portals already
 this worker left out) → deliver each portal's batch in a small thread pool → each portal records
 its own outcomes → claim again as soon as there is room (at once after a full round; after a
 round that took everything due, once a batch is done, not in a loop of empty claims); sleep a
-little when nothing is due.
+little when nothing is due. Paused portals (portal_health.py) get one probe per interval from a
+pool of their own, so a portal that hangs never holds the threads that deliver to the others.
 Any number of workers may run against one database (outbox.py's locking).
 
 SIGTERM / SIGINT stop claiming; batches already sent are awaited and recorded, then the process
@@ -29,14 +30,17 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from types import FrameType
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from b24app import health
+from b24app.bitrix.client import REVIVABLE
+from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
-from b24app.delivery import metrics, outbox
+from b24app.delivery import metrics, outbox, portal_health
 from b24app.delivery.deliver import Context, PortalDelivery
 from b24app.delivery.retry import RetryPolicy
 from b24app.logs import get_logger
@@ -45,6 +49,7 @@ from b24app.portals import currencies
 log = get_logger(__name__)
 
 DEFAULT_THREADS = 4
+PROBE_THREADS = 2  # probes wait at most portal_health.PROBE_TIMEOUT each
 DEFAULT_LEASE = 120.0  # seconds; far above a batch's worst case (HTTP timeout, throttle, retries)
 DEFAULT_IDLE_SLEEP = 1.0
 HEARTBEAT_EVERY = 10.0  # seconds; /readyz wants one within health.HEARTBEAT_FRESH (60 s)
@@ -87,6 +92,7 @@ class Worker:
         self._currency_lock = threading.Lock()
         self._last_housekeeping: datetime | None = None
         self._last_beat = float("-inf")
+        self._probes: dict[int, Future[None]] = {}
 
     @property
     def worker_id(self) -> str:
@@ -101,26 +107,33 @@ class Worker:
         """Deliver until stopped; with `once`, until nothing is due. Returns outcome counts."""
         totals: Counter[str] = Counter()
         log.info("worker started", worker=self.worker_id, threads=self.threads, once=once)
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="delivery") as pool:
+        with (
+            ThreadPoolExecutor(self.threads, thread_name_prefix="delivery") as pool,
+            ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe") as probes,
+        ):
             inflight: dict[int, Future[Counter[str]]] = {}
             while not self._stop.is_set():
                 _collect(inflight, totals)
+                self._forget_probes()
                 self._beat()
                 if not once:
                     self._housekeeping()
                 room = self.portals_per_round - len(inflight)
-                claimed = self._claim(room, exclude=set(inflight))
+                claimed = self._claim(room, exclude=set(inflight) | set(self._probes))
                 for portal_id, calls in claimed.items():
                     inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
+                self._start_probes(probes, exclude=set(inflight))
                 if claimed and len(claimed) >= room:
                     continue  # the round was full: more portals may be due, claim at once
-                if not inflight:
+                pending: list[Future[Any]] = [*inflight.values(), *self._probes.values()]
+                if not pending:
                     if once:
                         break
                     self._stop.wait(self.idle_sleep)
                     continue
-                wait(list(inflight.values()), timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
-            wait(list(inflight.values()))
+                wait(pending, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+            remaining: list[Future[Any]] = [*inflight.values(), *self._probes.values()]
+            wait(remaining)
             _collect(inflight, totals)
         log.info("worker stopped", worker=self.worker_id, **dict(totals))
         return totals
@@ -157,6 +170,46 @@ class Worker:
             metrics.worker_error(f"portal {portal_id}", error)
             log.exception("portal delivery failed", portal_id=portal_id)
             return Counter(crashed=len(calls))
+
+    # --- paused portals --------------------------------------------------------------------------
+    def _start_probes(self, pool: ThreadPoolExecutor, *, exclude: set[int]) -> None:
+        room = PROBE_THREADS - len(self._probes)
+        if room <= 0:
+            return
+        try:
+            due = portal_health.claim_probes(
+                self.ctx.db, now=self.ctx.clock(), limit=room, exclude=exclude | set(self._probes)
+            )
+        except Exception as error:  # the database may be back next time
+            metrics.worker_error("probe claim", error)
+            return
+        for probe in due:
+            self._probes[probe.portal_id] = pool.submit(self._probe, probe)
+
+    def _probe(self, probe: portal_health.Probe) -> None:
+        """Ask a paused (or revivable) portal whether it answers again; nothing raises."""
+        db, now = self.ctx.db, self.ctx.clock
+        try:
+            with self.app.app_context():
+                self.ctx.client(probe.member_id).probe(
+                    timeout=portal_health.PROBE_TIMEOUT, revive=REVIVABLE
+                )
+        except PortalUnavailable:
+            # Its status says what to wait for now (needs_reauth, gone …): no pause needed.
+            portal_health.probe_answered(db, probe.portal_id, now=now())
+        except BitrixError as error:
+            metrics.probe(member_id=probe.member_id, ok=False, code=error.code)
+            portal_health.probe_failed(db, probe.portal_id, code=error.code, reason=str(error))
+        except Exception as error:  # the next probe comes anyway
+            metrics.worker_error(f"probe {probe.member_id}", error)
+        else:
+            metrics.probe(member_id=probe.member_id, ok=True, code="ok")
+            portal_health.probe_answered(db, probe.portal_id, now=now())
+
+    def _forget_probes(self) -> None:
+        for portal_id, future in list(self._probes.items()):
+            if future.done():
+                del self._probes[portal_id]
 
     # --- side duties -------------------------------------------------------------------------
     def _beat(self) -> None:

@@ -119,7 +119,7 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
         timeout=30,
     )
     assert sent.status_code == 202, sent.text
-    worker = Worker(shell_app.app, policy=RetryPolicy(unknown_wait=0.0), idle_sleep=0.05)
+    worker = Worker(shell_app.app, policy=RetryPolicy(), idle_sleep=0.05)
     assert worker.run(once=True) == Counter(delivered=1)
     assert portal.statistics[-1]["_params"]["USER_ID"] == "3"
     assert portal.statistics[-1]["_params"]["COST_CURRENCY"] == "EUR"

@@ -21,13 +21,12 @@ from b24app.delivery.worker import Worker
 from b24app.devportal.methods import Call as DevCall
 from b24app.devportal.methods.telephony import external_call_register
 from b24app.devportal.state import Bucket, DevPortal, DevState
-from b24app.models import Call, Portal, utcnow
+from b24app.models import Call, Portal, PortalHealth, utcnow
 from b24app.portals import store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
-# Real backoff (so a failed call is not due again within the same `--once` run), but no wait
-# before looking up calls with an unknown outcome: the tests wait for the portal themselves.
-TEST_POLICY = RetryPolicy(base=5.0, cap=60.0, unknown_wait=0.0)
+# The default policy: a failed call is not due again within the same `--once` run.
+TEST_POLICY = RetryPolicy()
 
 _numbers = itertools.count(1)
 
@@ -104,10 +103,21 @@ def unregistered_requests(count: int, **fields: Any) -> list[dict[str, Any]]:
     ]
 
 
-def run_worker(app: Flask, **options: Any) -> Counter[str]:
-    """`worker --once`: deliver what is due, then return the outcome counts."""
+def run_worker(app: Flask, *, ahead: float = 0.0, **options: Any) -> Counter[str]:
+    """`worker --once`: deliver what is due, then return the outcome counts. `ahead` runs the
+    worker's clock that many seconds in the future (backoffs, probes and retention run out)."""
     options.setdefault("policy", TEST_POLICY)
-    return Worker(app, **options).run(once=True)
+    worker = Worker(app, **options)
+    if ahead:
+        worker.ctx.clock = lambda: utcnow() + timedelta(seconds=ahead)
+    return worker.run(once=True)
+
+
+def paused(live: LiveApp, portal: DevPortal) -> PortalHealth | None:
+    """The portal's pause (portal_health.py), or None when delivery to it is not paused."""
+    with live.app.app_context(), get_db().read() as session:
+        row = session.get(PortalHealth, portal_id(live, portal))
+        return row if row is not None and row.paused_since is not None else None
 
 
 def calls(live: LiveApp, ids: list[int] | None = None) -> list[Call]:

@@ -22,9 +22,11 @@ from b24app.bitrix.client import PortalClient
 from b24app.db import get_db
 from b24app.delivery import deliver
 from b24app.delivery.batching import FINISH, REGISTER, STATISTICS
-from b24app.delivery.retry import OUTCOME_UNKNOWN, RetryPolicy
+from b24app.delivery.portal_health import REVIVE_EVERY
+from b24app.delivery.retry import OUTCOME_UNKNOWN, PORTAL_PAUSED, RetryPolicy
 from b24app.devportal import faults
 from b24app.models import Call, CallState, PortalStatus, utcnow
+from b24app.portals import store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.delivery.conftest import (
     TEST_POLICY,
@@ -34,6 +36,7 @@ from tests.delivery.conftest import (
     finished_ids,
     finished_requests,
     make_due,
+    paused,
     portal_id,
     queue,
     register_on_portal,
@@ -42,39 +45,120 @@ from tests.delivery.conftest import (
     unregistered_requests,
     wait_for,
 )
+from tests.drills.processes import free_port
 
 
 def states(live: LiveApp, ids: list[int]) -> Counter[str]:
     return Counter(row.state for row in calls(live, ids))
 
 
-def test_outage_then_dropped_connections_then_recovery(live_app: LiveApp) -> None:
-    """A 503 page (nothing was done): retried later. A dropped connection (maybe done): the
-    calls are looked up with voximplant.statistic.get before being sent again. When the portal
-    is back every call is finished exactly once."""
+def test_an_html_503_pauses_the_portal_without_spending_attempts_until_a_probe_answers(
+    live_app: LiveApp,
+) -> None:
+    """A 503 page without a Bitrix24 error is the portal failing as a whole, and we cannot read
+    what it did: it is paused, its calls keep their attempts and are not sent while it is
+    paused, and the first probe that gets an answer ends the pause; the calls are looked up,
+    then sent, each finished once."""
     portal = live_app.install("alpha")
     registered = register_on_portal(live_app.dev, portal, 10)
     ids = queue(live_app, portal, finished_requests(registered) + unregistered_requests(4))
 
     faults.set_outage(live_app.dev, portal, "503")
-    started = utcnow()
     assert run_worker(live_app.app) == Counter(retrying=14)
     for row in calls(live_app, ids):
-        assert row.state == CallState.QUEUED and row.attempts == 1
-        assert row.error_code == "HTTP_ERROR" and "HTTP 503" in (row.error or "")
-        assert row.next_attempt_at > started + timedelta(seconds=2)  # backoff: base 5 s, jitter
+        assert row.state == CallState.QUEUED and row.attempts == 0
+        assert row.error_code == OUTCOME_UNKNOWN and "HTTP 503" in (row.error or "")
+    assert paused(live_app, portal) is not None
+    sent = len(batches(live_app.dev, portal))
 
-    faults.set_outage(live_app.dev, portal, "reset")
-    make_due(live_app)
-    assert run_worker(live_app.app) == Counter(retrying=14)
-    assert {row.error_code for row in calls(live_app, ids)} == {OUTCOME_UNKNOWN}
+    assert run_worker(live_app.app, ahead=60) == Counter()  # a probe fails; nothing is sent
+    assert len(batches(live_app.dev, portal)) == sent
+    assert paused(live_app, portal) is not None
 
     faults.clear(live_app.dev, portal)
-    make_due(live_app)
-    assert run_worker(live_app.app) == Counter(delivered=14)
-    assert len(commands(live_app.dev, portal, STATISTICS)) == 14  # looked up first
+    assert run_worker(live_app.app, ahead=120) == Counter(delivered=14)
+    assert paused(live_app, portal) is None
+    assert len(commands(live_app.dev, portal, STATISTICS)) == 14
     assert len(portal.statistics) == 14 and set(finished_ids(portal).values()) == {1}
-    assert all(row.attempts == 3 for row in calls(live_app, ids))
+    assert all(row.attempts == 1 for row in calls(live_app, ids))
+
+
+def test_a_dropped_connection_pauses_and_the_calls_are_looked_up_before_resending(
+    live_app: LiveApp,
+) -> None:
+    """A connection dropped after the request went out may have run: the portal is paused,
+    and once it answers the calls are looked up with voximplant.statistic.get first."""
+    portal = live_app.install("alpha")
+    registered = register_on_portal(live_app.dev, portal, 3)
+    ids = queue(live_app, portal, finished_requests(registered) + unregistered_requests(2))
+
+    faults.set_outage(live_app.dev, portal, "reset")
+    assert run_worker(live_app.app) == Counter(retrying=5)
+    assert {row.error_code for row in calls(live_app, ids)} == {OUTCOME_UNKNOWN}
+    assert paused(live_app, portal) is not None
+
+    faults.clear(live_app.dev, portal)
+    assert run_worker(live_app.app, ahead=60) == Counter(delivered=5)
+    assert len(commands(live_app.dev, portal, STATISTICS)) == 5  # looked up first
+    assert len(portal.statistics) == 5 and set(finished_ids(portal).values()) == {1}
+
+
+def test_a_portal_that_refuses_connections_is_paused_and_never_looked_up(
+    live_app: LiveApp,
+) -> None:
+    """A connection that never opened sent nothing: no attempt spent, no look-up, and another
+    portal delivers in the same round as if nothing happened."""
+    down = live_app.install("down")
+    calm = live_app.install("calm")
+    down_ids = queue(live_app, down, unregistered_requests(3))
+    calm_ids = queue(live_app, calm, unregistered_requests(3))
+    endpoint = point_at_a_dead_port(live_app, down)
+
+    assert run_worker(live_app.app) == Counter(retrying=3, delivered=3)
+    assert states(live_app, calm_ids) == Counter({CallState.DELIVERED: 3})
+    for row in calls(live_app, down_ids):
+        assert row.error_code == PORTAL_PAUSED and row.attempts == 0
+        assert "Could not connect" in (row.error or "")
+
+    set_portal(live_app, down, client_endpoint=endpoint)
+    assert run_worker(live_app.app, ahead=60) == Counter(delivered=3)
+    assert commands(live_app.dev, down, STATISTICS) == []
+    assert len(down.statistics) == 3
+
+
+@pytest.mark.parametrize("spoil", faults.SPOILS)
+def test_a_batch_that_ran_then_got_an_unreadable_answer_is_finished_exactly_once(
+    live_app: LiveApp, spoil: str
+) -> None:
+    """Issue 9: the portal ran the batch, then its answer could not be read (a 200 HTML page,
+    half the JSON, an HTML 500, a reset). The calls are looked up, found finished, and shown
+    delivered; none is registered or finished twice."""
+    portal = live_app.install("alpha")
+    registered = register_on_portal(live_app.dev, portal, 3)
+    ids = queue(live_app, portal, finished_requests(registered) + unregistered_requests(3))
+    faults.spoil_answers(live_app.dev, portal, spoil, times=1)  # type: ignore[arg-type]
+
+    assert run_worker(live_app.app) == Counter(retrying=6)
+    assert {row.error_code for row in calls(live_app, ids)} == {OUTCOME_UNKNOWN}
+    assert len(portal.statistics) == 6  # it did run
+
+    assert run_worker(live_app.app, ahead=60) == Counter(delivered=6)
+    assert states(live_app, ids) == Counter({CallState.DELIVERED: 6})
+    assert len(commands(live_app.dev, portal, FINISH)) == 6
+    assert len(commands(live_app.dev, portal, REGISTER)) == 3
+    assert set(finished_ids(portal).values()) == {1} and len(portal.statistics) == 6
+    for row in calls(live_app, ids):
+        assert row.bitrix_call_id == row.result["CALL_ID"]  # type: ignore[index]
+
+
+def point_at_a_dead_port(live: LiveApp, portal: Any) -> str:
+    """Point our stored address of the portal at a port nobody listens on; return the real one."""
+    with live.app.app_context(), get_db().read() as session:
+        row = store.find_portal(session, portal.member_id)
+        assert row is not None
+        endpoint = row.client_endpoint
+    set_portal(live, portal, client_endpoint=f"http://127.0.0.1:{free_port()}/rest/")
+    return endpoint
 
 
 def test_timeout_after_the_portal_finished_the_calls_is_reconciled_not_doubled(
@@ -90,17 +174,15 @@ def test_timeout_after_the_portal_finished_the_calls_is_reconciled_not_doubled(
         finished_requests(register_on_portal(live_app.dev, portal, 4)) + unregistered_requests(2),
     )
     faults.set_latency(live_app.dev, portal, 1.5)
-    before = utcnow()
-    assert run_worker(short_timeout_app, policy=RetryPolicy()) == Counter(retrying=6)
+    assert run_worker(short_timeout_app) == Counter(retrying=6)
     for row in calls(live_app, ids):
         assert row.state == CallState.QUEUED and row.error_code == OUTCOME_UNKNOWN
-        # a request without an answer may still run for up to 60 s: look it up after that
-        assert row.next_attempt_at >= before + timedelta(seconds=59)
+        assert row.attempts == 0  # the portal failed, not the call
+    assert paused(live_app, portal) is not None
     wait_for(lambda: len(portal.statistics) == 6)  # the portal did finish them
     faults.clear(live_app.dev, portal)
 
-    make_due(live_app)
-    assert run_worker(live_app.app) == Counter(delivered=6)
+    assert run_worker(live_app.app, ahead=60) == Counter(delivered=6)
 
     assert len(commands(live_app.dev, portal, FINISH)) == 6  # none sent a second time
     assert len(commands(live_app.dev, portal, REGISTER)) == 2
@@ -181,54 +263,66 @@ def test_a_gone_portal_fails_its_calls_and_leaves_other_portals_alone(
         assert batches(live_app.dev, gone) == []  # known before sending: no request at all
 
 
-def test_a_portal_waiting_for_its_admin_keeps_its_calls_then_delivers(live_app: LiveApp) -> None:
+def test_a_portal_waiting_for_its_payment_keeps_its_calls_and_a_probe_finds_it_paid(
+    live_app: LiveApp,
+) -> None:
     """settings/oauth/error-codes.md: PAYMENT_REQUIRED. The admin can fix it, so the calls wait
-    (long backoff, not counted as attempts) and go once the portal is back."""
+    without spending attempts and are not sent meanwhile; a probe every minute finds the portal
+    paid, and then they go."""
     portal = live_app.install("alpha")
     ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 2)))
     faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID)
-    before = utcnow()
 
     assert run_worker(live_app.app) == Counter(retrying=2)
     for row in calls(live_app, ids):
         assert row.state == CallState.QUEUED and row.error_code == "PAYMENT_REQUIRED"
-        assert "paid period" in (row.error or "")
-        assert row.next_attempt_at >= before + timedelta(minutes=29)
+        assert "paid period" in (row.error or "") and row.attempts == 0
+    sent = len(batches(live_app.dev, portal))
+    assert run_worker(live_app.app) == Counter()  # waiting: nothing claimed, nothing sent
+    assert len(batches(live_app.dev, portal)) == sent
 
     faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID, lapsed=False)
-    set_portal(live_app, portal, status=PortalStatus.ACTIVE)  # what a reinstall/update does
-    make_due(live_app)
-    assert run_worker(live_app.app) == Counter(delivered=2)
+    assert run_worker(live_app.app, ahead=30) == Counter()  # the next probe is due in 60 s
+    assert run_worker(live_app.app, ahead=2 * REVIVE_EVERY + 1) == Counter(delivered=2)
     assert len(portal.statistics) == 2
 
 
-def test_calls_waiting_for_the_admin_fail_after_a_day(live_app: LiveApp) -> None:
+def test_calls_waiting_for_the_admin_never_fail_for_waiting_and_go_once_reauthorised(
+    live_app: LiveApp,
+) -> None:
+    """Nothing fails for waiting: a portal that needs its admin keeps its calls, however long
+    (here: three days); the moment it is active again they are due."""
     portal = live_app.install("alpha")
     ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 1)))
     set_portal(live_app, portal, status=PortalStatus.NEEDS_REAUTH)
     with live_app.app.app_context(), get_db().write() as session:
         session.execute(
-            update(Call).where(Call.id.in_(ids)).values(created_at=utcnow() - timedelta(hours=25))
+            update(Call).where(Call.id.in_(ids)).values(created_at=utcnow() - timedelta(days=3))
         )
-    assert run_worker(live_app.app) == Counter(failed=1)
-    (row,) = calls(live_app, ids)
-    assert row.error_code == "NEEDS_REAUTH"
-    assert (row.error or "").startswith("Gave up after 1 attempts over 25.0 h.")
-    assert "re-authorise" in (row.error or "")
+    assert run_worker(live_app.app, ahead=86400) == Counter()
+    assert states(live_app, ids) == Counter({CallState.QUEUED: 1})
+
+    set_portal(live_app, portal, status=PortalStatus.ACTIVE)  # what re-authorising does
+    assert run_worker(live_app.app) == Counter(delivered=1)
 
 
-def test_give_up_after_the_last_attempt_with_the_last_reason(live_app: LiveApp) -> None:
+def test_a_call_refused_for_itself_is_retried_until_the_retention_period_then_given_up(
+    live_app: LiveApp,
+) -> None:
+    """INTERNAL_SERVER_ERROR with a Bitrix24 envelope: the request may have run, so each next
+    try starts with a look-up, and each spends an attempt; a call still failing after the
+    retention period (7 days by default) is given up with the last reason."""
     portal = live_app.install("alpha")
     ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 2)))
     faults.set_rest_error(live_app.dev, portal, "INTERNAL_SERVER_ERROR")
-    policy = RetryPolicy(max_attempts=2, unknown_wait=0.0)
-    assert run_worker(live_app.app, policy=policy) == Counter(retrying=2)
-    make_due(live_app)
-    assert run_worker(live_app.app, policy=policy) == Counter(failed=2)
+    assert run_worker(live_app.app) == Counter(retrying=2)
+    assert {row.error_code for row in calls(live_app, ids)} == {OUTCOME_UNKNOWN}
+    assert paused(live_app, portal) is None  # a Bitrix24 error envelope: the portal answers
+    assert run_worker(live_app.app, ahead=3600) == Counter(retrying=2)
+    assert run_worker(live_app.app, ahead=8 * 86400) == Counter(failed=2)
     for row in calls(live_app, ids):
-        assert row.error_code == "INTERNAL_SERVER_ERROR" and row.attempts == 2
-        assert (row.error or "").startswith("Gave up after 2 attempts")
-        assert "Bitrix24 was unavailable (INTERNAL_SERVER_ERROR)" in (row.error or "")
+        assert row.attempts == 3
+        assert (row.error or "").startswith("Gave up after 3 attempts over 8.0 days")
     assert portal.statistics == []
 
 
@@ -239,10 +333,9 @@ def test_operation_time_limit_waits_until_bitrix24s_reset(live_app: LiveApp) -> 
     ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 1)))
     faults.set_rest_error(live_app.dev, portal, "OPERATION_TIME_LIMIT")
     before = utcnow()
-    policy = RetryPolicy(max_attempts=1)
-    assert run_worker(live_app.app, policy=policy) == Counter(retrying=1)
+    assert run_worker(live_app.app) == Counter(retrying=1)
     (row,) = calls(live_app, ids)
-    assert row.error_code == "OPERATION_TIME_LIMIT"
+    assert row.error_code == "OPERATION_TIME_LIMIT" and row.attempts == 0
     assert row.next_attempt_at >= before + timedelta(seconds=55)
 
 
@@ -282,7 +375,7 @@ def test_a_call_naming_nobody_fails_without_a_request(live_app: LiveApp) -> None
     ids = queue(live_app, portal, [{"CALL_ID": call_id, "PBX_CALL_ID": "p-1", "DURATION": 3}])
     assert run_worker(live_app.app) == Counter(failed=1)
     (row,) = calls(live_app, ids)
-    assert row.error_code == "NO_USER" and "fallback user" in (row.error or "")
+    assert row.error_code == "NO_USER" and "fallback employee" in (row.error or "")
     assert batches(live_app.dev, portal) == []
 
 

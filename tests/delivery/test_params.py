@@ -67,7 +67,7 @@ def test_no_user_at_all_is_a_plain_error() -> None:
     with pytest.raises(ParamsError) as raised:
         user_params({"CALL_ID": "c"}, Prefs(), lookup)
     assert raised.value.code == "NO_USER"
-    assert "fallback_user_id" in raised.value.message
+    assert "fallback employee" in raised.value.message
 
 
 # --- finish --------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_a_public_portal_passes_and_is_where_requests_go(
     page = hostile.driver.open_installer(portal, TEST_CLIENT_ID)
 
     assert page.status_code == 403
-    assert "did not confirm an administrator (TRANSPORT_ERROR)" in page.text
+    assert "did not confirm an administrator (NOT_SENT)" in page.text
     assert network.outside() == [(PUBLIC_IP, 443)]
 
 
@@ -155,7 +155,9 @@ def answer_302(monkeypatch: pytest.MonkeyPatch, location: str) -> list[str]:
     result; returns the URLs requested."""
     requested: list[str] = []
 
-    def post(self: PortalClient, endpoint: str, method: str, params: Any, token: str) -> Any:
+    def post(
+        self: PortalClient, endpoint: str, method: str, params: Any, token: str, timeout: float
+    ) -> Any:
         url = f"{endpoint}{method}.json"
         requested.append(url)
         response = requests.Response()

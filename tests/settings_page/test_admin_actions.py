@@ -400,7 +400,7 @@ def test_bitrix24_down_is_said_plainly(live_app: LiveApp):
     answer = page.get("/employees")
 
     assert answer.status_code == 502
-    assert answer.json()["error"]["message"].startswith("Битрикс24 не ответил (HTTP_ERROR)")
+    assert answer.json()["error"]["message"].startswith("Битрикс24 не ответил (UNREADABLE_ANSWER)")
     # a mapping row is still checked for format, and saved (as the CLI would)
     assert page.post("/mapping", {"extension": "201", "user_id": 2}).status_code == 200
 

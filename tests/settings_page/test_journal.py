@@ -19,7 +19,7 @@ from b24app.portals import store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.settings_page.conftest import Page, open_page, send_call
 
-POLICY = RetryPolicy(unknown_wait=0.0)
+POLICY = RetryPolicy()
 
 
 def deliver(live: LiveApp) -> Counter[str]:

@@ -1,0 +1,171 @@
+"""Pausing a portal that fails as a whole, and probing it until it answers again.
+
+When a request fails for the portal rather than for its calls (no connection, a reset, a
+timeout, an HTML 5xx page, OVERLOAD_LIMIT: retry.ENDINGS), sending its other calls would fail
+the same way and spend their attempts for nothing. So the portal is paused (`portal_health`
+row): the outbox claims none of its calls (outbox.due_condition) and the workers instead send
+one probe (`app.info`, PortalClient.probe) at growing intervals capped at PROBE_CAP seconds.
+The moment a probe succeeds the pause ends, and everything due goes out at the throttle's pace.
+Calls neither spend attempts nor wait out a backoff while their portal is paused.
+
+Portals whose status waits for something outside our reach that can end without us being told
+(PAYMENT_REQUIRED, ACCESS_DENIED: the admin pays or changes plan) are probed too, every
+REVIVE_EVERY seconds, and become active on the first answer (PortalClient.probe `revive`).
+
+Probes are scheduled by time, not by answers: claiming a probe moves `probe_at` to the next
+interval, so a probe that hangs until its timeout does not delay the next one, and any number
+of workers on any hosts send one probe per interval between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from b24app.bitrix.client import REVIVABLE
+from b24app.db import Database
+from b24app.logs import get_logger
+from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus
+
+log = get_logger(__name__)
+
+PROBE_FIRST = 0.5  # seconds after the failure that paused the portal
+PROBE_CAP = 3.0  # longest interval between probes: the portal's return is seen within it
+PROBE_TIMEOUT = 2.5  # seconds; app.info answers in milliseconds on a portal that works
+REVIVE_EVERY = 60.0  # seconds between probes of a portal waiting for a payment or REST access
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe a worker has claimed."""
+
+    portal_id: int
+    member_id: str
+    status: str  # the portal's status: active (paused), or one of REVIVABLE
+
+
+def interval(failures: int) -> float:
+    """Seconds from one probe to the next after `failures` failed probes: 0.5, 1, 2, 3, 3 …"""
+    return min(PROBE_CAP, PROBE_FIRST * 2.0**failures)
+
+
+def pause(db: Database, portal_id: int, *, code: str, reason: str, now: datetime) -> None:
+    """Pause delivery to the portal (or keep it paused), with the reason the admin sees."""
+    with db.write() as session:
+        row = session.get(PortalHealth, portal_id, with_for_update=True)
+        if row is None:
+            row = PortalHealth(portal_id=portal_id, failures=0)
+            session.add(row)
+        if row.paused_since is None:
+            row.paused_since = now
+            row.failures = 0
+            row.probe_at = now + timedelta(seconds=PROBE_FIRST)
+            log.warning("portal paused", portal_id=portal_id, reason_code=code)
+        row.reason_code = code
+        row.reason = reason
+
+
+def paused_ids() -> Select[Any]:
+    """A subquery of the paused portals' ids (outbox.due_condition leaves their calls)."""
+    return select(PortalHealth.portal_id).where(PortalHealth.paused_since.is_not(None))
+
+
+def claim_probes(db: Database, *, now: datetime, limit: int, exclude: set[int]) -> list[Probe]:
+    """The probes due now (paused portals, and revivable ones, that have calls waiting), each
+    moved to its next interval so no other worker sends it too."""
+    waiting = exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED)
+    with db.write() as session:
+        _schedule_revivable(session, now)
+        query = (
+            select(PortalHealth, Portal.member_id, Portal.status)
+            .join(Portal, Portal.id == PortalHealth.portal_id)
+            .where(
+                PortalHealth.probe_at <= now,
+                or_(
+                    PortalHealth.paused_since.is_not(None),
+                    Portal.status.in_(REVIVABLE),
+                ),
+                waiting,
+            )
+            .order_by(PortalHealth.probe_at)
+            .limit(limit)
+        )
+        if exclude:
+            query = query.where(PortalHealth.portal_id.not_in(list(exclude)))
+        probes = []
+        for row, member_id, status in session.execute(query):
+            every = interval(row.failures) if status == PortalStatus.ACTIVE else REVIVE_EVERY
+            row.probe_at = now + timedelta(seconds=every)
+            probes.append(Probe(row.portal_id, member_id, status))
+    return probes
+
+
+def _schedule_revivable(session: Session, now: datetime) -> None:
+    """Give a health row to each revivable portal with waiting calls that has none yet."""
+    missing = session.scalars(
+        select(Portal.id).where(
+            Portal.status.in_(REVIVABLE),
+            ~exists().where(PortalHealth.portal_id == Portal.id),
+            exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED),
+        )
+    ).all()
+    for portal_id in missing:
+        session.add(
+            PortalHealth(
+                portal_id=portal_id, failures=0, probe_at=now + timedelta(seconds=REVIVE_EVERY)
+            )
+        )
+
+
+def probe_answered(db: Database, portal_id: int, *, now: datetime) -> None:
+    """The portal answered: the pause ends and its calls go now."""
+    with db.write() as session:
+        row = session.get(PortalHealth, portal_id, with_for_update=True)
+        if row is None:
+            return
+        paused_since = row.paused_since
+        session.execute(delete(PortalHealth).where(PortalHealth.portal_id == portal_id))
+    if paused_since is not None:
+        seconds = (now - paused_since).total_seconds()
+        log.info("portal answers again; pause over", portal_id=portal_id, paused_s=round(seconds))
+
+
+def probe_failed(db: Database, portal_id: int, *, code: str, reason: str) -> None:
+    """Another failed probe: the next ones come at a longer interval (up to PROBE_CAP)."""
+    with db.write() as session:
+        session.execute(
+            update(PortalHealth)
+            .where(PortalHealth.portal_id == portal_id)
+            .values(failures=PortalHealth.failures + 1, reason_code=code, reason=reason)
+        )
+
+
+def resume(session: Session, portal_id: int) -> None:
+    """Forget a pause (the admin re-installed or re-authorised the portal: try it at once)."""
+    session.execute(delete(PortalHealth).where(PortalHealth.portal_id == portal_id))
+
+
+@dataclass(frozen=True)
+class Pause:
+    """What the settings page and /metrics show of a paused portal."""
+
+    since: datetime
+    reason_code: str | None
+    reason: str | None
+    next_probe: datetime | None
+    waiting: int  # calls queued for it
+
+
+def read(session: Session, portal_id: int) -> Pause | None:
+    """The portal's pause, or None when it is not paused."""
+    row = session.get(PortalHealth, portal_id)
+    if row is None or row.paused_since is None:
+        return None
+    waiting = session.scalar(
+        select(func.count()).where(Call.portal_id == portal_id, Call.state == CallState.QUEUED)
+    )
+    return Pause(row.paused_since, row.reason_code, row.reason, row.probe_at, int(waiting or 0))
