@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from b24app.models import Call, CallState, utcnow
+from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus, utcnow
 
 HTTP_REQUESTS = Counter(
     "b24app_http_requests_total", "HTTP requests by route and status", ["route", "status"]
@@ -102,6 +102,37 @@ class QueueCollector(Collector):
         oldest.add_metric([], max(age, 0.0))
         yield depth
         yield oldest
+        yield from self._waiting()
+
+    def _waiting(self) -> Iterator[GaugeMetricFamily]:
+        """Portals paused after an outage, and the calls waiting for a portal: paused, or not
+        active (needs_reauth, payment_required, …): what an outage alone would never fail."""
+        from b24app.db import get_db
+
+        paused = GaugeMetricFamily(
+            "b24app_portals_paused", "Portals whose delivery is paused until a probe answers"
+        )
+        waiting = GaugeMetricFamily(
+            "b24app_calls_waiting",
+            "Queued calls waiting for their portal: paused, or not active",
+            labels=["reason"],
+        )
+        is_paused = Call.portal_id.in_(
+            select(PortalHealth.portal_id).where(PortalHealth.paused_since.is_not(None))
+        )
+        inactive = Call.portal_id.in_(select(Portal.id).where(Portal.status != PortalStatus.ACTIVE))
+        queued = Call.state == CallState.QUEUED
+        with self.app.app_context(), get_db().read() as session:
+            portals = session.scalar(
+                select(func.count()).where(PortalHealth.paused_since.is_not(None))
+            )
+            by_pause = session.scalar(select(func.count()).where(queued, is_paused))
+            by_status = session.scalar(select(func.count()).where(queued, inactive))
+        paused.add_metric([], portals or 0)
+        waiting.add_metric(["paused"], by_pause or 0)
+        waiting.add_metric(["portal_status"], by_status or 0)
+        yield paused
+        yield waiting
 
 
 def exposition(app: Flask) -> bytes:

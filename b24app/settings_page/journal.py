@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from b24app.delivery import outbox
+from b24app.delivery import outbox, portal_health
 from b24app.delivery.params import ParamsError, user_params
 from b24app.models import Call, CallState, PortalSettings
 from b24app.settings_page import messages
@@ -156,13 +156,26 @@ class Health:
     last_delivered_at: str | None
     queued: int
     failed_24h: int
+    paused_since: str | None = None  # delivery paused after an outage (portal_health.py)
+    paused_reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "status": self.status,
             "status_label": str(messages.PORTAL_LABELS.get(self.status, self.status)),
             "status_text": str(messages.PORTAL_STATES.get(self.status, self.status)),
             "action": str(messages.PORTAL_ACTIONS.get(self.status, "")),
+        }
+        if self.paused_since is not None and self.status == "active":
+            shown = {
+                "status": "paused",
+                "status_label": str(messages.PAUSED_LABEL),
+                "status_text": str(messages.PAUSED_TEXT)
+                % {"since": self.paused_since, "reason": self.paused_reason or "—"},
+                "action": str(messages.PAUSED_ACTION) % {"count": self.queued},
+            }
+        return {
+            **shown,
             "can_reauthorize": self.status in ("needs_reauth", "access_denied"),
             "last_delivered_at": self.last_delivered_at,
             "queued": self.queued,
@@ -190,4 +203,12 @@ def health(session: Session, portal_id: int, status: str, *, tz: ZoneInfo, now: 
             Call.updated_at >= now - timedelta(hours=24),
         )
     )
-    return Health(status, local_time(last, tz), int(waiting or 0), int(failed or 0))
+    pause = portal_health.read(session, portal_id)
+    return Health(
+        status,
+        local_time(last, tz),
+        int(waiting or 0),
+        int(failed or 0),
+        paused_since=local_time(pause.since, tz) if pause else None,
+        paused_reason=pause.reason_code if pause else None,
+    )

@@ -244,6 +244,16 @@ PORTAL_STATES = {
     "uninstalled": lazy_gettext("The application was removed from this portal."),
 }
 
+PAUSED_LABEL = lazy_gettext("Paused")
+PAUSED_TEXT = lazy_gettext(
+    "Bitrix24 has not answered since %(since)s (%(reason)s). Delivery is paused; the portal is "
+    "checked every few seconds."
+)
+PAUSED_ACTION = lazy_gettext(
+    "Nothing to do: %(count)s calls wait and are delivered as soon as Bitrix24 answers. None "
+    "is lost or failed for waiting."
+)
+
 PORTAL_ACTIONS = {
     "active": lazy_gettext("Nothing to do."),
     "needs_reauth": lazy_gettext(
@@ -252,7 +262,7 @@ PORTAL_ACTIONS = {
     ),
     "payment_required": lazy_gettext(
         "Renew the application's subscription in Bitrix24 Market (Applications → My "
-        "applications). Calls wait up to 24 hours."
+        "applications). Calls wait and are delivered within a minute of the renewal."
     ),
     "access_denied": lazy_gettext(
         "Check that this Bitrix24 plan allows REST applications and that the application has its "

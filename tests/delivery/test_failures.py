@@ -452,3 +452,36 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         waits = [policy.backoff(attempts, rng) for _ in range(50)]
         assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
         assert len(set(waits)) > 1  # jittered: calls failing together come back apart
+
+
+def test_a_departed_employees_call_goes_to_the_fallback_user_and_says_so(live_app: LiveApp) -> None:
+    """Issue 9: a USER_ID (or mapped extension) of a dismissed employee is refused with
+    "User is not found or is not active"; with a fallback employee the call is finished for
+    them in the same worker run, the journal's note says why, and nothing is finished twice."""
+    portal = live_app.install("alpha")
+    (call_id,) = register_on_portal(live_app.dev, portal, 1)
+    ids = queue(
+        live_app,
+        portal,
+        finished_requests([call_id], USER_ID=5) + unregistered_requests(1, USER_ID=5),
+    )  # user 5, Eva, is dismissed on the development portal
+    set_portal(live_app, portal, fallback_user_id=3)
+
+    assert run_worker(live_app.app) == Counter(retrying=2, delivered=2)  # refused, then sent
+    for row in calls(live_app, ids):
+        assert row.state == CallState.DELIVERED and row.attempts == 1
+        assert "fallback employee (user 3)" in (row.note or "")
+        assert "USER_ID 5" in (row.note or "")
+    assert {record["PORTAL_USER_ID"] for record in portal.statistics} == {3}
+    assert len(portal.statistics) == 2
+
+
+def test_a_departed_fallback_user_fails_the_call_with_what_to_fix(live_app: LiveApp) -> None:
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, unregistered_requests(1, USER_ID=5))
+    set_portal(live_app, portal, fallback_user_id=5)
+    assert run_worker(live_app.app) == Counter(retrying=1, failed=1)
+    (row,) = calls(live_app, ids)
+    assert row.error_code == "USER_NOT_FOUND"
+    assert "nor the fallback employee (user 5)" in (row.error or "")
+    assert "choose an active fallback employee" in (row.error or "")
