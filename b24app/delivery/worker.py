@@ -36,7 +36,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from b24app import health
+from b24app import health, retention
 from b24app.bitrix.client import REVIVABLE
 from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
@@ -247,6 +247,12 @@ class Worker:
             log.info("idle portals refreshed", refreshed=refreshed, failed=failed)
         except Exception as error:  # tomorrow is another day
             metrics.worker_error("refresh idle portals", error)
+        try:
+            retention_period = self.app.config["SETTINGS"].call_retention
+            purged = retention.purge_finished_calls(self.ctx.db, now, retention_period)
+            log.info("finished calls past retention deleted", calls=purged)
+        except Exception as error:  # tomorrow is another day
+            metrics.worker_error("retention", error)
 
 
 def _collect(inflight: dict[int, Future[Counter[str]]], totals: Counter[str]) -> None:

@@ -18,6 +18,8 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import update
+
 from b24app import health
 from b24app.bitrix.client import PortalClient
 from b24app.db import get_db
@@ -25,7 +27,7 @@ from b24app.delivery import outbox
 from b24app.delivery.batching import FINISH
 from b24app.delivery.worker import Worker
 from b24app.devportal import faults
-from b24app.models import CallState, Portal, PortalThrottle, utcnow
+from b24app.models import Call, CallState, Portal, PortalThrottle, utcnow
 from tests.conftest import LiveApp
 from tests.delivery.conftest import (
     TEST_POLICY,
@@ -363,3 +365,33 @@ def test_a_running_worker_refreshes_idle_portals_tokens_once(live_app: LiveApp) 
     with live_app.app.app_context(), get_db().read() as session:
         row = session.get(Portal, portal_id(live_app, portal))
         assert row.refreshed_at > utcnow() - timedelta(minutes=1)
+
+
+def test_a_running_worker_deletes_finished_calls_past_retention_once_a_day(
+    live_app: LiveApp,
+) -> None:
+    """B24APP_CALL_RETENTION_DAYS (default 90): the worker's daily housekeeping deletes delivered
+    and failed calls older than that; queued calls and recent ones stay."""
+    portal = live_app.install("alpha")
+    old, recent, waiting = queue(live_app, portal, unregistered_requests(3))
+    long_ago = utcnow() - timedelta(days=91)
+    with live_app.app.app_context(), get_db().write() as session:
+        for call_id, state in ((old, CallState.DELIVERED), (waiting, CallState.QUEUED)):
+            session.execute(
+                update(Call)
+                .where(Call.id == call_id)
+                .values(
+                    state=state,
+                    created_at=long_ago,
+                    updated_at=long_ago,
+                    next_attempt_at=utcnow() + timedelta(days=1),
+                )
+            )
+        session.execute(update(Call).where(Call.id == recent).values(state=CallState.FAILED))
+    worker = Worker(live_app.app, idle_sleep=0.05, policy=TEST_POLICY)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)
+    worker.stop()
+    thread.join(timeout=5)
+    assert [row.id for row in calls(live_app)] == [recent, waiting]
