@@ -25,12 +25,14 @@ from b24app import (
 )
 from b24app.config import Settings, fill_development_defaults, load_settings
 from b24app.crypto import SecretBox
+from b24app.textbody import StrictRequest
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app. Without `settings`, read and validate the environment."""
     settings = settings or load_settings()
     app = Flask(__name__, instance_path=settings.instance_path or None)
+    app.request_class = StrictRequest  # forms decoded as declared, never repaired (textbody.py)
     settings = fill_development_defaults(settings, Path(app.instance_path))
     logs.configure(settings.log_level)
 

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from b24app import textbody
 from b24app.db import Database
 from b24app.logs import get_logger
 from b24app.models import Call, new_public_id
@@ -98,17 +99,27 @@ def read_fields(
     *,
     body: Callable[[], bytes],
     form: Callable[[], Iterable[tuple[str, Any]]],
+    charset: str | None = None,
 ) -> dict[str, Any] | Result:
     """The request's fields from a JSON object or a form, or why they cannot be read.
 
-    `body` and `form` are called lazily (only the one the content type needs). A form field
-    given twice becomes a list, which validation refuses by name ("must be given once").
+    `body` and `form` are called lazily (only the one the content type needs); `charset` is the
+    content type's `charset=` parameter, if any. A form field given twice becomes a list, which
+    validation refuses by name ("must be given once"). Text that is not valid in its charset is
+    UNREADABLE_BODY naming the field, an unsupported charset UNSUPPORTED_MEDIA_TYPE
+    (b24app/textbody.py: never repaired).
     """
     mimetype = mimetype.lower()
-    if is_json(mimetype):
-        return parse_json(body())
-    if mimetype in FORM_TYPES:
-        return _collect(form())
+    try:
+        if is_json(mimetype):
+            return parse_json(body(), charset)
+        if mimetype in FORM_TYPES:
+            return _collect(form())
+    except textbody.UndecodableText as error:
+        named = (FieldError(error.field, error.message),) if error.field is not None else ()
+        return Result(Code.UNREADABLE_BODY, str(error.description), named)
+    except textbody.UnsupportedCharset as error:
+        return Result(Code.UNSUPPORTED_MEDIA_TYPE, str(error.description))
     shown = mimetype or "none"
     return Result(
         Code.UNSUPPORTED_MEDIA_TYPE,
@@ -149,11 +160,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_json(data: bytes) -> dict[str, Any] | Result:
-    """A JSON object, strictly (no NaN or Infinity), or UNREADABLE_BODY."""
+def parse_json(data: bytes, charset: str | None = None) -> dict[str, Any] | Result:
+    """A JSON object, strictly (no NaN or Infinity), or UNREADABLE_BODY.
+
+    Without `charset`, JSON's own detection (UTF-8, or UTF-16/32 by their zero bytes); with one,
+    as declared (textbody.charset_of: UnsupportedCharset if it cannot be). Invalid text raises
+    textbody.UndecodableText naming the top-level field that holds it, if one does.
+    """
     try:
-        value = json.loads(data, object_pairs_hook=_pairs, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError too
+        text = _json_text(data, charset)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError
         return Result(Code.UNREADABLE_BODY, f"The body is not valid JSON: {str(error)[:200]}")
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
@@ -163,6 +180,33 @@ def parse_json(data: bytes) -> dict[str, Any] | Result:
     for name in getattr(value, "repeated", ()):  # validation names them: "must be given once"
         value[name] = [value[name], value[name]]
     return dict(value)
+
+
+def _json_text(data: bytes, charset: str | None) -> str:
+    codec = textbody.charset_of(charset) if charset else json.detect_encoding(data)
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as error:
+        raise textbody.UndecodableText(_holding_bad_bytes(data, codec), codec, error) from None
+
+
+def _holding_bad_bytes(data: bytes, codec: str) -> str | None:
+    """The top-level field whose string value holds the undecodable bytes, or None (the body)."""
+    try:
+        value = json.loads(data.decode(codec, "surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    for name, item in value.items():
+        if _ESCAPED.search(name):
+            return None
+        if isinstance(item, str) and _ESCAPED.search(item):
+            return name
+    return None
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for bad bytes
 
 
 # --- accepting a call ------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def finish() -> Response:
         request.mimetype,
         body=lambda: request.get_data(cache=False),
         form=_form_pairs,
+        charset=request.mimetype_params.get("charset"),
     )
     if isinstance(fields, Result):
         return _counted(fields)
