@@ -46,6 +46,7 @@ from tests.delivery.conftest import (
     wait_for,
 )
 from tests.drills.processes import free_port
+from tests.settings_page.conftest import open_page
 
 
 def states(live: LiveApp, ids: list[int]) -> Counter[str]:
@@ -485,3 +486,25 @@ def test_a_departed_fallback_user_fails_the_call_with_what_to_fix(live_app: Live
     assert row.error_code == "USER_NOT_FOUND"
     assert "nor the fallback employee (user 5)" in (row.error or "")
     assert "choose an active fallback employee" in (row.error or "")
+
+
+def test_an_admin_opening_the_app_of_a_needs_reauth_portal_sends_its_calls_at_once(
+    live_app: LiveApp,
+) -> None:
+    """Issue 9: after invalid_grant the portal needs its admin; the moment the admin opens the
+    app (its verified token pair revives the portal, settings_page/entry.py) the waiting calls
+    are due: the next worker round delivers them, without waiting out any backoff."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, unregistered_requests(5))
+    with live_app.dev.lock:
+        live_app.dev.refresh_tokens.clear()  # the refresh token is gone: invalid_grant
+    faults.expire_tokens(live_app.dev, portal)
+    assert run_worker(live_app.app) == Counter(retrying=5)
+    assert {row.error_code for row in calls(live_app, ids)} == {"NEEDS_REAUTH"}
+    assert run_worker(live_app.app) == Counter()  # waiting for the admin: nothing claimed
+
+    open_page(live_app, portal, user_id=1)  # the portal's admin opens the application
+    started = time.monotonic()
+    assert run_worker(live_app.app) == Counter(delivered=5)
+    assert time.monotonic() - started < 5
+    assert len(portal.statistics) == 5
