@@ -10,12 +10,13 @@ The numbers (README "For PBX integrators", docs/deployment.md "Rate limits on ou
   at most ~17 calls/s. With ~5 events per call (start, ring, answer, finish, record) that is ~85
   requests/s to one key. After a restart or a network blip a PBX sends its backlog as fast as it
   can: 10,000 calls is the contract (PRODUCT.md).
-- What we can take: one gunicorn process (4 threads) accepts ~100–125 finishes/s on this
-  project's 2-core machine, 130–180/s for two (docs/performance.md; the 10,000-call drill prints
-  its own figure), and never more than ~250/s per core.
+- What we can take: one gunicorn process (4 threads) accepted 243 finishes/s from 32
+  connections in the 10,000-call drill on this project's 2-core machine (SQLite;
+  tests/drills/test_backlog.py prints it), 130–180/s for two processes under wrk with the
+  database server on the same cores (docs/performance.md); so ~250/s per process at most.
 - Per key: `B24APP_PBX_RATE_LIMIT` = 30,000 per minute, a moving window: any burst up to 30,000
   requests is taken at once (3 × the contract's backlog), and 500 requests/s can be kept up for
-  ever, 6 × the busiest PBX at its peak and more than two web processes can accept. A 429 here
+  ever, 6 × the busiest PBX at its peak and about what two web processes can accept. A 429 here
   means abuse (a leaked key in a loop), never a PBX catching up. It caps the rows one key can
   write at 43 M a day; the worker's throttle, not this limit, protects Bitrix24.
 - Failed authentications per address: `B24APP_PBX_AUTH_FAILURE_LIMIT` = 30 per minute. Only

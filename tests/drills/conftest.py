@@ -37,10 +37,8 @@ ARTIFACTS = REPO / "test-artifacts" / "drills"
 DRILL_SETTINGS: dict[str, object] = {
     "B24APP_LOG_LEVEL": "WARNING",  # thousands of calls: keep the processes' logs readable
     "B24APP_INSTALL_RATE_LIMIT": "300 per minute",  # 20 installs a minute is the default limit
-    # The drills load the PBX API harder than the per-key default (50/s) allows on a fast machine;
-    # they test faults, not our own door's limits (tests/test_ratelimit.py does that).
-    "B24APP_PBX_RATE_LIMIT": "2000 per second",
-    "B24APP_PBX_ADDRESS_RATE_LIMIT": "5000 per second",
+    # The PBX API's limits stay at their defaults: the drills' load is what a PBX may send, and
+    # no real PBX may meet them (ratelimit.py, tests/drills/test_backlog.py).
 }
 
 
@@ -180,7 +178,8 @@ def process_settings(app: Flask) -> dict[str, str]:
         "B24APP_LOG_LEVEL": s.log_level,
         "B24APP_INSTALL_RATE_LIMIT": s.install_rate_limit,
         "B24APP_PBX_RATE_LIMIT": s.pbx_rate_limit,
-        "B24APP_PBX_ADDRESS_RATE_LIMIT": s.pbx_address_rate_limit,
+        "B24APP_PBX_AUTH_FAILURE_LIMIT": s.pbx_auth_failure_limit,
+        "B24APP_RATELIMIT_STORAGE_URL": s.ratelimit_storage_url,
         "B24APP_HTTP_TIMEOUT": str(s.http_timeout),
     }
     return {name: str(value) for name, value in values.items() if value is not None}
