@@ -20,7 +20,7 @@ IMMEDIATE`, db.py) lets one claimer at a time in. Either way any number of worke
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -397,3 +397,38 @@ def _failed_matching(
     if until is not None:
         conditions.append(Call.created_at < until)
     return conditions
+
+
+def release_dead_leases(
+    db: Database, *, hostname: str, alive: Callable[[int], bool], now: datetime
+) -> int:
+    """End the leases of workers of this host whose process is gone (killed, crashed), so their
+    calls are taken over (and looked up) now rather than when the lease runs out. Worker ids are
+    `host:pid:nonce` (worker.new_worker_id); a pid reused by another process only keeps a lease
+    until it runs out, as before. Returns how many calls were released."""
+    prefix = f"{hostname}:"
+    with db.write() as session:
+        holders = session.scalars(
+            select(Call.leased_by)
+            .where(Call.state == CallState.DELIVERING, Call.leased_by.startswith(prefix))
+            .distinct()
+        ).all()
+        dead = [h for h in holders if h and not alive(_pid_of(h))]
+        if not dead:
+            return 0
+        released = session.execute(
+            update(Call)
+            .where(Call.state == CallState.DELIVERING, Call.leased_by.in_(dead))
+            .values(lease_until=now - timedelta(seconds=1))
+            .execution_options(synchronize_session=False)
+        )
+    count = int(getattr(released, "rowcount", 0) or 0)
+    log.warning("leases of stopped workers released", workers=len(dead), calls=count)
+    return count
+
+
+def _pid_of(worker_id: str) -> int:
+    try:
+        return int(worker_id.split(":")[1])
+    except (IndexError, ValueError):
+        return 0

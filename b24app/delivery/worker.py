@@ -213,13 +213,20 @@ class Worker:
 
     # --- side duties -------------------------------------------------------------------------
     def _beat(self) -> None:
-        """Tell readiness (health.py) that a worker is alive, every HEARTBEAT_EVERY seconds."""
+        """Tell readiness (health.py) that a worker is alive, every HEARTBEAT_EVERY seconds;
+        and take back the leases of this host's workers that died (at start, then as often)."""
         now = time.monotonic()
         if now - self._last_beat < HEARTBEAT_EVERY:
             return
         self._last_beat = now
         try:
             health.beat(self.ctx.db, self.worker_id)
+            outbox.release_dead_leases(
+                self.ctx.db,
+                hostname=self.worker_id.split(":")[0],
+                alive=_alive,
+                now=self.ctx.clock(),
+            )
         except Exception as error:  # the next beat may get through
             metrics.worker_error("heartbeat", error)
 
@@ -253,6 +260,19 @@ class Worker:
             log.info("finished calls past retention deleted", calls=purged)
         except Exception as error:  # tomorrow is another day
             metrics.worker_error("retention", error)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (signal 0 checks without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def _collect(inflight: dict[int, Future[Counter[str]]], totals: Counter[str]) -> None:

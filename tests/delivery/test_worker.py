@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -395,3 +396,39 @@ def test_a_running_worker_deletes_finished_calls_past_retention_once_a_day(
     worker.stop()
     thread.join(timeout=5)
     assert [row.id for row in calls(live_app)] == [recent, waiting]
+
+
+def test_a_restarted_worker_takes_over_the_calls_of_a_killed_worker_at_once(
+    live_app: LiveApp,
+) -> None:
+    """A worker SIGKILLed mid-batch leaves its calls leased (120 s by default). A worker
+    starting on the same host sees that process is gone and takes them over at once, as calls
+    with an unknown outcome (looked up first); a live worker's lease is left alone."""
+    portal = live_app.install("alpha")
+    dead_ids = queue(live_app, portal, unregistered_requests(2))
+    live_ids = queue(live_app, portal, unregistered_requests(1))
+    host = socket.gethostname()[:40]
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    dead_pid = int(gone.stdout)
+    with live_app.app.app_context(), get_db().write() as session:
+        for ids, holder in (
+            (dead_ids, f"{host}:{dead_pid}:dead00"),
+            (live_ids, f"{host}:{os.getpid()}:live00"),
+        ):
+            session.execute(
+                update(Call)
+                .where(Call.id.in_(ids))
+                .values(
+                    state=CallState.DELIVERING,
+                    leased_by=holder,
+                    lease_until=utcnow() + timedelta(seconds=120),
+                    attempts=1,
+                )
+            )
+    assert run_worker(live_app.app) == Counter(delivered=2)
+    rows = {row.id: row for row in calls(live_app)}
+    assert [rows[i].state for i in dead_ids] == [CallState.DELIVERED] * 2
+    assert rows[live_ids[0]].state == CallState.DELIVERING  # its worker is alive
+    assert len(commands(live_app.dev, portal, "voximplant.statistic.get")) == 2  # looked up

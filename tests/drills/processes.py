@@ -7,19 +7,13 @@ deployment starts them (docs/deployment.md), with the environment a deployment g
   its worker go together; `Managed.kill` is SIGKILL to that group, `Managed.start` starts again.
 - Web processes are single-process gunicorns (`WEB_CONCURRENCY=1`), each on its own port of
   127.0.0.1, ready once `/healthz` answers.
-- Workers are the real `flask --app b24app worker` command. `policy=RetryClock(...)` scales its
-  retry clock down for drills that wait out an outage (`worker_main` below); nothing else differs.
+- Workers are the real `flask --app b24app worker` command at its default settings.
 - `Killer` SIGKILLs random processes of a list and starts them again, bounded in count.
-
-`python -m tests.drills.processes worker --backoff-base 0.5 ... -- --lease 10` is the worker with
-a scaled retry policy (used by `Fleet.start_worker(policy=...)`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import os
 import random
 import signal
@@ -135,15 +129,6 @@ class Managed:
         return "\n".join(text.splitlines()[-lines:])
 
 
-@dataclass(frozen=True)
-class RetryClock:
-    """A worker's retry policy, scaled down (b24app.delivery.retry.RetryPolicy's fields)."""
-
-    base: float
-    cap: float
-    unknown_wait: float
-
-
 class Fleet:
     """The web and worker processes of one drill, sharing one environment.
 
@@ -188,23 +173,10 @@ class Fleet:
         return web
 
     # --- workers ------------------------------------------------------------------------------
-    def start_worker(self, *args: str, policy: RetryClock | None = None) -> Managed:
-        """`flask --app b24app worker *args`, or the same command with a scaled retry clock."""
+    def start_worker(self, *args: str) -> Managed:
+        """`flask --app b24app worker *args`."""
         index = len(self.workers) + 1
-        if policy is None:
-            argv = [sys.executable, "-m", "flask", "--app", "b24app", "worker", *args]
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "tests.drills.processes",
-                "worker",
-                f"--backoff-base={policy.base}",
-                f"--backoff-cap={policy.cap}",
-                f"--unknown-wait={policy.unknown_wait}",
-                "--",
-                *args,
-            ]
+        argv = [sys.executable, "-m", "flask", "--app", "b24app", "worker", *args]
         worker = Managed(
             f"worker{index}", argv, self.env, self.workdir, self.logs / f"w{index}.log"
         )
@@ -295,43 +267,3 @@ class Killer(threading.Thread):
         self._halt.set()
         self.join(timeout=STOP_TIMEOUT + 5)
         return self.kills
-
-
-# --- the worker with a scaled retry clock -------------------------------------------------------
-
-
-def worker_main(argv: list[str]) -> None:
-    """Run the real `flask --app b24app worker` command with RetryPolicy's clock scaled down.
-
-    The worker has no options for its backoff (5 s doubling to 15 min, 60 s before looking up a
-    call whose outcome is unknown): fine in production, too slow for a drill that waits out an
-    outage several times. Only those numbers change; the command, its loop and its signal
-    handling are the shipped ones.
-    """
-    parser = argparse.ArgumentParser(prog="tests.drills.processes worker")
-    parser.add_argument("--backoff-base", type=float, required=True)
-    parser.add_argument("--backoff-cap", type=float, required=True)
-    parser.add_argument("--unknown-wait", type=float, required=True)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
-    options = parser.parse_args(argv)
-    rest = [arg for arg in options.rest if arg != "--"]
-
-    from flask.cli import main as flask_main
-
-    from b24app.delivery import worker
-    from b24app.delivery.retry import RetryPolicy
-
-    worker.RetryPolicy = functools.partial(  # type: ignore[misc,assignment]
-        RetryPolicy,
-        base=options.backoff_base,
-        cap=options.backoff_cap,
-        unknown_wait=options.unknown_wait,
-    )
-    sys.argv = ["flask", "--app", "b24app", "worker", *rest]
-    flask_main()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["worker"]:
-        raise SystemExit("usage: python -m tests.drills.processes worker --backoff-base S ...")
-    worker_main(sys.argv[2:])
