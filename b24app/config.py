@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # for admins to see and re-send failed calls; Bitrix24 keeps the call itself, so our copy
     # (phone numbers included) need not live longer.
     call_retention_days: int = Field(90, alias="B24APP_CALL_RETENTION_DAYS", ge=1, le=3650)
+    # How long a call that Bitrix24 keeps refusing for its own reasons is tried (delivery/retry.py).
+    # Waiting for a portal that is down or needs its admin never counts: such calls never fail.
+    retry_days: int = Field(7, alias="B24APP_RETRY_DAYS", ge=1, le=90)
 
     @field_validator("pbx_rate_limit", "pbx_auth_failure_limit", "install_rate_limit")
     @classmethod
@@ -131,6 +134,11 @@ class Settings(BaseSettings):
     def call_retention(self) -> timedelta:
         """B24APP_CALL_RETENTION_DAYS as a timedelta."""
         return timedelta(days=self.call_retention_days)
+
+    @property
+    def retry_period(self) -> timedelta:
+        """B24APP_RETRY_DAYS as a timedelta."""
+        return timedelta(days=self.retry_days)
 
     @property
     def is_development(self) -> bool:

@@ -43,7 +43,7 @@ PORTAL_PAUSED = "PORTAL_PAUSED"
 class RetryPolicy:
     base: float = 5.0  # seconds before the second attempt of a call Bitrix24 refused for itself
     cap: float = 15 * 60.0  # longest wait between such attempts
-    retention: timedelta = timedelta(days=7)  # a call still retried after this is given up
+    retention: timedelta = timedelta(days=7)  # B24APP_RETRY_DAYS: still retried, then given up
 
     def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds before the next attempt after `attempts` tries: "equal jitter", so that a

@@ -84,7 +84,7 @@ class Worker:
             db=get_db(app),
             worker_id=worker_id or new_worker_id(),
             lease=lease,
-            policy=policy or RetryPolicy(),
+            policy=policy or RetryPolicy(retention=app.config["SETTINGS"].retry_period),
             currencies_due=self._currencies_due,
         )
         self._stop = threading.Event()
