@@ -74,6 +74,17 @@ THROTTLE_WAIT = Histogram(
 )
 
 
+def code_label(code: str | None, *, known: frozenset[str] = frozenset()) -> str:
+    """A metric label for an error code: the code when b24app knows it (bitrix/errors.py
+    KNOWN_CODES, or the caller's own `known` codes), else "other", so that label values come
+    from a fixed set whatever a portal answers."""
+    from b24app.bitrix.errors import KNOWN_CODES
+
+    if not code:
+        return ""
+    return code if code in KNOWN_CODES or code in known else "other"
+
+
 class QueueCollector(Collector):
     """Queue depth by state and the oldest queued call's age, read at scrape time."""
 

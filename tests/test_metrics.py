@@ -67,3 +67,50 @@ def test_metrics_move_as_a_call_is_accepted_and_delivered(live_app: LiveApp):
     assert sample(after, "b24app_batches_total", outcome="ok") >= 1
     assert sample(after, "b24app_bitrix_answers_total", method="batch", code="ok") >= 1
     assert sample(after, "b24app_throttle_wait_seconds_count") >= 1
+
+
+def test_label_values_come_from_a_fixed_set_whatever_a_portal_answers(live_app: LiveApp):
+    """Issue 10: a hostile portal answering invented error codes cannot grow /metrics' label
+    set: the codes b24app does not know are counted as "other"."""
+    import contextlib
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from b24app.bitrix.client import PortalClient
+    from b24app.bitrix.errors import BitrixError
+
+    invented = [f"MADE_UP_{n}" for n in range(5)]
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"error": invented.pop(), "error_description": "x"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    portal = live_app.install()
+    with live_app.app.app_context(), get_db().write() as session:
+        row = store.find_portal(session, portal.member_id, for_update=True)
+        row.client_endpoint = f"http://127.0.0.1:{server.server_address[1]}/rest/"
+    before = requests.get(f"{live_app.url}/metrics", timeout=10).text
+    with live_app.app.app_context():
+        client = PortalClient(portal.member_id)
+        for _ in range(5):
+            with contextlib.suppress(BitrixError):
+                client.call("profile")
+    server.shutdown()
+    after = requests.get(f"{live_app.url}/metrics", timeout=10).text
+    assert "MADE_UP" not in after
+    other = sample(after, "b24app_bitrix_answers_total", method="profile", code="other")
+    assert (
+        other - sample(before, "b24app_bitrix_answers_total", method="profile", code="other") == 5
+    )

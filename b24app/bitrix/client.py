@@ -174,7 +174,7 @@ class PortalClient:
                     self._revived()
                 return body
             error = _error(response.status_code, body)
-            metrics.BITRIX_ANSWERS.labels(method, error.code).inc()
+            metrics.BITRIX_ANSWERS.labels(method, metrics.code_label(error.code)).inc()
             log.info("bitrix error", member_id=self.member_id, method=method, error=error.code)
             if error.code in REFRESH_ERRORS and not refreshed:
                 refreshed = True

@@ -124,3 +124,43 @@ def _never_connected(exc: BaseException) -> bool:
         nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
         seen = reason if isinstance(reason, BaseException) else nested or seen.__context__
     return False
+
+
+# Every error code b24app knows by name: Bitrix24's system errors (_includes/system-errors.md),
+# OAuth grant errors (settings/oauth/error-codes.md), the telephony methods' command errors, and
+# our own names for endings. Metrics label only these (anything else is "other"), so a portal
+# answering made-up codes cannot grow the label set (b24app/metrics.py, code_label).
+KNOWN_CODES = frozenset(
+    {
+        *(ending.value.upper() for ending in Ending),
+        "INTERNAL_SERVER_ERROR",
+        "ERROR_UNEXPECTED_ANSWER",
+        "QUERY_LIMIT_EXCEEDED",
+        "OPERATION_TIME_LIMIT",
+        "OVERLOAD_LIMIT",
+        "ERROR_BATCH_METHOD_NOT_ALLOWED",
+        "ERROR_BATCH_LENGTH_EXCEEDED",
+        "ERROR_METHOD_NOT_FOUND",
+        "NO_AUTH_FOUND",
+        "INVALID_REQUEST",
+        "ACCESS_DENIED",
+        "INVALID_CREDENTIALS",
+        "ERROR_MANIFEST_IS_NOT_AVAILABLE",
+        "insufficient_scope",
+        "expired_token",
+        "invalid_token",
+        "user_access_error",
+        "PORTAL_DELETED",
+        "PAYMENT_REQUIRED",
+        "ERROR_CORE",
+        "INVALID_ARGUMENT",
+        "invalid_grant",
+        "invalid_client",
+        "invalid_request",
+        "UNREADABLE_ANSWER",
+        "UNSAFE_ADDRESS",
+        "BAD_REDIRECT",
+        "HTTP_ERROR",
+        "NO_ANSWER",
+    }
+)

@@ -92,7 +92,7 @@ def _refresh_locked(
         if error.code not in GRANT_ERRORS:
             raise
         status, detail = GRANT_ERRORS[error.code]
-        metrics.REFRESHES.labels(error.code).inc()
+        metrics.REFRESHES.labels(metrics.code_label(error.code)).inc()
         store.set_status(portal, status, detail)
         log.warning("refresh refused", member_id=portal.member_id, error=error.code)
         return PortalUnavailable(status, detail)

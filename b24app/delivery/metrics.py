@@ -25,7 +25,7 @@ def batch_sent(
     seconds: float,
 ) -> None:
     """One batch request to a portal."""
-    prometheus.BATCHES.labels(outcome).inc()
+    prometheus.BATCHES.labels(_label(outcome)).inc()
     log.info(
         "batch",
         member_id=member_id,
@@ -55,13 +55,13 @@ def call_delivered(*, call: str, latency: float) -> None:
 
 
 def call_failed(*, call: str, code: str) -> None:
-    prometheus.CALLS_DONE.labels("failed", code).inc()
+    prometheus.CALLS_DONE.labels("failed", _label(code)).inc()
     log.info("call failed", call=call, error_code=code)
 
 
 def call_retried(*, call: str, code: str) -> None:
     """A call rescheduled for another attempt, by the reason's code."""
-    prometheus.DELIVERY_RETRIES.labels(code).inc()
+    prometheus.DELIVERY_RETRIES.labels(_label(code)).inc()
     log.info("call retried", call=call, error_code=code)
 
 
@@ -79,3 +79,10 @@ def claimed(*, portals: int, calls: int, seconds: float) -> None:
 def worker_error(where: str, error: BaseException) -> None:
     """Something went wrong outside any one call; the worker carries on."""
     log.error("worker error", where=where, error=type(error).__name__, detail=str(error)[:300])
+
+
+def _label(code: str) -> str:
+    """The code as a metric label, from a fixed set (b24app/metrics.py, code_label)."""
+    from b24app.delivery import retry
+
+    return prometheus.code_label(code, known=retry.OUR_CODES)

@@ -166,6 +166,17 @@ CORE_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("CALL_ID must be a string", "BAD_CALL_ID", "Bitrix24 refused the call's CALL_ID."),
 )
 TRANSIENT_CORE = ("Unexpected database error",)  # finish page: worth another try
+# The codes delivery itself gives calls (metrics label them as they are).
+OUR_CODES = frozenset(
+    {
+        OUTCOME_UNKNOWN,
+        PORTAL_PAUSED,
+        "INTERNAL",
+        "ok",
+        *(code for _, code, _ in CORE_ERRORS),
+        *(status.upper() for status in (*PORTAL_GONE, *PORTAL_ADMIN)),
+    }
+)
 
 
 def meaning(error: BitrixError) -> Meaning:
