@@ -2,6 +2,8 @@
 
 - Threads (gthread) rather than many processes: a request spends its time waiting on the database
   (and, for the installer and settings page, on Bitrix24), so threads keep memory low.
+- The worker is gthread that reads each request whole before a thread runs it
+  (b24app/web_worker.py): slow clients cannot hold the threads (issue 10, item 2).
 - WEB_CONCURRENCY processes (default: 2 per core) × GUNICORN_THREADS threads (default 4). Each
   process has its own SQLAlchemy pool (db.py): keep processes × pool size under PostgreSQL's
   max_connections.
@@ -16,7 +18,7 @@ from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-worker_class = "gthread"
+worker_class = "b24app.web_worker.BufferingThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
