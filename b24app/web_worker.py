@@ -51,9 +51,19 @@ HEAD_SECONDS = 20.0
 HEAD_MAX_SECONDS = 40.0
 BODY_SECONDS = 20.0
 MIN_RATE = 500  # bytes per second that earn one more second
-READING_PER_ADDRESS = int(os.environ.get("B24APP_READING_PER_ADDRESS", "50"))
 DEFAULT_BODY_LIMIT = 1024 * 1024  # when the app does not say (b24app's create_app says 1 MiB)
 RECV_SIZE = 64 * 1024
+
+
+def _reading_per_address() -> int:
+    """B24APP_READING_PER_ADDRESS, a whole number ≥ 1 (default 50); SystemExit naming it else."""
+    raw = os.environ.get("B24APP_READING_PER_ADDRESS", "50").strip()
+    if not (raw.isdigit() and int(raw) >= 1):
+        raise SystemExit(f"B24APP_READING_PER_ADDRESS={raw[:20]!r} must be a whole number >= 1")
+    return int(raw)
+
+
+READING_PER_ADDRESS = _reading_per_address()
 
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _MALFORMED = -1  # "hand it to gunicorn's parser now": it answers 400 from the bytes it has
