@@ -164,6 +164,9 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count
         )
+    # Registered before the limiter, so it runs after the limiter's own header injection
+    # (Flask runs after_request functions last-registered first).
+    app.after_request(_own_retry_after)
     limiter = Limiter(
         get_remote_address,
         app=app,
@@ -188,6 +191,18 @@ def init_app(app: Flask) -> None:
             limiter.limit(settings.install_rate_limit, scope=name)(blueprint)
     app.register_error_handler(RateLimitExceeded, _too_many)
     app.after_request(_retry_after)
+
+
+def _own_retry_after(response: Response) -> Response:
+    """Flask-Limiter stamps every response with the window's reset as Retry-After (up to a
+    minute with a per-minute limit). It means something only on its own 429: a 503 keeps ours
+    (the store is back in seconds, not when a rate window resets), any other answer none."""
+    stamped = "X-RateLimit-Limit" in response.headers
+    if response.status_code == 503 and (stamped or "Retry-After" not in response.headers):
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def _retry_after(response: Response) -> Response:
