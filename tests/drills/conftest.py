@@ -36,9 +36,9 @@ ARTIFACTS = REPO / "test-artifacts" / "drills"
 # What the drills change from the defaults, and why:
 DRILL_SETTINGS: dict[str, object] = {
     "B24APP_LOG_LEVEL": "WARNING",  # thousands of calls: keep the processes' logs readable
-    "B24APP_INSTALL_RATE_LIMIT": "300 per minute",  # 20 installs a minute is the default limit
-    # The PBX API's limits stay at their defaults: the drills' load is what a PBX may send, and
-    # no real PBX may meet them (ratelimit.py, tests/drills/test_backlog.py).
+    # Every limit stays at its default: the drills' load is what a PBX may send, and no real PBX
+    # may meet them (ratelimit.py, tests/drills/test_backlog.py); a drill installs at most 20
+    # portals, the installer's limit per address and minute.
 }
 
 
