@@ -18,14 +18,14 @@ setup: $(STAMP)
 
 ## Run everything on one machine: SQLite, the development portal, web and worker.
 run: $(STAMP)
-	$(BIN)/python -m b24app.devrun
+	$(BIN)/python -m devportal.devrun
 
 ## Lint, type-check and run the whole test suite (SQLite; PostgreSQL too when TEST_DATABASE_URL is set).
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check b24app tests benchmarks migrations
-	$(BIN)/ruff format --check b24app tests benchmarks migrations
+	$(BIN)/ruff check b24app devportal tests benchmarks migrations
+	$(BIN)/ruff format --check b24app devportal tests benchmarks migrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -52,12 +52,12 @@ from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
 from b24app.delivery.batching import FINISH, MAX_COMMANDS
 from b24app.delivery.worker import DEFAULT_THREADS, Worker
-from b24app.devportal import faults
-from b24app.devportal.methods import Call as DevCall
-from b24app.devportal.methods.telephony import external_call_register
-from b24app.devportal.state import DevPortal, DevState
 from b24app.models import Call
 from benchmarks.environment import CLIENT_ID, World, percentile, world
+from devportal import faults
+from devportal.methods import Call as DevCall
+from devportal.methods.telephony import external_call_register
+from devportal.state import DevPortal, DevState
 
 GOAL_RATIO = 1.5  # wall time within 1.5 × the ideal
 INTAKE_THREADS = 8

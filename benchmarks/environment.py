@@ -27,11 +27,11 @@ from b24app import create_app
 from b24app.cli import upgrade_database
 from b24app.config import load_settings
 from b24app.db import get_db
-from b24app.devportal.install_driver import InstallDriver
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal
 from b24app.models import PortalThrottle
 from b24app.portals import pbx_keys, store
+from devportal.install_driver import InstallDriver
+from devportal.server import DevportalServer
+from devportal.state import DevPortal
 
 CLIENT_ID = "app.bench.1"
 CLIENT_SECRET = "bench-secret"

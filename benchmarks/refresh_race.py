@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import update
 
 from b24app.db import get_db
-from b24app.devportal import faults
 from b24app.models import PortalThrottle
 from b24app.portals import store
 from benchmarks.environment import percentile, world
+from devportal import faults
 
 PROCESSES, THREADS, CALLS_PER_PROCESS = 4, 10, 50
 

@@ -19,9 +19,9 @@ from werkzeug.serving import make_server
 from b24app import create_app
 from b24app.cli import upgrade_database
 from b24app.config import Settings, load_settings
-from b24app.devportal.install_driver import InstallDriver
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState
+from devportal.install_driver import InstallDriver
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_CLIENT_ID = "app.test.1"

@@ -1,4 +1,4 @@
-"""`make run` (b24app/devrun.py) checks its ports before starting anything (issue 10, item 5)."""
+"""`make run` (devportal/devrun.py) checks its ports before starting anything (issue 10, item 5)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from b24app import devrun
+from devportal import devrun
 from tests.drills.processes import REPO, free_port, process_env
 
 
@@ -45,7 +45,7 @@ def test_the_same_port_twice_is_refused() -> None:
 def test_make_run_stops_before_starting_anything_when_its_port_is_taken(
     occupied: int, tmp_path: Path
 ) -> None:
-    """The real `python -m b24app.devrun` with PORT taken: it exits at once with the message,
+    """The real `python -m devportal.devrun` with PORT taken: it exits at once with the message,
     and starts nothing (no database is created, the development portal's port stays free)."""
     devportal_port = free_port()
     env = process_env(
@@ -56,7 +56,7 @@ def test_make_run_stops_before_starting_anything_when_its_port_is_taken(
         }
     )
     done = subprocess.run(
-        [sys.executable, "-m", "b24app.devrun"],
+        [sys.executable, "-m", "devportal.devrun"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -76,7 +76,7 @@ def test_make_run_stops_before_starting_anything_when_its_port_is_taken(
 def test_a_port_that_is_not_a_number_is_named(value: str, tmp_path: Path) -> None:
     env = process_env({"PORT": value, "B24APP_INSTANCE_PATH": str(tmp_path)})
     done = subprocess.run(
-        [sys.executable, "-m", "b24app.devrun"],
+        [sys.executable, "-m", "devportal.devrun"],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -14,9 +14,9 @@ from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import PortalUnavailable, RateLimited
 from b24app.bitrix.throttle import STANDARD, Limits, Throttle
 from b24app.db import get_db
-from b24app.devportal import faults
 from b24app.models import PortalStatus, utcnow
 from b24app.portals import store
+from devportal import faults
 from tests.conftest import LiveApp
 
 

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from b24app.db import get_db
-from b24app.devportal import faults
 from b24app.portals import store
+from devportal import faults
 from tests.conftest import LiveApp
 
 PROCESSES = 4

@@ -18,7 +18,6 @@ import requests
 from sqlalchemy import func, select, update
 
 from b24app.db import get_db
-from b24app.devportal.state import DevPortal
 from b24app.models import (
     Call,
     CallState,
@@ -30,6 +29,7 @@ from b24app.models import (
     utcnow,
 )
 from b24app.portals import store
+from devportal.state import DevPortal
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.pbx import UNREGISTERED
 from tests.security import FINISH, Installed, bearer, install, pbx_key, post_event, stored

@@ -35,9 +35,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("calls") as batch:
         batch.add_column(
-            sa.Column(
-                "use_fallback_user", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
+            sa.Column("use_fallback_user", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("note", sa.Text(), nullable=True))
 

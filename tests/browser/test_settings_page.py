@@ -15,9 +15,9 @@ from playwright.sync_api import Frame, Page, Route
 from b24app.db import get_db
 from b24app.delivery.retry import RetryPolicy
 from b24app.delivery.worker import Worker
-from b24app.devportal.state import DevPortal
 from b24app.portals import pbx_keys, store
 from b24app.settings_page import page_token
+from devportal.state import DevPortal
 from tests.browser.conftest import Screenshot
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 

@@ -1,5 +1,5 @@
 """The development portal's shell in chromium: installing and opening apps in a cross-origin
-iframe, and the BX24.js stand-in answering through postMessage (b24app/devportal/shell.py)."""
+iframe, and the BX24.js stand-in answering through postMessage (devportal/shell.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from playwright.sync_api import Frame, Locator, Page, Request
 from werkzeug.serving import make_server
 
 from b24app.db import get_db
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevState, install
 from b24app.models import PortalStatus
 from b24app.portals import store
+from devportal.server import DevportalServer
+from devportal.state import DevState, install
 from tests.browser.conftest import Screenshot
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 

@@ -18,11 +18,11 @@ from b24app import create_app
 from b24app.db import get_db
 from b24app.delivery.retry import RetryPolicy
 from b24app.delivery.worker import Worker
-from b24app.devportal.methods import Call as DevCall
-from b24app.devportal.methods.telephony import external_call_register
-from b24app.devportal.state import Bucket, DevPortal, DevState
 from b24app.models import Call, Portal, PortalHealth, utcnow
 from b24app.portals import store
+from devportal.methods import Call as DevCall
+from devportal.methods.telephony import external_call_register
+from devportal.state import Bucket, DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
 # The default policy: a failed call is not due again within the same `--once` run.

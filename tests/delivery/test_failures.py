@@ -24,9 +24,9 @@ from b24app.delivery import deliver
 from b24app.delivery.batching import FINISH, REGISTER, STATISTICS
 from b24app.delivery.portal_health import REVIVE_EVERY
 from b24app.delivery.retry import OUTCOME_UNKNOWN, PORTAL_PAUSED, RetryPolicy
-from b24app.devportal import faults
 from b24app.models import Call, CallState, PortalStatus, utcnow
 from b24app.portals import store
+from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.delivery.conftest import (
     TEST_POLICY,

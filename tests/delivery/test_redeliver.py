@@ -17,8 +17,8 @@ from b24app.db import get_db
 from b24app.delivery import outbox
 from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.delivery.worker import Worker
-from b24app.devportal.state import DevPortal
 from b24app.models import Call, CallState, Portal, utcnow
+from devportal.state import DevPortal
 from tests.conftest import LiveApp
 from tests.settings_page.conftest import send_call
 

@@ -27,8 +27,8 @@ from b24app.db import get_db
 from b24app.delivery import outbox
 from b24app.delivery.batching import FINISH
 from b24app.delivery.worker import Worker
-from b24app.devportal import faults
 from b24app.models import Call, CallState, Portal, PortalThrottle, utcnow
+from devportal import faults
 from tests.conftest import LiveApp
 from tests.delivery.conftest import (
     TEST_POLICY,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState, install
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 
 

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from b24app.bitrix.encoding import to_query
-from b24app.devportal.errors import RestError
-from b24app.devportal.methods import Call, Page, method
-from b24app.devportal.state import DevPortal, DevState
+from devportal.errors import RestError
+from devportal.methods import Call, Page, method
+from devportal.state import DevPortal, DevState
 from tests.devportal.conftest import Rest
 
 PAGE_TOTAL = 120

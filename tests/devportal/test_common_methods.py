@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import requests
 
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState, install
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
 

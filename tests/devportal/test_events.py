@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from b24app.devportal.methods.events import handlers_for
-from b24app.devportal.state import DevPortal, DevState, install
+from devportal.methods.events import handlers_for
+from devportal.state import DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
 

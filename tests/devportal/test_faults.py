@@ -1,4 +1,4 @@
-"""Fault injection (b24app/devportal/faults.py): each fault makes the portal fail the way the
+"""Fault injection (devportal/faults.py): each fault makes the portal fail the way the
 reference says a portal can fail, and `clear` brings normal service back."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from b24app.bitrix.encoding import to_query
-from b24app.devportal import faults
-from b24app.devportal.methods import Call, method
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState, install
+from devportal import faults
+from devportal.methods import Call, method
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from b24app.devportal.methods import Call, method
-from b24app.devportal.seed import seed_development
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import ENTERPRISE_LIMITS, STANDARD_LIMITS, DevPortal, DevState
+from devportal.methods import Call, method
+from devportal.seed import seed_development
+from devportal.server import DevportalServer
+from devportal.state import ENTERPRISE_LIMITS, STANDARD_LIMITS, DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 from tests.devportal.conftest import Rest
 

@@ -22,9 +22,9 @@ from flask import Flask, request
 from werkzeug.serving import make_server
 
 from b24app.bitrix.encoding import unflatten
-from b24app.devportal.install_driver import InstallDriver, NotInstalled
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState, Installation
+from devportal.install_driver import InstallDriver, NotInstalled
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState, Installation
 from tests.conftest import TEST_CLIENT_ID
 
 INSTALL_FORM = [

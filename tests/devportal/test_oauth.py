@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from b24app.devportal import create_devportal_app
-from b24app.devportal.methods import Call, method
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import (
+from devportal import create_devportal_app
+from devportal.methods import Call, method
+from devportal.server import DevportalServer
+from devportal.state import (
     REFRESH_TOKEN_LIFETIME,
     DevPortal,
     DevState,

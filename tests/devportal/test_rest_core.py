@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pytest
 import requests
 
-from b24app.devportal import faults
-from b24app.devportal.methods import Call, Page, method
-from b24app.devportal.state import Bucket, DevPortal, DevState, install
+from devportal import faults
+from devportal.methods import Call, Page, method
+from devportal.state import Bucket, DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from b24app.devportal.state import Bucket, DevPortal, DevState, install
+from devportal.state import Bucket, DevPortal, DevState, install
 from tests.conftest import TEST_CLIENT_ID
 from tests.devportal.conftest import Rest
 

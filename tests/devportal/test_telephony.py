@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from b24app.devportal.state import DevPortal, DevState, install
+from devportal.state import DevPortal, DevState, install
 from tests.devportal.conftest import Rest
 
 REGISTER = "telephony.externalCall.register"

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from b24app.devportal.state import DevPortal
+from devportal.state import DevPortal
 
 FINISH = "/pbx/v1/calls/finish"
 _numbers = itertools.count(1)

@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 from b24app import create_app
 from b24app.cli import upgrade_database
 from b24app.db import get_db
-from b24app.devportal.install_driver import InstallDriver
-from b24app.devportal.server import DevportalServer
-from b24app.devportal.state import DevPortal, DevState
 from b24app.models import Call, Portal
 from b24app.portals import pbx_keys, store
+from devportal.install_driver import InstallDriver
+from devportal.server import DevportalServer
+from devportal.state import DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, make_settings
 from tests.drills.processes import REPO, Fleet, Managed, free_port
 

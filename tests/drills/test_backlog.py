@@ -22,7 +22,7 @@ from collections import Counter
 
 import pytest
 
-from b24app.devportal.state import DevPortal
+from devportal.state import DevPortal
 from tests.delivery.conftest import register_on_portal
 from tests.drills import Call, Pbx, judge, registered_call, unregistered_call
 from tests.drills.conftest import Drill

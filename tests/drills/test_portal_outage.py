@@ -11,7 +11,7 @@ test-artifacts/drills.
 
 How each fault is made: "refused" points the portal's stored address (client_endpoint) at a port
 of 127.0.0.1 nobody listens on, as when the portal's host is down; the others are the development
-portal's outages (b24app.devportal.faults): "reset", "503", "timeout" (held 12 s, past our
+portal's outages (devportal.faults): "reset", "503", "timeout" (held 12 s, past our
 default 10 s timeout, then 504).
 """
 
@@ -26,10 +26,10 @@ import pytest
 from b24app.bitrix.throttle import STANDARD
 from b24app.db import get_db
 from b24app.delivery.batching import MAX_COMMANDS
-from b24app.devportal import faults
-from b24app.devportal.state import DevPortal
 from b24app.models import CallState
 from b24app.portals import store
+from devportal import faults
+from devportal.state import DevPortal
 from tests.drills import Call, Pbx, judge, unregistered_call
 from tests.drills.conftest import Drill
 from tests.drills.processes import free_port, wait_for

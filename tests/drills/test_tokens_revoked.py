@@ -20,9 +20,9 @@ from collections import Counter
 import pytest
 import requests
 
-from b24app.devportal import faults
 from b24app.models import Call as CallRow
 from b24app.models import CallState
+from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.delivery.conftest import calls as stored_calls
 from tests.delivery.conftest import queue, run_worker, unregistered_requests

@@ -24,8 +24,8 @@ import time
 
 import pytest
 
-from b24app.devportal import faults
-from b24app.devportal.state import DevPortal
+from devportal import faults
+from devportal.state import DevPortal
 from tests.delivery.conftest import register_on_portal
 from tests.drills import Call, Pbx, interleave, judge, registered_call, unregistered_call
 from tests.drills.conftest import Drill

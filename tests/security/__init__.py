@@ -13,9 +13,9 @@ from typing import Any
 import requests
 
 from b24app.db import get_db
-from b24app.devportal.state import DevPortal, DevState
 from b24app.models import Portal
 from b24app.portals import pbx_keys, store
+from devportal.state import DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
 FINISH = "/pbx/v1/calls/finish"

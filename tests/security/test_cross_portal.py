@@ -13,10 +13,10 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from b24app.db import get_db
 from b24app.delivery.worker import Worker
-from b24app.devportal.methods import Call as DevCall
-from b24app.devportal.methods.telephony import external_call_register
 from b24app.models import Call
 from b24app.settings_page import page_token
+from devportal.methods import Call as DevCall
+from devportal.methods.telephony import external_call_register
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.security import FINISH, Installed, bearer, install, pbx_key, stored
 from tests.settings_page.conftest import Page, open_page

@@ -21,8 +21,8 @@ from b24app import create_app
 from b24app.bitrix.encoding import flatten
 from b24app.cli import upgrade_database
 from b24app.db import get_db
-from b24app.devportal.state import install as dev_install
 from b24app.models import OAuthState, PortalStatus, utcnow
+from devportal.state import install as dev_install
 from tests.conftest import TEST_CLIENT_ID, LiveApp, make_settings
 from tests.pbx import make_portal
 from tests.security import (

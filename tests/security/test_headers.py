@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from b24app.devportal.state import DevPortal, DevState
+from devportal.state import DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.security import FINISH, assert_no_crash, bearer, install, stored
 from tests.settings_page.conftest import open_page

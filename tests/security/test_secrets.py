@@ -18,9 +18,9 @@ import requests
 from itsdangerous.encoding import base64_decode
 
 from b24app.delivery.worker import Worker
-from b24app.devportal import faults
 from b24app.pbx import intake
 from b24app.settings_page import page_token
+from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, LiveApp
 from tests.security import FINISH, Installed, bearer, install, pbx_key
 from tests.settings_page.conftest import entry_request, open_page, post_entry

@@ -19,9 +19,9 @@ from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
 from b24app.delivery.worker import Worker
-from b24app.devportal.state import DevState
-from b24app.devportal.state import install as dev_install
 from b24app.portals import store
+from devportal.state import DevState
+from devportal.state import install as dev_install
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.security import FINISH, assert_no_crash, bearer, install, stored
 from tests.security.conftest import PUBLIC_IP, Network

@@ -19,9 +19,9 @@ from sqlalchemy import update
 from b24app.bitrix import tokens
 from b24app.bitrix.errors import PortalUnavailable
 from b24app.db import get_db
-from b24app.devportal import faults
 from b24app.install.verification import oauth_server
 from b24app.models import Portal, PortalStatus
+from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.pbx import UNREGISTERED
 from tests.security import (

@@ -11,8 +11,8 @@ from typing import Any
 import requests
 
 from b24app.db import get_db
-from b24app.devportal.state import DevPortal, new_token
 from b24app.portals import pbx_keys, store
+from devportal.state import DevPortal, new_token
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
 STATE = re.compile(r'<script type="application/json" id="b24app-state">(.*?)</script>', re.S)

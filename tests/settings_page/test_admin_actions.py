@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from b24app.db import get_db
-from b24app.devportal import faults
-from b24app.devportal.state import DevUser, default_users
 from b24app.models import PortalStatus
 from b24app.portals import mapping, store
+from devportal import faults
+from devportal.state import DevUser, default_users
 from tests.conftest import LiveApp
 from tests.settings_page.conftest import (
     open_page,

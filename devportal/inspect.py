@@ -65,10 +65,10 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, current_app, request
 
-from b24app.devportal import faults as fault_helpers
-from b24app.devportal.errors import SYSTEM_ERRORS
-from b24app.devportal.install_driver import Delivered, InstallDriver, NotInstalled
-from b24app.devportal.state import DevApp, DevPortal, DevState, DevUser, Faults
+from devportal import faults as fault_helpers
+from devportal.errors import SYSTEM_ERRORS
+from devportal.install_driver import Delivered, InstallDriver, NotInstalled
+from devportal.state import DevApp, DevPortal, DevState, DevUser, Faults
 
 bp = Blueprint("devportal_inspect", __name__, url_prefix="/_dev")
 

@@ -39,9 +39,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from b24app.devportal.errors import RestError, core_error
-from b24app.devportal.methods import Call, method
-from b24app.devportal.state import DevPortal, DevState
+from devportal.errors import RestError, core_error
+from devportal.methods import Call, method
+from devportal.state import DevPortal, DevState
 
 # Error texts, verbatim from the pages (the RU finish page and the core both lack the closing
 # parenthesis of CALL_NOT_FOUND; the EN page adds it).

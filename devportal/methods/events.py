@@ -20,10 +20,10 @@ import itertools
 from typing import Any
 from urllib.parse import urlsplit
 
-from b24app.devportal.errors import RestError
-from b24app.devportal.methods import Call, method
-from b24app.devportal.methods.common import granted_scopes, is_admin
-from b24app.devportal.state import Installation
+from devportal.errors import RestError
+from devportal.methods import Call, method
+from devportal.methods.common import granted_scopes, is_admin
+from devportal.state import Installation
 
 # Events an app may bind, with the scope each needs (None: basic, always available). The
 # bind page: an event outside the app's scope is "not found".

@@ -1,4 +1,4 @@
-"""`python -m b24app.devportal`: serve the development portal in the foreground.
+"""`python -m devportal`: serve the development portal in the foreground.
 
 It registers the development app (our app at --app-url) and seeds portals "alpha" and "beta"
 (seed.py). Bound to 127.0.0.1 only: it is unauthenticated by design.
@@ -10,12 +10,12 @@ import argparse
 import contextlib
 
 from b24app.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET
-from b24app.devportal.seed import seed_development
-from b24app.devportal.server import DevportalServer
+from devportal.seed import seed_development
+from devportal.server import DevportalServer
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m b24app.devportal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devportal", description=__doc__)
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--app-url", default="http://127.0.0.1:5000", help="b24app's base URL")
     parser.add_argument("--client-id", default=DEV_CLIENT_ID)

@@ -1,5 +1,5 @@
 /*
- * The development portal's shell page (b24app/devportal/shell.py): opens app frames as Bitrix24
+ * The development portal's shell page (devportal/shell.py): opens app frames as Bitrix24
  * does and answers the BX24.js stand-in (bx24.js) through postMessage. The message protocol is
  * described in shell.py's docstring and at the top of bx24.js.
  *

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from b24app.devportal.methods import Call, Page, method
+from devportal.methods import Call, Page, method
 
 NUMERIC_FIELDS = {"AMOUNT_CNT", "AMOUNT", "SORT", "DECIMALS"}
 

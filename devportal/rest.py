@@ -17,10 +17,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, request
 
 from b24app.bitrix.encoding import unflatten
-from b24app.devportal.dispatch import envelope, execute, journal_entry
-from b24app.devportal.errors import RestError, system_error
-from b24app.devportal.faults import take_spoil
-from b24app.devportal.state import AccessToken, DevPortal, DevState
+from devportal.dispatch import envelope, execute, journal_entry
+from devportal.errors import RestError, system_error
+from devportal.faults import take_spoil
+from devportal.state import AccessToken, DevPortal, DevState
 
 bp = Blueprint("devportal_rest", __name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from b24app.devportal.methods import Call, method
-from b24app.devportal.state import ENTERPRISE_LIMITS, DevPortal, DevUser
+from devportal.methods import Call, method
+from devportal.state import ENTERPRISE_LIMITS, DevPortal, DevUser
 
 USER_SCOPES = "user|user_brief|user_basic"
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from b24app.devportal.methods import Call, Page, method
-from b24app.devportal.methods.common import USER_SCOPES, user_record, visible_user
-from b24app.devportal.state import DevUser
+from devportal.methods import Call, Page, method
+from devportal.methods.common import USER_SCOPES, user_record, visible_user
+from devportal.state import DevUser
 
 PAGE_SIZE = 50
 

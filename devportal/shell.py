@@ -85,14 +85,14 @@ from flask import (
     send_from_directory,
 )
 
-from b24app.devportal.install_driver import (
+from devportal.install_driver import (
     FramePost,
     InstallDriver,
     NotInstalled,
     frame_post,
     frame_tokens,
 )
-from b24app.devportal.state import (
+from devportal.state import (
     AccessToken,
     DevPortal,
     DevState,

@@ -39,8 +39,8 @@ from typing import Any
 import requests
 
 from b24app.bitrix.encoding import flatten
-from b24app.devportal.methods.events import handlers_for
-from b24app.devportal.state import (
+from devportal.methods.events import handlers_for
+from devportal.state import (
     AccessToken,
     DevPortal,
     DevState,
@@ -49,7 +49,7 @@ from b24app.devportal.state import (
     install,
     new_token,
 )
-from b24app.devportal.state import uninstall as revoke_installation
+from devportal.state import uninstall as revoke_installation
 
 Delivered = tuple[str, int | None]  # (handler URL, HTTP status or None when unreachable)
 

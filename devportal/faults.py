@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from b24app.devportal.errors import SYSTEM_ERRORS
-from b24app.devportal.state import DevPortal, DevState, Faults
+from devportal.errors import SYSTEM_ERRORS
+from devportal.state import DevPortal, DevState, Faults
 
 Outage = Literal["503", "reset", "timeout"]
 OUTAGES: tuple[str, ...] = ("503", "reset", "timeout")

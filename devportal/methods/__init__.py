@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from b24app.devportal.state import AccessToken, DevPortal, DevState
+from devportal.state import AccessToken, DevPortal, DevState
 
 
 @dataclass
@@ -71,7 +71,7 @@ def find(name: str) -> Method | None:
 
 def load_all() -> None:
     """Import every method module so that they register themselves."""
-    from b24app.devportal.methods import (  # noqa: F401
+    from devportal.methods import (  # noqa: F401
         batch,
         common,
         crm,

@@ -30,9 +30,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from b24app.bitrix.encoding import unflatten
-from b24app.devportal import dispatch
-from b24app.devportal.errors import RestError, system_error
-from b24app.devportal.methods import Call, Page, method
+from devportal import dispatch
+from devportal.errors import RestError, system_error
+from devportal.methods import Call, Page, method
 
 MAX_COMMANDS = 50  # batch.md: "A single batch contains no more than 50 subqueries"
 _REFERENCE = re.compile(r"\$result\[([^\[\]]+)\]((?:\[[^\[\]]*\])*)")

@@ -68,7 +68,7 @@ def main() -> int:
     manager = Manager()
     manager.add_process(
         "devportal",
-        f"{sys.executable} -m b24app.devportal --port {DEVPORTAL_PORT} --app-url {WEB} "
+        f"{sys.executable} -m devportal --port {DEVPORTAL_PORT} --app-url {WEB} "
         f"--client-id {settings.client_id} --client-secret {settings.client_secret}",
     )
     manager.add_process(
@@ -136,8 +136,8 @@ def _install_and_greet(app: Flask) -> None:
 
 def _pbx_key(app: Flask) -> str | None:
     from b24app.db import get_db
-    from b24app.devportal.seed import _member
     from b24app.portals import pbx_keys, store
+    from devportal.seed import _member
 
     with app.app_context(), get_db().read() as session:
         portal = store.find_portal(session, _member("alpha"))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from b24app.devportal.state import DevState
+from devportal.state import DevState
 
 
 def create_devportal_app(state: DevState | None = None) -> Flask:
-    from b24app.devportal import inspect, methods, oauth, rest, shell
+    from devportal import inspect, methods, oauth, rest, shell
 
     methods.load_all()
     app = Flask(__name__)

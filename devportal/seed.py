@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from b24app.devportal.state import DevApp, DevPortal, DevState
+from devportal.state import DevApp, DevPortal, DevState
 
 
 @dataclass(frozen=True)

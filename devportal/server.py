@@ -6,8 +6,8 @@ import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from b24app.devportal import create_devportal_app
-from b24app.devportal.state import DevState
+from devportal import create_devportal_app
+from devportal.state import DevState
 
 
 class DevportalServer:

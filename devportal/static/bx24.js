@@ -25,7 +25,7 @@
  *                                  the parent resizes the iframe; cb({width, height})
  *   BX24.setTitle(title, cb)       the portal page's title
  *
- * Message protocol (the same text is in b24app/devportal/shell.py):
+ * Message protocol (the same text is in devportal/shell.py):
  *   The shell names the iframe "DOMAIN|PROTOCOL|APP_SID", as Bitrix24 does, so the frame keeps
  *   its APP_SID across its own navigations. The real library derives the parent's origin from
  *   DOMAIN and PROTOCOL; a development portal lives under /p/<code>/ on the devportal's own

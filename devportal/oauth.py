@@ -18,9 +18,9 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, request
 
-from b24app.devportal.errors import RestError, system_error
-from b24app.devportal.rest import json_response
-from b24app.devportal.state import AccessToken, AuthCode, DevPortal, DevState, RefreshToken
+from devportal.errors import RestError, system_error
+from devportal.rest import json_response
+from devportal.state import AccessToken, AuthCode, DevPortal, DevState, RefreshToken
 
 bp = Blueprint("devportal_oauth", __name__)
 

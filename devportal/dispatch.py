@@ -11,10 +11,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from b24app.devportal import methods
-from b24app.devportal.errors import RestError, system_error
-from b24app.devportal.methods import Call, Page
-from b24app.devportal.state import AccessToken, DevPortal, DevState
+from devportal import methods
+from devportal.errors import RestError, system_error
+from devportal.methods import Call, Page
+from devportal.state import AccessToken, DevPortal, DevState
 
 OPERATING_WINDOW = 600.0  # limits.md: ten one-minute baskets
 OPERATING_BASKET = 60.0

@@ -30,10 +30,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from b24app.devportal.errors import RestError
-from b24app.devportal.methods import Call, Page, method
-from b24app.devportal.methods.common import current_user
-from b24app.devportal.state import DevPortal
+from devportal.errors import RestError
+from devportal.methods import Call, Page, method
+from devportal.methods.common import current_user
+from devportal.state import DevPortal
 
 PAGE_SIZE = 50  # the page: "The page size for results is 50 records"
 ACCESS_DENIED = "Access denied!"
