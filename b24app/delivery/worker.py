@@ -50,6 +50,7 @@ log = get_logger(__name__)
 
 DEFAULT_THREADS = 4
 PROBE_THREADS = 2  # probes wait at most portal_health.PROBE_TIMEOUT each
+PROBE_POLL = 0.25  # seconds between looks for due probes (the first is due 0.5 s after a pause)
 DEFAULT_LEASE = 120.0  # seconds; far above a batch's worst case (HTTP timeout, throttle, retries)
 DEFAULT_IDLE_SLEEP = 1.0
 HEARTBEAT_EVERY = 10.0  # seconds; /readyz wants one within health.HEARTBEAT_FRESH (60 s)
@@ -93,6 +94,7 @@ class Worker:
         self._last_housekeeping: datetime | None = None
         self._last_beat = float("-inf")
         self._probes: dict[int, Future[None]] = {}
+        self._next_probe_poll = float("-inf")
 
     @property
     def worker_id(self) -> str:
@@ -173,9 +175,13 @@ class Worker:
 
     # --- paused portals --------------------------------------------------------------------------
     def _start_probes(self, pool: ThreadPoolExecutor, *, exclude: set[int]) -> None:
+        """Claim the probes due (at most every PROBE_POLL seconds: a busy loop must not add a
+        write transaction to every round) and send each from the probe pool."""
         room = PROBE_THREADS - len(self._probes)
-        if room <= 0:
+        now = time.monotonic()
+        if room <= 0 or now < self._next_probe_poll:
             return
+        self._next_probe_poll = now + PROBE_POLL
         try:
             due = portal_health.claim_probes(
                 self.ctx.db, now=self.ctx.clock(), limit=room, exclude=exclude | set(self._probes)
