@@ -26,6 +26,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check b24app devportal tests benchmarks migrations
 	$(BIN)/ruff format --check b24app devportal tests benchmarks migrations
+	$(BIN)/lint-imports  # the import contracts in pyproject.toml: arrows one way, no cycles
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -22,9 +22,9 @@ from b24app import (
     ratelimit,
     retention,
     settings_page,
+    wiring,
 )
 from b24app.config import Settings, fill_development_defaults, load_settings
-from b24app.crypto import SecretBox
 from b24app.textbody import StrictRequest
 
 
@@ -42,10 +42,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         DATABASE_URL=settings.database_url or _default_sqlite_url(app),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
-    app.extensions["b24app.secrets"] = SecretBox(settings.fernet_keys)
 
     logs.init_app(app)
     db.init_app(app)
+    wiring.init_app(app, settings)  # the installation store, handed to every part
     metrics.init_app(app)
     health.init_app(app)
     install.init_app(app)

@@ -28,6 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# Re-exported: the status column's values, and their meaning, live in portal_status.py.
+from b24app.portal_status import PortalStatus as PortalStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -64,17 +67,6 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012
-
-
-class PortalStatus(enum.StrEnum):
-    """What state a portal is in, and so what its admin must do. Documented in the README."""
-
-    ACTIVE = "active"  # installed, tokens work
-    NEEDS_REAUTH = "needs_reauth"  # refresh token gone or rejected: open the app or re-authorise
-    PAYMENT_REQUIRED = "payment_required"  # the app's subscription on that portal has lapsed
-    ACCESS_DENIED = "access_denied"  # REST unavailable for the portal's plan or user
-    PORTAL_DELETED = "portal_deleted"  # the portal no longer exists / is closed
-    UNINSTALLED = "uninstalled"  # the app was removed; tokens erased, history kept
 
 
 class CallState(enum.StrEnum):

@@ -47,12 +47,12 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
-from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
 from b24app.delivery.batching import FINISH, MAX_COMMANDS
 from b24app.delivery.worker import DEFAULT_THREADS, Worker
 from b24app.models import Call
+from b24app.wiring import store_of
 from benchmarks.environment import CLIENT_ID, World, percentile, world
 from devportal import faults
 from devportal.methods import Call as DevCall
@@ -377,7 +377,7 @@ def naive(w: World, sample: int, total: int, latency: float) -> None:
     def finish(call_id: str) -> tuple[str, float]:
         params = {"CALL_ID": call_id, "USER_ID": 2, "DURATION": 42, "STATUS_CODE": "200"}
         try:
-            PortalClient(portal.member_id, app=w.app).call(FINISH, {**params, "ADD_TO_CHAT": 0})
+            store_of(w.app).client(portal.member_id).call(FINISH, {**params, "ADD_TO_CHAT": 0})
             outcome = "ok"
         except BitrixError as error:
             outcome = error.code

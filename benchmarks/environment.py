@@ -29,6 +29,7 @@ from b24app.config import load_settings
 from b24app.db import get_db
 from b24app.models import PortalThrottle
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from devportal.install_driver import InstallDriver
 from devportal.server import DevportalServer
 from devportal.state import DevPortal
@@ -97,7 +98,7 @@ class World:
         with self.app.app_context(), get_db().read() as session:
             row = store.find_portal(session, portal.member_id)
             assert row is not None and row.settings is not None
-            return pbx_keys.reveal(row.settings, store.secret_box())
+            return pbx_keys.reveal(row.settings, current_store().box)
 
     def quiet_spell(self, *portals: DevPortal) -> None:
         """Empty buckets, as after a quiet spell: these portals' on the devportal, and our

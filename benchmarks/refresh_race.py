@@ -27,16 +27,16 @@ PROCESSES, THREADS, CALLS_PER_PROCESS = 4, 10, 50
 
 def timed_calls(settings_values: dict[str, Any], member_id: str) -> list[tuple[str, float]]:
     from b24app import create_app
-    from b24app.bitrix.client import PortalClient
     from b24app.bitrix.errors import BitrixError
     from b24app.config import load_settings
+    from b24app.wiring import store_of
 
     app = create_app(load_settings(_env_file=None, **settings_values))
 
     def one(_: int) -> tuple[str, float]:
         started = time.perf_counter()
         try:
-            PortalClient(member_id, app=app).result("user.admin")
+            store_of(app).client(member_id).result("user.admin")
             outcome = "ok"
         except BitrixError as error:
             outcome = error.code

@@ -135,13 +135,14 @@ def _install_and_greet(app: Flask) -> None:
 
 
 def _pbx_key(app: Flask) -> str | None:
-    from b24app.db import get_db
     from b24app.portals import pbx_keys, store
+    from b24app.wiring import store_of
     from devportal.seed import _member
 
-    with app.app_context(), get_db().read() as session:
+    installations = store_of(app)
+    with installations.db.read() as session:
         portal = store.find_portal(session, _member("alpha"))
-        return pbx_keys.reveal(portal.settings, store.secret_box()) if portal else None
+        return pbx_keys.reveal(portal.settings, installations.box) if portal else None
 
 
 def _banner(key: str | None, installed: bool) -> str:

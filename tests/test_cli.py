@@ -22,6 +22,7 @@ from b24app import create_app
 from b24app.db import get_db
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from tests.conftest import TEST_CLIENT_ID, LiveApp, make_settings
 
 DEFAULT_SETTINGS = {"currency": None, "add_to_chat": 0, "fallback_user_id": None, "timezone": "UTC"}
@@ -88,8 +89,8 @@ def instance(database_url: str, tmp_path: Path, keys: str, oauth: str) -> Iterat
 def portal_by_key(app: Flask, key: str) -> str | None:
     """member_id of the portal a PBX presenting `key` is taken for."""
     with app.app_context(), get_db().read() as session:
-        found = pbx_keys.find_portal_by_key(session, store.secret_box(), key)
-        return found.member_id if found else None
+        found = pbx_keys.find_settings_by_key(session, current_store().box, key)
+        return found.portal.member_id if found else None
 
 
 # --- portals list / show --------------------------------------------------------------------
@@ -384,7 +385,7 @@ def stored_credentials(app: Flask) -> list[tuple[str, str]]:
 
 def secret_of(app: Flask, client_id: str) -> str | None:
     with app.app_context(), get_db().read() as session:
-        return store.client_secret_for(session, client_id)
+        return current_store().client_secret_for(session, client_id)
 
 
 def test_apps_add_stores_the_secret_encrypted_and_a_second_add_replaces_it(live_app: LiveApp):
@@ -416,13 +417,13 @@ def readable_secrets(app: Flask, member_id: str) -> tuple[str, str, str | None, 
     with app.app_context(), get_db().read() as session:
         portal = store.find_portal(session, member_id)
         assert portal is not None
-        pair = store.read_tokens(portal)
+        pair = current_store().read_tokens(portal)
         assert pair is not None
         return (
             pair.access_token,
             pair.refresh_token,
-            store.application_token(portal),
-            store.client_secret_for(session, "local.abc123"),
+            current_store().application_token(portal),
+            current_store().client_secret_for(session, "local.abc123"),
         )
 
 

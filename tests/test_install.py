@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from b24app.db import get_db
 from b24app.models import ExtensionMapping, Portal, PortalStatus
 from b24app.portals import store
+from b24app.wiring import current_store, store_of
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
 
@@ -42,7 +43,7 @@ def test_tokens_are_encrypted_at_rest(live_app: LiveApp):
         raw = session.execute(text("SELECT access_token_encrypted FROM portals")).scalar_one()
     assert token not in raw
     with live_app.app.app_context(), get_db().read() as session:
-        pair = store.read_tokens(store.find_portal(session, portal.member_id))
+        pair = current_store().read_tokens(store.find_portal(session, portal.member_id))
     assert pair is not None and pair.access_token in live_app.dev.access_tokens
 
 
@@ -78,7 +79,10 @@ def test_update_replaces_the_application_token(live_app: LiveApp):
     live_app.driver.update(portal, TEST_CLIENT_ID)
     new_token = portal.installations[TEST_CLIENT_ID].application_token
     with live_app.app.app_context(), get_db().read() as session:
-        assert store.application_token(store.find_portal(session, portal.member_id)) == new_token
+        assert (
+            current_store().application_token(store.find_portal(session, portal.member_id))
+            == new_token
+        )
     live_app.driver.uninstall(portal, TEST_CLIENT_ID)
     assert stored(live_app, portal.member_id).status == PortalStatus.UNINSTALLED
 
@@ -156,7 +160,8 @@ def test_install_with_missing_fields_names_them(live_app: LiveApp):
 def test_portal_on_a_private_network_is_refused_without_the_local_switch(live_app: LiveApp):
     """Our development portal lives on 127.0.0.1 over http: refused unless explicitly allowed."""
     settings = live_app.app.config["SETTINGS"]
-    live_app.app.config["SETTINGS"] = settings.model_copy(update={"allow_local_portals": False})
+    strict = settings.model_copy(update={"allow_local_portals": False})
+    live_app.app.config["SETTINGS"] = store_of(live_app.app).settings = strict
     portal = live_app.dev.add_portal("alpha")
     response = live_app.driver.open_installer(portal, TEST_CLIENT_ID)
     assert response.status_code == 403

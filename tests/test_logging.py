@@ -8,6 +8,7 @@ import requests
 
 from b24app.db import get_db
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from tests.conftest import LiveApp
 
 
@@ -27,7 +28,7 @@ def test_intake_and_delivery_lines_name_the_portal_and_the_call(live_app: LiveAp
     portal = live_app.install()
     with live_app.app.app_context(), get_db().read() as session:
         key = pbx_keys.reveal(
-            store.find_portal(session, portal.member_id).settings, store.secret_box()
+            store.find_portal(session, portal.member_id).settings, current_store().box
         )
     accepted = requests.post(
         f"{live_app.url}/pbx/v1/calls/finish",

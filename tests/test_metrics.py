@@ -9,6 +9,7 @@ import requests
 
 from b24app.db import get_db
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from tests.conftest import LiveApp
 
 
@@ -26,7 +27,7 @@ def test_metrics_move_as_a_call_is_accepted_and_delivered(live_app: LiveApp):
     portal = live_app.install()
     with live_app.app.app_context(), get_db().read() as session:
         key = pbx_keys.reveal(
-            store.find_portal(session, portal.member_id).settings, store.secret_box()
+            store.find_portal(session, portal.member_id).settings, current_store().box
         )
     before = requests.get(f"{live_app.url}/metrics", timeout=10).text
     call = {
@@ -77,7 +78,6 @@ def test_label_values_come_from_a_fixed_set_whatever_a_portal_answers(live_app: 
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from b24app.bitrix.client import PortalClient
     from b24app.bitrix.errors import BitrixError
 
     invented = [f"MADE_UP_{n}" for n in range(5)]
@@ -103,7 +103,7 @@ def test_label_values_come_from_a_fixed_set_whatever_a_portal_answers(live_app: 
         row.client_endpoint = f"http://127.0.0.1:{server.server_address[1]}/rest/"
     before = requests.get(f"{live_app.url}/metrics", timeout=10).text
     with live_app.app.app_context():
-        client = PortalClient(portal.member_id)
+        client = current_store().client(portal.member_id)
         for _ in range(5):
             with contextlib.suppress(BitrixError):
                 client.call("profile")

@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import PortalUnavailable, RateLimited
-from b24app.bitrix.throttle import STANDARD, Limits, Throttle
+from b24app.bitrix.throttle import STANDARD, Limits
 from b24app.db import get_db
 from b24app.models import PortalStatus, utcnow
 from b24app.portals import store
+from b24app.portals.throttle import Throttle
+from b24app.wiring import current_store
 from devportal import faults
 from tests.conftest import LiveApp
 
@@ -32,7 +33,7 @@ def portal_row(live: LiveApp, member_id: str):  # type: ignore[no-untyped-def]
 def test_a_call_returns_the_envelope(live_app: LiveApp):
     portal = live_app.install()
     with live_app.app.app_context():
-        body = PortalClient(portal.member_id).call("user.admin")
+        body = current_store().client(portal.member_id).call("user.admin")
     assert body["result"] is True
     assert "time" in body
 
@@ -42,8 +43,8 @@ def test_expired_token_is_refreshed_once_and_the_call_repeated(live_app: LiveApp
     portal = live_app.install()
     faults.expire_tokens(live_app.dev, portal)
     with live_app.app.app_context():
-        assert PortalClient(portal.member_id).result("user.admin") is True
-        assert PortalClient(portal.member_id).result("user.admin") is True
+        assert current_store().client(portal.member_id).result("user.admin") is True
+        assert current_store().client(portal.member_id).result("user.admin") is True
     assert len(refreshes(live_app)) == 1
     assert [e["error"] for e in refreshes(live_app)] == [None]
 
@@ -55,7 +56,7 @@ def test_token_known_to_be_expired_is_refreshed_before_the_call(live_app: LiveAp
         store.find_portal(session, portal.member_id).access_expires_at = utcnow()
     asked_at_install = len(live_app.dev.entries(method="user.admin"))  # is the installer admin?
     with live_app.app.app_context():
-        assert PortalClient(portal.member_id).result("user.admin") is True
+        assert current_store().client(portal.member_id).result("user.admin") is True
     calls = live_app.dev.entries(method="user.admin")[asked_at_install:]
     assert [c["status"] for c in calls] == [200]  # no wasted 401 first
     assert len(refreshes(live_app)) == 1
@@ -68,11 +69,11 @@ def test_invalid_grant_moves_the_portal_to_needs_reauth_and_stops_calls(live_app
     faults.expire_tokens(live_app.dev, portal)
     with live_app.app.app_context():
         with pytest.raises(PortalUnavailable) as raised:
-            PortalClient(portal.member_id).call("user.admin")
+            current_store().client(portal.member_id).call("user.admin")
         assert raised.value.portal_status == PortalStatus.NEEDS_REAUTH
         before = len(live_app.dev.journal)
         with pytest.raises(PortalUnavailable):
-            PortalClient(portal.member_id).call("user.admin")
+            current_store().client(portal.member_id).call("user.admin")
     assert len(live_app.dev.journal) == before  # no request was sent
     assert portal_row(live_app, portal.member_id).status == PortalStatus.NEEDS_REAUTH
 
@@ -88,7 +89,7 @@ def test_portal_errors_give_the_documented_status(live_app: LiveApp, code, statu
     portal = live_app.install()
     faults.set_rest_error(live_app.dev, portal, code)
     with live_app.app.app_context(), pytest.raises(PortalUnavailable):
-        PortalClient(portal.member_id).call("user.admin")
+        current_store().client(portal.member_id).call("user.admin")
     row = portal_row(live_app, portal.member_id)
     assert row.status == status
     assert row.status_detail
@@ -100,7 +101,7 @@ def test_lapsed_payment_gives_payment_required(live_app: LiveApp):
     faults.lapse_payment(live_app.dev, portal, live_app.dev.apps and "app.test.1")
     faults.expire_tokens(live_app.dev, portal)
     with live_app.app.app_context(), pytest.raises(PortalUnavailable):
-        PortalClient(portal.member_id).call("user.admin")
+        current_store().client(portal.member_id).call("user.admin")
     assert portal_row(live_app, portal.member_id).status == PortalStatus.PAYMENT_REQUIRED
 
 
@@ -109,7 +110,7 @@ def test_domain_change_is_followed_and_stored(live_app: LiveApp):
     portal = live_app.install()
     faults.change_address(live_app.dev, portal, "alpha-renamed")
     with live_app.app.app_context():
-        assert PortalClient(portal.member_id).result("user.admin") is True
+        assert current_store().client(portal.member_id).result("user.admin") is True
     row = portal_row(live_app, portal.member_id)
     assert row.client_endpoint == live_app.dev.client_endpoint(portal)
     assert "alpha-renamed" in row.client_endpoint
@@ -121,7 +122,7 @@ def test_query_limit_exceeded_backs_off_and_succeeds(live_app: LiveApp):
     portal.bucket.rate, portal.bucket.burst, portal.bucket.level = 2.0, 3, 3.0
     asked_at_install = len(live_app.dev.entries(method="user.admin"))  # is the installer admin?
     with live_app.app.app_context():
-        assert PortalClient(portal.member_id).result("user.admin") is True
+        assert current_store().client(portal.member_id).result("user.admin") is True
     statuses = [e["status"] for e in live_app.dev.entries(method="user.admin")[asked_at_install:]]
     assert statuses[0] == 503 and statuses[-1] == 200
 
@@ -132,7 +133,7 @@ def test_operation_time_limit_says_when_to_retry(live_app: LiveApp):
     portal.operating.clear()  # the installer asked user.admin (is its user an admin?)
     portal.operating_limit = 0.0
     with live_app.app.app_context():
-        client = PortalClient(portal.member_id)
+        client = current_store().client(portal.member_id)
         client.call("user.admin")  # spends some time: the budget is now exceeded
         with pytest.raises(RateLimited) as raised:
             client.call("user.admin")
@@ -143,13 +144,17 @@ def test_operation_time_limit_says_when_to_retry(live_app: LiveApp):
 def test_batch_returns_each_commands_result_and_error(live_app: LiveApp):
     portal = live_app.install()
     with live_app.app.app_context():
-        outcome = PortalClient(portal.member_id).batch(
-            {
-                "admin": ("user.admin", {}),
-                "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
-                "profile": ("profile", {}),
-                "bad": ("no.such.method", {}),
-            }
+        outcome = (
+            current_store()
+            .client(portal.member_id)
+            .batch(
+                {
+                    "admin": ("user.admin", {}),
+                    "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
+                    "profile": ("profile", {}),
+                    "bad": ("no.such.method", {}),
+                }
+            )
         )
     assert outcome.result["admin"] is True
     assert outcome.errors["bad"].code == "ERROR_METHOD_NOT_FOUND"
@@ -158,11 +163,15 @@ def test_batch_returns_each_commands_result_and_error(live_app: LiveApp):
 def test_batch_references_earlier_results(live_app: LiveApp):
     portal = live_app.install()
     with live_app.app.app_context():
-        outcome = PortalClient(portal.member_id).batch(
-            {
-                "profile": ("profile", {}),
-                "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
-            }
+        outcome = (
+            current_store()
+            .client(portal.member_id)
+            .batch(
+                {
+                    "profile": ("profile", {}),
+                    "me": ("user.get", {"FILTER": {"ID": "$result[profile][ID]"}}),
+                }
+            )
         )
     assert not outcome.errors
     assert [u["ID"] for u in outcome.result["me"]] == ["1"]

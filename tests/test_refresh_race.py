@@ -24,15 +24,15 @@ CALLS_PER_PROCESS = 50
 def call_many(settings_values: dict[str, Any], member_id: str) -> list[str]:
     """In a fresh process: build the app and make CALLS_PER_PROCESS calls from THREADS threads."""
     from b24app import create_app
-    from b24app.bitrix.client import PortalClient
     from b24app.bitrix.errors import BitrixError
     from b24app.config import load_settings
+    from b24app.wiring import store_of
 
     app = create_app(load_settings(_env_file=None, **settings_values))
 
     def one(_: int) -> str:
         try:
-            return "ok" if PortalClient(member_id, app=app).result("user.admin") is True else "no"
+            return "ok" if store_of(app).client(member_id).result("user.admin") is True else "no"
         except BitrixError as error:
             return error.code
 

@@ -10,18 +10,20 @@ flight, tokens.py); waits for the portal's shared throttle slot (throttle.py); P
 - `OPERATION_TIME_LIMIT`: RateLimited with the documented `operating_reset_at`;
 - PAYMENT_REQUIRED, PORTAL_DELETED, ACCESS_DENIED: the portal's status says what to do, and
   calls stop until then.
-The official `b24pysdk` was considered for this layer; see docs/architecture.md for why not.
+The client knows no SQL and no app: a portal's state and tokens come from the `Installations`
+handed in (the installation store), and what it learns (rotated tokens, a new address, a new
+status) goes back through it. The official `b24pysdk` was considered for this layer; see
+docs/architecture.md for why not.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urljoin
 
 import requests
-from flask import Flask, current_app
 
 from b24app import metrics
 from b24app.bitrix import throttle as throttle_mod
@@ -36,12 +38,10 @@ from b24app.bitrix.errors import (
     json_body,
     transport_error,
 )
-from b24app.bitrix.oauth import OAuthServer
+from b24app.bitrix.oauth import OAuthServer, TokenPair
 from b24app.bitrix.safety import check_portal_url, portal_session
-from b24app.db import Database, get_db
 from b24app.logs import get_logger
-from b24app.models import Portal, PortalStatus, utcnow
-from b24app.portals import store
+from b24app.portal_status import REVIVABLE, PortalStatus
 
 log = get_logger(__name__)
 
@@ -63,8 +63,6 @@ PORTAL_ERRORS = {
     ),
 }
 REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND")
-# Statuses a portal leaves by itself when its admin pays or its plan changes: a probe asks.
-REVIVABLE = (PortalStatus.PAYMENT_REQUIRED, PortalStatus.ACCESS_DENIED)
 
 
 @dataclass
@@ -77,10 +75,43 @@ class BatchResult:
     time: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PortalState:
+    """What the client needs to know of a portal before calling it."""
+
+    portal_id: int  # the key of its shared schedule
+    status: str
+    status_detail: str  # why, for the admin
+    client_endpoint: str  # https://{domain}/rest/ on the cloud
+    tokens: TokenPair | None  # None: no tokens stored
+    enterprise_limits: bool
+
+
+class Installations(tokens.TokenStore, Protocol):
+    """Where the client reads a portal's state and tokens and writes back what it learns (the
+    installation store, portals/store.py; the way Authlib's client takes `update_token`)."""
+
+    def portal_state(self, member_id: str) -> PortalState | None:
+        """The portal's state now (None: no such portal)."""
+
+    def save_endpoint(self, member_id: str, client_endpoint: str) -> None:
+        """The portal answered from a new, checked address (change-domen.md): keep it."""
+
+    def save_status(
+        self,
+        member_id: str,
+        status: PortalStatus,
+        detail: str | None = None,
+        *,
+        only_from: tuple[PortalStatus, ...] = (),
+    ) -> bool:
+        """Record the portal's new status (only if its status is one of `only_from`, if given);
+        return whether it changed."""
+
+
 @dataclass
 class _Snapshot:
     portal_id: int
-    member_id: str
     status: str
     endpoint: str
     access_token: str
@@ -89,18 +120,32 @@ class _Snapshot:
 
 
 class PortalClient:
-    """Calls one portal, identified by `member_id`."""
+    """Calls one portal, identified by `member_id`.
 
-    def __init__(self, member_id: str, *, app: Flask | None = None) -> None:
-        self.app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-        settings = self.app.config["SETTINGS"]
+    `installations` gives the portal's state and tokens and takes back rotated tokens, a new
+    address and status changes; `oauth` refreshes tokens; `schedule` keeps the per-portal request
+    schedule every process shares; `timeout` is the HTTP timeout in seconds; `allow_local`
+    allows http:// and private addresses (B24APP_ALLOW_LOCAL_PORTALS, development only).
+    A client holds an HTTPS session: reuse one per portal and thread pool.
+    """
+
+    def __init__(
+        self,
+        member_id: str,
+        *,
+        installations: Installations,
+        oauth: OAuthServer,
+        schedule: throttle_mod.Schedule,
+        timeout: float,
+        allow_local: bool = False,
+    ) -> None:
         self.member_id = member_id
-        self.db: Database = get_db(self.app)
-        self.oauth = OAuthServer(settings.oauth_server, timeout=settings.http_timeout)
-        self.throttle = throttle_mod.Throttle(self.db)
-        self.timeout = settings.http_timeout
-        self.allow_local = settings.allow_local_portals
-        self.http = portal_session(allow_local=self.allow_local)  # checks each connection
+        self.installations = installations
+        self.oauth = oauth
+        self.schedule = schedule
+        self.timeout = timeout
+        self.allow_local = allow_local
+        self.http = portal_session(allow_local=allow_local)  # checks each connection
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
 
     # --- public ------------------------------------------------------------------------------
@@ -110,16 +155,14 @@ class PortalClient:
         Raises BitrixError: a Bitrix24 error envelope (REFUSED), UnreadableAnswer (an answer that
         is not Bitrix24's JSON), TransportError (no answer; `ending` says whether it was sent),
         PortalUnavailable (the portal's status forbids calls), RateLimited."""
-        with self.app.app_context():
-            return self._call(method, params or {})
+        return self._call(method, params or {})
 
     def probe(self, *, timeout: float, revive: tuple[str, ...] = ()) -> dict[str, Any]:
         """One `app.info` request (api-reference/common/system/app-info.md) to learn whether a
         paused portal answers again, waiting at most `timeout` seconds. A portal whose status is
         in `revive` (waiting for a payment, say) is asked too, and set active if it answers.
         Raises as `call` does."""
-        with self.app.app_context():
-            return self._call("app.info", {}, timeout=timeout, revive=revive)
+        return self._call("app.info", {}, timeout=timeout, revive=revive)
 
     def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self.call(method, params)["result"]
@@ -156,12 +199,12 @@ class PortalClient:
         snap = self._snapshot(revive)
         token = snap.access_token
         if snap.expired:
-            token = tokens.refresh(self.db, self.oauth, self.member_id, token)
+            token = tokens.refresh(self.installations, self.oauth, self.member_id, token)
         refreshed = False
         redirects = 0
         limit_retries = 0
         while True:
-            self.throttle.wait(snap.portal_id, snap.limits)
+            throttle_mod.wait(self.schedule, snap.portal_id, snap.limits)
             response = self._post(snap.endpoint, method, params, token, timeout or self.timeout)
             if response.status_code in REDIRECT_CODES and redirects < MAX_REDIRECTS:
                 redirects += 1
@@ -178,12 +221,12 @@ class PortalClient:
             log.info("bitrix error", member_id=self.member_id, method=method, error=error.code)
             if error.code in REFRESH_ERRORS and not refreshed:
                 refreshed = True
-                token = tokens.refresh(self.db, self.oauth, self.member_id, token)
+                token = tokens.refresh(self.installations, self.oauth, self.member_id, token)
                 continue
             if error.code == "QUERY_LIMIT_EXCEEDED":
                 limit_retries += 1
                 retry_at = time.time() + 2.0**limit_retries
-                self.throttle.block(snap.portal_id, retry_at)
+                self.schedule.block(snap.portal_id, retry_at)
                 if limit_retries <= QUERY_LIMIT_RETRIES:
                     continue
                 raise RateLimited(error.code, error.description, retry_at)
@@ -208,26 +251,21 @@ class PortalClient:
 
     # --- portal state ---------------------------------------------------------------------------
     def _snapshot(self, revive: tuple[str, ...] = ()) -> _Snapshot:
-        with self.db.read() as session:
-            portal = store.find_portal(session, self.member_id)
-            if portal is None:
-                raise PortalUnavailable("unknown", f"no portal {self.member_id}")
-            if portal.status != PortalStatus.ACTIVE and portal.status not in revive:
-                raise PortalUnavailable(portal.status, portal.status_detail or "")
-            pair = store.read_tokens(portal)
-            if pair is None:
-                raise PortalUnavailable(PortalStatus.NEEDS_REAUTH, "no tokens stored")
-            return _Snapshot(
-                portal_id=portal.id,
-                member_id=portal.member_id,
-                status=portal.status,
-                endpoint=portal.client_endpoint,
-                access_token=pair.access_token,
-                expired=pair.expires_at <= utcnow() + tokens.LEEWAY,
-                limits=throttle_mod.ENTERPRISE
-                if portal.enterprise_limits
-                else throttle_mod.STANDARD,
-            )
+        state = self.installations.portal_state(self.member_id)
+        if state is None:
+            raise PortalUnavailable("unknown", f"no portal {self.member_id}")
+        if state.status != PortalStatus.ACTIVE and state.status not in revive:
+            raise PortalUnavailable(state.status, state.status_detail)
+        if state.tokens is None:
+            raise PortalUnavailable(PortalStatus.NEEDS_REAUTH, "no tokens stored")
+        return _Snapshot(
+            portal_id=state.portal_id,
+            status=state.status,
+            endpoint=state.client_endpoint,
+            access_token=state.tokens.access_token,
+            expired=tokens.expired(state.tokens),
+            limits=throttle_mod.ENTERPRISE if state.enterprise_limits else throttle_mod.STANDARD,
+        )
 
     def _moved(self, method: str, response: requests.Response) -> str:
         """Store the portal's new address (change-domen.md) and return its REST endpoint."""
@@ -241,44 +279,35 @@ class PortalClient:
             endpoint = check_portal_url(endpoint, allow_local=self.allow_local)
         except UnsafeAddress as exc:
             raise BitrixError("BAD_REDIRECT", str(exc)) from None
-        with self.db.write() as session:
-            portal = store.find_portal(session, self.member_id, for_update=True)
-            if portal is not None:
-                portal.client_endpoint = endpoint
-                _update_domain(portal, endpoint)
+        self.installations.save_endpoint(self.member_id, endpoint)
         log.info("portal moved", member_id=self.member_id, endpoint=endpoint)
         return endpoint
 
     def _revived(self) -> None:
         """A portal that was waiting (a payment, REST access) answered: it is active again."""
-        with self.db.write() as session:
-            portal = store.find_portal(session, self.member_id, for_update=True)
-            if portal is not None and portal.status in REVIVABLE:
-                store.set_status(portal, PortalStatus.ACTIVE)
-                log.info("portal answers again", member_id=self.member_id)
+        if self.installations.save_status(self.member_id, PortalStatus.ACTIVE, only_from=REVIVABLE):
+            log.info("portal answers again", member_id=self.member_id)
 
     def _react(self, error: BitrixError) -> None:
         """Errors that need the admin: record the portal's new status."""
         if error.code not in PORTAL_ERRORS:
             return
         status, detail = PORTAL_ERRORS[error.code]
-        with self.db.write() as session:
-            portal = store.find_portal(session, self.member_id, for_update=True)
-            if portal is not None:
-                store.set_status(portal, status, detail)
+        self.installations.save_status(self.member_id, status, detail)
         raise PortalUnavailable(status, detail) from error
 
 
 def call_as_user(
-    client_endpoint: str, method: str, *, access_token: str, timeout: float
+    client_endpoint: str, method: str, *, access_token: str, timeout: float, allow_local: bool
 ) -> dict[str, Any]:
     """Call `method` with a user's own token (the settings page's AUTH_ID), not the portal's.
 
     For questions only that user can answer (`user.admin`: may *this* user manage the app?).
     The token is not stored, not refreshed, not logged; it travels in the JSON body, never in
     the URL. No redirects followed: `client_endpoint` is the stored, checked address.
+    `allow_local` as for PortalClient. Raises as PortalClient.call does.
     """
-    http = portal_session(allow_local=store.app_settings().allow_local_portals)
+    http = portal_session(allow_local=allow_local)
     try:
         response = http.post(
             f"{client_endpoint}{method}.json",
@@ -297,18 +326,25 @@ def call_as_user(
     return body
 
 
+def is_admin(client_endpoint: str, access_token: str, *, timeout: float, allow_local: bool) -> bool:
+    """Whether the token's own user may manage the app on the portal: `user.admin`
+    (api-reference/common/users/user-admin.md), asked with that user's token (call_as_user).
+    The one admin check of b24app; raises BitrixError when the portal cannot say."""
+    envelope = call_as_user(
+        client_endpoint,
+        "user.admin",
+        access_token=access_token,
+        timeout=timeout,
+        allow_local=allow_local,
+    )
+    return envelope.get("result") is True
+
+
 def _error(status: int, body: dict[str, Any]) -> BitrixError:
     """A failed answer: Bitrix24's own error envelope, or an answer we cannot read."""
     if body.get("error"):
         return BitrixError.from_response(status, body)
     return UnreadableAnswer(status, f"HTTP {status} without a Bitrix24 answer")
-
-
-def _update_domain(portal: Portal, endpoint: str) -> None:
-    """On Bitrix24 cloud the REST endpoint is https://{domain}/rest/; keep `domain` in step."""
-    parts = urlsplit(endpoint)
-    if parts.path == "/rest/":
-        portal.domain = parts.netloc
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -7,7 +7,9 @@ OAuth server is a fixed, configured host. Grants go through Authlib; `app.info` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -15,7 +17,51 @@ from authlib.integrations.base_client.errors import OAuthError as AuthlibOAuthEr
 from authlib.integrations.requests_client import OAuth2Session
 
 from b24app.bitrix.errors import BitrixError, OAuthError, json_body, transport_error
-from b24app.portals.store import TokenPair, expires_at
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """A portal's OAuth tokens: the access token, the single-use refresh token, and when the
+    access token expires (aware UTC; settings/oauth/index.md: an hour after it was issued)."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+
+def expires_at(expires_in: int | float) -> datetime:
+    """When a token issued now expires, from Bitrix24's `expires_in` / `AUTH_EXPIRES` (seconds)."""
+    return datetime.now(UTC) + timedelta(seconds=float(expires_in))
+
+
+DEFAULT_EXPIRES_IN = 3600  # seconds: an access token's life (settings/oauth/index.md)
+
+
+def token_pair(access_token: object, refresh_token: object, expires_in: object) -> TokenPair | None:
+    """The one reader of a token pair a Bitrix24 request carries: a frame's form (`AUTH_ID`,
+    `REFRESH_ID`, `AUTH_EXPIRES`, settings/oauth/simple-way.md; `frame_tokens`) or an event's
+    `auth` (`access_token`, `refresh_token`, `expires_in`; `event_tokens`). None unless both
+    tokens are non-empty text; a missing or unreadable lifetime counts as an hour. Believe the
+    pair only after verifying the access token (portals/verification.py)."""
+    if not (isinstance(access_token, str) and isinstance(refresh_token, str)):
+        return None
+    if not (access_token and refresh_token):
+        return None
+    try:
+        seconds = max(int(str(expires_in or DEFAULT_EXPIRES_IN)), 0)
+    except ValueError:
+        seconds = DEFAULT_EXPIRES_IN
+    return TokenPair(access_token, refresh_token, expires_at(seconds))
+
+
+def frame_tokens(form: Mapping[str, str]) -> TokenPair | None:
+    """The token pair of a frame's POST (the installer, the application page)."""
+    return token_pair(form.get("AUTH_ID"), form.get("REFRESH_ID"), form.get("AUTH_EXPIRES"))
+
+
+def event_tokens(auth: Mapping[str, object]) -> TokenPair | None:
+    """The token pair of an event's `auth` (ONAPPINSTALL, ONAPPUPDATE)."""
+    return token_pair(auth.get("access_token"), auth.get("refresh_token"), auth.get("expires_in"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +172,16 @@ class OAuthServer:
             scope=str(token.get("scope") or ""),
             user_id=_int_or_none(token.get("user_id")),
         )
+
+
+def authorization_url(client_endpoint: str, client_id: str, state: str) -> str:
+    """Step 1 of the authorization-code flow (settings/oauth/index.md): the portal's
+    `/oauth/authorize/` page for our `client_id`, carrying `state`."""
+    portal_base = client_endpoint.removesuffix("rest/")
+    url, _ = OAuth2Session(client_id).create_authorization_url(
+        f"{portal_base}oauth/authorize/", state=state
+    )
+    return str(url)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -46,6 +46,7 @@ from b24app.delivery.outbox import Claimed, Delivered, Failed, Outcome, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import currencies, mapping
+from b24app.wiring import store_of
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Context:
         (a worker has at most one batch per portal in flight)."""
         with self._clients_lock:
             if member_id not in self._clients:
-                self._clients[member_id] = PortalClient(member_id, app=self.app)
+                self._clients[member_id] = store_of(self.app).client(member_id)
             return self._clients[member_id]
 
 
@@ -340,7 +341,7 @@ class PortalDelivery:
         if not self.ctx.currencies_due(view.member_id):
             return
         try:
-            currencies.refresh_currencies(view.member_id)
+            currencies.refresh_currencies(store_of(self.ctx.app), view.member_id)
         except Exception as error:  # a stale list is no reason to stop
             metrics.worker_error("currencies", error)
 

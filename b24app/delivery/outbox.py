@@ -35,10 +35,10 @@ from b24app.delivery.portal_health import paused_ids
 from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.logs import get_logger
 from b24app.models import Call, CallState, Portal, PortalStatus
+from b24app.portal_status import GONE
 
 log = get_logger(__name__)
 
-GONE_STATUSES = (PortalStatus.UNINSTALLED, PortalStatus.PORTAL_DELETED)
 TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
 
 
@@ -108,7 +108,7 @@ def due_condition(now: datetime) -> ColumnElement[bool]:
     usable = select(Portal.id).where(
         Portal.status == PortalStatus.ACTIVE, Portal.id.not_in(paused_ids())
     )
-    gone = select(Portal.id).where(Portal.status.in_(GONE_STATUSES))
+    gone = select(Portal.id).where(Portal.status.in_(GONE))
     return or_(
         and_(
             Call.state == CallState.QUEUED,
@@ -384,7 +384,7 @@ def _failed_matching(
     since: datetime | None,
     until: datetime | None,
 ) -> list[ColumnElement[bool]]:
-    gone = select(Portal.id).where(Portal.status.in_(GONE_STATUSES))
+    gone = select(Portal.id).where(Portal.status.in_(GONE))
     conditions = [Call.state == CallState.FAILED, Call.portal_id.not_in(gone)]
     if portal_id is not None:
         conditions.append(Call.portal_id == portal_id)

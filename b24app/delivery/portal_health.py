@@ -26,10 +26,10 @@ from typing import Any
 from sqlalchemy import Select, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from b24app.bitrix.client import REVIVABLE
 from b24app.db import Database
 from b24app.logs import get_logger
 from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus
+from b24app.portal_status import REVIVABLE
 
 log = get_logger(__name__)
 

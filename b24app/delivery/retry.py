@@ -32,7 +32,7 @@ from b24app.bitrix.errors import (
     TransportError,
     UnreadableAnswer,
 )
-from b24app.models import PortalStatus
+from b24app.portal_status import GONE, PortalStatus
 
 Kind = Literal["retry", "wait", "fail"]
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
@@ -118,11 +118,12 @@ NOT_RUN = frozenset(
 PORTAL_WIDE = frozenset({"OVERLOAD_LIMIT", "UNSAFE_ADDRESS"})
 
 # PortalUnavailable.portal_status → is the admin able to fix it, and what to tell them.
-PORTAL_GONE: dict[str, str] = {
+PORTAL_GONE: dict[str, str] = {  # the statuses of portal_status.GONE, and a portal never seen
     PortalStatus.UNINSTALLED: "The application was uninstalled from the portal.",
     PortalStatus.PORTAL_DELETED: "The portal was deleted or closed.",
     "unknown": "The portal is not known to this application (it was never installed here).",
 }
+assert set(GONE) <= set(PORTAL_GONE)
 PORTAL_ADMIN: dict[str, str] = {
     PortalStatus.NEEDS_REAUTH: "The portal's admin must open the application or re-authorise it.",
     PortalStatus.PAYMENT_REQUIRED: "The application's paid period on the portal has expired.",

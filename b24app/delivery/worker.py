@@ -37,14 +37,15 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from b24app import health, retention
-from b24app.bitrix.client import REVIVABLE
 from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
 from b24app.delivery import metrics, outbox, portal_health
 from b24app.delivery.deliver import Context, PortalDelivery
 from b24app.delivery.retry import RetryPolicy
 from b24app.logs import get_logger
+from b24app.portal_status import REVIVABLE
 from b24app.portals import currencies
+from b24app.wiring import store_of
 
 log = get_logger(__name__)
 
@@ -252,11 +253,8 @@ class Worker:
         if self._last_housekeeping and now - self._last_housekeeping < HOUSEKEEPING_EVERY:
             return
         self._last_housekeeping = now
-        from b24app.portals.cli import refresh_idle_portals
-
         try:
-            with self.app.app_context():
-                refreshed, failed = refresh_idle_portals(IDLE_PORTAL)
+            refreshed, failed = store_of(self.app).refresh_idle(IDLE_PORTAL)
             log.info("idle portals refreshed", refreshed=refreshed, failed=failed)
         except Exception as error:  # tomorrow is another day
             metrics.worker_error("refresh idle portals", error)

@@ -16,21 +16,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from b24app.bitrix.encoding import unflatten
-from b24app.db import get_db
+from b24app.bitrix.oauth import event_tokens
 from b24app.install import uninstall
-from b24app.install.verification import (
+from b24app.logs import get_logger
+from b24app.models import PortalStatus
+from b24app.portals.store import find_portal
+from b24app.portals.verification import (
     InstallRefused,
     installation_facts,
     require_admin,
     verify_token,
 )
-from b24app.logs import get_logger
-from b24app.models import PortalStatus
-from b24app.portals import store
+from b24app.wiring import current_store
 
 log = get_logger(__name__)
 bp = Blueprint("events", __name__)
@@ -53,7 +54,7 @@ def receive() -> ResponseReturnValue:
 
 def _uninstall(member_id: str, presented: str, data: object) -> ResponseReturnValue:
     clean = isinstance(data, dict) and str(data.get("CLEAN", "")).strip() == "1"
-    outcome = uninstall.uninstall(member_id, presented, clean=clean)
+    outcome = uninstall.uninstall(current_store(), member_id, presented, clean=clean)
     if not outcome.accepted:
         log.warning("ONAPPUNINSTALL refused", reason=outcome.reason, member_id=member_id[:64])
         return _forbidden()
@@ -69,27 +70,27 @@ def _uninstall(member_id: str, presented: str, data: object) -> ResponseReturnVa
 
 
 def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> ResponseReturnValue:
-    settings = current_app.config["SETTINGS"]
+    store = current_store()
     access_token = str(auth.get("access_token") or "")
     try:
-        with get_db().read() as session:
+        with store.db.read() as session:
             verified = verify_token(
+                store,
                 session,
-                settings,
                 access_token=access_token,
                 member_id=member_id,
                 domain=str(auth.get("domain") or "") or None,
             )
-        require_admin(verified, access_token, settings)
-        with get_db().write() as session:
-            portal = store.find_portal(session, member_id, for_update=True)
+        require_admin(store, verified.client_endpoint, access_token)
+        with store.db.write() as session:
+            portal = find_portal(session, member_id, for_update=True)
             keep_tokens = bool(
                 portal and portal.status == PortalStatus.ACTIVE and store.read_tokens(portal)
             )
             facts = installation_facts(
+                store,
                 verified,
-                settings,
-                tokens=_event_tokens(auth, keep_tokens),
+                tokens=None if keep_tokens else event_tokens(auth),
                 application_token=str(auth.get("application_token") or ""),
             )
             store.save_installation(session, facts)
@@ -98,16 +99,6 @@ def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> Resp
         return _forbidden()
     log.info("event accepted", event_name=event, member_id=member_id)
     return jsonify(status="ok")
-
-
-def _event_tokens(auth: dict[str, Any], keep_tokens: bool) -> store.TokenPair | None:
-    if keep_tokens or not auth.get("refresh_token"):
-        return None
-    return store.TokenPair(
-        str(auth["access_token"]),
-        str(auth["refresh_token"]),
-        store.expires_at(int(auth.get("expires_in") or 3600)),
-    )
 
 
 def _forbidden() -> ResponseReturnValue:

@@ -10,22 +10,22 @@ the portal, bind our lifecycle events server-side, and answer a page whose scrip
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, Response, current_app, render_template, request
 
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
-from b24app.db import get_db
-from b24app.install.verification import (
+from b24app.bitrix.oauth import frame_tokens
+from b24app.frames import framed, page_language
+from b24app.logs import get_logger
+from b24app.portals.currencies import refresh_currencies
+from b24app.portals.store import InstallationStore
+from b24app.portals.verification import (
     InstallRefused,
     installation_facts,
     require_admin,
     verify_token,
 )
-from b24app.logs import get_logger
-from b24app.portals import store
-from b24app.portals.currencies import refresh_currencies
+from b24app.wiring import current_store
 
 log = get_logger(__name__)
 bp = Blueprint("installer", __name__, template_folder="templates")
@@ -37,6 +37,7 @@ LIFECYCLE_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE")
 @bp.post("/install")
 def install() -> Response:
     settings = current_app.config["SETTINGS"]
+    store = current_store()
     lang = page_language(request.args.get("LANG"))
     missing = [name for name in REQUIRED_FORM if not request.form.get(name)]
     if not request.args.get("DOMAIN"):
@@ -44,29 +45,28 @@ def install() -> Response:
     if missing:
         return _refused(lang, f"missing fields: {', '.join(missing)}", 400)
     try:
-        with get_db().read() as session:
+        with store.db.read() as session:
             verified = verify_token(
+                store,
                 session,
-                settings,
                 access_token=request.form["AUTH_ID"],
                 member_id=request.form["member_id"],
                 domain=request.args["DOMAIN"],
             )
-        require_admin(verified, request.form["AUTH_ID"], settings)
-        with get_db().write() as session:
-            facts = installation_facts(
-                verified,
-                settings,
-                tokens=_frame_tokens(),
-                application_token=request.form["APPLICATION_TOKEN"],
-            )
-            portal = store.save_installation(session, facts)
-            member_id = portal.member_id
+        require_admin(store, verified.client_endpoint, request.form["AUTH_ID"])
+        facts = installation_facts(
+            store,
+            verified,
+            tokens=frame_tokens(request.form),
+            application_token=request.form["APPLICATION_TOKEN"],
+        )
+        with store.db.write() as session:
+            member_id = store.save_installation(session, facts).member_id
     except InstallRefused as refusal:
         log.warning("install refused", reason=str(refusal), member_id=request.form["member_id"])
         return _refused(lang, str(refusal), 403)
-    bound = bind_lifecycle_events(member_id, f"{settings.public_url}/events")
-    _remember_currencies(member_id)
+    bound = bind_lifecycle_events(store.client(member_id), f"{settings.public_url}/events")
+    _remember_currencies(store, member_id)
     log.info("installed", member_id=member_id, events_bound=bound)
     html = render_template(
         "install.html",
@@ -78,19 +78,14 @@ def install() -> Response:
     return framed(Response(html), verified.client_endpoint)
 
 
-def _frame_tokens() -> store.TokenPair:
-    form = request.form
-    expires = store.expires_at(_int(form.get("AUTH_EXPIRES")))
-    return store.TokenPair(form["AUTH_ID"], form["REFRESH_ID"], expires)
-
-
-def bind_lifecycle_events(member_id: str, handler: str) -> bool:
-    """Bind ONAPPUNINSTALL and ONAPPUPDATE to our handler; True once both are bound.
+def bind_lifecycle_events(client: PortalClient, handler: str) -> bool:
+    """Bind ONAPPUNINSTALL and ONAPPUPDATE to our handler (a URL) on the client's portal; True
+    once both are bound, False if Bitrix24 refused or could not be asked (logged).
 
     Binds only what `event.get` does not already list: what event.bind does with a duplicate is
     not documented (api-reference/events/event-bind.md), so we never send one.
     """
-    client = PortalClient(member_id)
+    member_id = client.member_id
     try:
         bound = {
             str(item.get("event", "")).upper()
@@ -112,22 +107,12 @@ def bind_lifecycle_events(member_id: str, handler: str) -> bool:
     return not outcome.errors
 
 
-def _remember_currencies(member_id: str) -> None:
+def _remember_currencies(store: InstallationStore, member_id: str) -> None:
     """Store the portal's currencies now, so the PBX intake has them from the first call."""
     try:
-        refresh_currencies(member_id, force=True)
+        refresh_currencies(store, member_id, force=True)
     except BitrixError as error:
         log.warning("crm.currency.list failed", member_id=member_id, error=error.code)
-
-
-def framed(response: Response, client_endpoint: str) -> Response:
-    """Allow framing by the portal's own origin only (site-does-not-allow-connection.md)."""
-    parts = urlsplit(client_endpoint)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    response.headers["Content-Security-Policy"] = f"frame-ancestors 'self' {origin}"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def _refused(lang: str, reason: str, status: int) -> Response:
@@ -135,17 +120,6 @@ def _refused(lang: str, reason: str, status: int) -> Response:
     response = Response(html, status=status)
     response.headers["Content-Security-Policy"] = "frame-ancestors *"
     return response
-
-
-def page_language(lang: str | None) -> str:
-    return "ru" if (lang or "").lower() in ("ru", "ua", "by", "kz") else "en"
-
-
-def _int(value: str | None) -> int:
-    try:
-        return max(int(value or 3600), 0)
-    except ValueError:
-        return 3600
 
 
 TEXT = {

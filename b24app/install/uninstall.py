@@ -27,16 +27,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from flask import current_app
 from sqlalchemy.orm import Session
 
 from b24app.bitrix.errors import BitrixError, OAuthError
 from b24app.bitrix.oauth import OAuthServer
-from b24app.db import get_db
-from b24app.install.verification import oauth_server
 from b24app.logs import get_logger
 from b24app.models import Portal
-from b24app.portals import store
+from b24app.portals.store import InstallationStore, erase_portal, find_portal, mark_uninstalled
 
 log = get_logger(__name__)
 
@@ -52,32 +49,36 @@ class Outcome:
     erased: dict[str, int] | None = None  # rows erased per table, for CLEAN=1
 
 
-def uninstall(member_id: str, presented_token: str, *, clean: bool) -> Outcome:
+def uninstall(
+    store: InstallationStore, member_id: str, presented_token: str, *, clean: bool
+) -> Outcome:
     """Handle an ONAPPUNINSTALL for `member_id` with the presented `application_token`.
 
     `clean`: the event's `data[CLEAN]` was 1. Returns the outcome; never raises for anything
-    Bitrix24 or a forger can send (errors of the OAuth server become a refusal).
+    Bitrix24 or a forger can send (errors of the OAuth server become a refusal). The refresh
+    that proves the uninstall is made under the portal's row lock (bitrix/tokens.py's rule):
+    the one network call inside a write transaction.
     """
-    with get_db().read() as session:
-        portal = store.find_portal(session, member_id) if member_id else None
+    with store.db.read() as session:
+        portal = find_portal(session, member_id) if member_id else None
         if portal is None or not same_token(store.application_token(portal), presented_token):
             return Outcome(False, "forged or unknown: the application_token does not match")
         pair = store.read_tokens(portal)
     if pair is None:
         return Outcome(False, "no tokens stored to ask Bitrix24 whether the app is gone")
-    oauth = oauth_server(current_app.config["SETTINGS"])
+    oauth = store.oauth
     if _accepted_by_app_info(oauth, member_id, pair.access_token):
         return Outcome(False, "the OAuth server still accepts our token: the app is installed")
-    with get_db().write() as session:
-        portal = store.find_portal(session, member_id, for_update=True)
+    with store.db.write() as session:
+        portal = find_portal(session, member_id, for_update=True)
         if portal is None or not same_token(store.application_token(portal), presented_token):
             return Outcome(False, "forged or unknown: the application_token does not match")
-        refused = _not_proven_removed(session, oauth, portal)
+        refused = _not_proven_removed(store, session, oauth, portal)
         if refused:
             return Outcome(False, refused)
         if clean:
-            return Outcome(True, "uninstalled, data erased", store.erase_portal(session, portal))
-        store.mark_uninstalled(portal)
+            return Outcome(True, "uninstalled, data erased", erase_portal(session, portal))
+        mark_uninstalled(portal)
     return Outcome(True, "uninstalled, data kept for a reinstall")
 
 
@@ -97,7 +98,9 @@ def _accepted_by_app_info(oauth: OAuthServer, member_id: str, access_token: str)
         return False
 
 
-def _not_proven_removed(session: Session, oauth: OAuthServer, portal: Portal) -> str | None:
+def _not_proven_removed(
+    store: InstallationStore, session: Session, oauth: OAuthServer, portal: Portal
+) -> str | None:
     """None when the OAuth server refuses our refresh token as belonging to an app that is not
     installed; else why the uninstall is not proven. Call with the portal's row locked."""
     pair = store.read_tokens(portal)

@@ -18,7 +18,7 @@ from b24app.db import get_db
 from b24app.logs import get_logger
 from b24app.pbx import auth, intake, openapi, problems
 from b24app.pbx.intake import Code, PortalContext, Result
-from b24app.portals import store
+from b24app.wiring import current_store
 
 log = get_logger(__name__)
 bp = Blueprint("pbx", __name__, url_prefix="/pbx/v1")
@@ -38,7 +38,7 @@ TOO_LARGE = (
 
 
 def _portal() -> PortalContext | Result:
-    portal = auth.authenticate(get_db(), store.secret_box(), request.headers.get("Authorization"))
+    portal = auth.authenticate(get_db(), current_store().box, request.headers.get("Authorization"))
     if isinstance(portal, PortalContext):
         structlog.contextvars.bind_contextvars(member_id=portal.member_id)
         ratelimit.authenticated()

@@ -11,20 +11,18 @@ from pathlib import Path
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from b24app.bitrix import tokens
-from b24app.bitrix.errors import BitrixError
 from b24app.crypto import InvalidToken
 from b24app.db import get_db
-from b24app.install.reauthorize import authorization_url
-from b24app.install.verification import oauth_server
-from b24app.models import AppCredentials, Portal, PortalStatus, utcnow
+from b24app.models import AppCredentials, Portal
 from b24app.portals import mapping, pbx_keys, store
 from b24app.portals import settings as portal_settings
+from b24app.portals.reauth import authorization_url
+from b24app.wiring import current_store
 
 
 def _fail(message: str) -> NoReturn:
@@ -71,7 +69,7 @@ def portals_group() -> None:
 @_decrypts
 def list_portals(as_json: bool) -> None:
     """Every portal with its status and PBX key."""
-    box = store.secret_box()
+    box = current_store().box
     with get_db().read() as session:
         rows = [
             {
@@ -96,7 +94,7 @@ def list_portals(as_json: bool) -> None:
 @_decrypts
 def show_portal(member_id: str, as_json: bool) -> None:
     """One portal's settings."""
-    box = store.secret_box()
+    box = current_store().box
     with get_db().read() as session:
         portal = _portal_or_fail(session, member_id)
         data = portal_settings.describe(portal)
@@ -126,7 +124,7 @@ def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
     with get_db().read() as session:
         _portal_or_fail(session, member_id)
     try:
-        parsed = portal_settings.validate(member_id, changes)
+        parsed = portal_settings.validate(current_store(), member_id, changes)
     except portal_settings.SettingError as error:
         _fail(str(error))
     with get_db().write() as session:
@@ -162,7 +160,7 @@ def rotate_pbx_key(member_id: str) -> None:
     """Give the portal a new PBX key; the old one stops working at once."""
     with get_db().write() as session:
         portal = _portal_or_fail(session, member_id, for_update=True)
-        key = pbx_keys.rotate(portal.settings, store.secret_box())
+        key = pbx_keys.rotate(portal.settings, current_store().box)
     click.echo(key)
 
 
@@ -170,7 +168,7 @@ def rotate_pbx_key(member_id: str) -> None:
 @click.argument("member_id")
 def reauth_url(member_id: str) -> None:
     """A link for the portal's admin to re-authorise the app (valid ten minutes, once)."""
-    url = authorization_url(member_id)
+    url = authorization_url(current_store(), member_id)
     if url is None:
         _fail(f"no installed portal with member_id {member_id!r}")
     click.echo(url)
@@ -188,7 +186,7 @@ def add_app(client_id: str, client_secret: str) -> None:
     """Add (or replace) an application's client id and secret; the secret is stored encrypted."""
     if not client_id.strip() or not client_secret.strip():
         _fail("client id and secret must not be empty")
-    box = store.secret_box()
+    box = current_store().box
     with get_db().write() as session:
         row = session.scalars(
             select(AppCredentials).where(AppCredentials.client_id == client_id)
@@ -209,7 +207,7 @@ def keys_group() -> None:
 @_decrypts
 def rotate_keys() -> None:
     """Re-encrypt every stored secret under the newest B24APP_ENCRYPTION_KEYS key."""
-    box = store.secret_box()
+    box = current_store().box
     count = 0
     with get_db().write() as session:
         for portal in session.scalars(select(Portal).with_for_update()):
@@ -249,34 +247,8 @@ def tokens_group() -> None:
 @_decrypts
 def refresh_idle(days: int) -> None:
     """Refresh portals idle for DAYS, well inside the 180-day refresh-token life (for cron)."""
-    refreshed, failed = refresh_idle_portals(timedelta(days=days))
+    refreshed, failed = current_store().refresh_idle(timedelta(days=days))
     click.echo(f"refreshed {refreshed}, failed {failed}")
-
-
-def refresh_idle_portals(idle_for: timedelta) -> tuple[int, int]:
-    """Refresh active portals whose tokens were last refreshed more than `idle_for` ago."""
-    db = get_db()
-    oauth = oauth_server(current_app.config["SETTINGS"])
-    with db.read() as session:
-        due = [
-            (p.member_id, store.read_tokens(p))
-            for p in session.scalars(
-                select(Portal).where(
-                    Portal.status == PortalStatus.ACTIVE,
-                    Portal.refreshed_at < utcnow() - idle_for,
-                )
-            )
-        ]
-    refreshed = failed = 0
-    for member_id, pair in due:
-        if pair is None:
-            continue
-        try:
-            tokens.refresh(db, oauth, member_id, pair.access_token)
-            refreshed += 1
-        except BitrixError:
-            failed += 1
-    return refreshed, failed
 
 
 def init_app(app: Flask) -> None:

@@ -12,25 +12,26 @@ from datetime import timedelta
 
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import BitrixError
-from b24app.db import get_db
 from b24app.models import PortalSettings, utcnow
-from b24app.portals import store
+from b24app.portals.store import InstallationStore, find_portal
 
 MAX_AGE = timedelta(hours=1)
 
 
-def fetch_currencies(member_id: str) -> list[str]:
+def fetch_currencies(client: PortalClient) -> list[str]:
     """Ask the portal: ISO codes of its currencies, base currency first. Raises BitrixError."""
-    rows = PortalClient(member_id).result("crm.currency.list", {"order": {"SORT": "asc"}})
+    rows = client.result("crm.currency.list", {"order": {"SORT": "asc"}})
     ordered = sorted(rows or [], key=lambda r: (r.get("BASE") != "Y", int(r.get("SORT") or 0)))
     return [str(row["CURRENCY"]) for row in ordered if row.get("CURRENCY")]
 
 
-def refresh_currencies(member_id: str, *, force: bool = False) -> list[str]:
-    """The portal's currencies, fetched again if stale (or `force`); the stored list if Bitrix24
-    cannot be reached and one exists, else the BitrixError."""
-    with get_db().read() as session:
-        portal = store.find_portal(session, member_id)
+def refresh_currencies(
+    store: InstallationStore, member_id: str, *, force: bool = False
+) -> list[str]:
+    """The portal's currencies, fetched again if older than MAX_AGE (or `force`); the stored list
+    if Bitrix24 cannot be reached and one exists, else the BitrixError."""
+    with store.db.read() as session:
+        portal = find_portal(session, member_id)
         settings = portal.settings if portal else None
         stored = list(settings.currencies or []) if settings else []
         fresh = bool(
@@ -41,13 +42,13 @@ def refresh_currencies(member_id: str, *, force: bool = False) -> list[str]:
     if stored and fresh and not force:
         return stored
     try:
-        codes = fetch_currencies(member_id)
+        codes = fetch_currencies(store.client(member_id))
     except BitrixError:
         if stored:
             return stored
         raise
-    with get_db().write() as session:
-        portal = store.find_portal(session, member_id, for_update=True)
+    with store.db.write() as session:
+        portal = find_portal(session, member_id, for_update=True)
         if portal is not None and portal.settings is not None:
             portal.settings.currencies = codes
             portal.settings.currencies_fetched_at = utcnow()

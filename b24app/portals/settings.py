@@ -15,6 +15,7 @@ from b24app.bitrix.errors import BitrixError
 from b24app.models import Portal
 from b24app.portals.currencies import refresh_currencies
 from b24app.portals.mapping import MappingError, check_user_id
+from b24app.portals.store import InstallationStore
 
 
 @dataclass
@@ -34,10 +35,10 @@ def _flag(field: str, value: str) -> bool:
     return value == "1"
 
 
-def _currency(member_id: str, value: str) -> str:
+def _currency(currencies: Callable[[], list[str]], value: str) -> str:
     code = value.strip().upper()
     try:
-        known = refresh_currencies(member_id, force=True)
+        known = currencies()
     except BitrixError as error:
         detail = f"could not read the portal's currencies ({error.code})"
         raise SettingError("currency", detail) from None
@@ -66,8 +67,9 @@ def _timezone(value: str) -> str:
     return name
 
 
-# name -> (validator(member_id, raw) -> value, apply(portal, value))
-SETTINGS: dict[str, tuple[Callable[[str, str], Any], Callable[[Portal, Any], None]]] = {
+# name -> (validator(the portal's currencies, asked afresh; raw) -> value, apply(portal, value))
+Validator = Callable[[Callable[[], list[str]], str], Any]
+SETTINGS: dict[str, tuple[Validator, Callable[[Portal, Any], None]]] = {
     "currency": (_currency, lambda p, v: setattr(p.settings, "currency", v)),
     "add_to_chat": (
         lambda _m, v: _flag("add_to_chat", v),
@@ -85,14 +87,21 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Callable[[Portal, Any], Non
 }
 
 
-def validate(member_id: str, changes: Mapping[str, str]) -> dict[str, Any]:
-    """Check every change; raise the first SettingError, else return the parsed values."""
+def validate(
+    store: InstallationStore, member_id: str, changes: Mapping[str, str]
+) -> dict[str, Any]:
+    """Check every change (a currency against the portal's own, asked afresh); raise the first
+    SettingError, else return the parsed values by name."""
+
+    def currencies() -> list[str]:
+        return refresh_currencies(store, member_id, force=True)
+
     parsed: dict[str, Any] = {}
     for name, raw in changes.items():
         if name not in SETTINGS:
             raise SettingError(name, f"unknown setting; known: {', '.join(SETTINGS)}")
         validator, _ = SETTINGS[name]
-        parsed[name] = validator(member_id, raw)
+        parsed[name] = validator(currencies, raw)
     return parsed
 
 

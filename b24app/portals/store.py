@@ -1,21 +1,33 @@
 """The installation store: who is installed where, with which tokens, in which state.
 
-Secrets (tokens, application_token, client secrets) are encrypted here and nowhere else; the
-rest of the code asks the store for plaintext when it needs it. Token *refresh* is not here: it
-lives in bitrix/tokens.py with its locking rule.
+`InstallationStore` is built once by `create_app` (b24app/wiring.py) from the database, the
+encryption keys and the settings, and handed to what needs it: the web parts, the CLI, the
+worker, and every PortalClient (`client`), for which it is the token source and takes back rotated
+tokens, a new address and status changes (bitrix/client.py `Installations`). Secrets stored for a
+portal (tokens, application_token, client secrets) are encrypted and decrypted with its
+SecretBox; PBX keys are encrypted too (pbx_keys.py, with the same box), and `keys rotate`
+re-encrypts all of them. Token *refresh* is not here: its rule lives in bitrix/tokens.py, which
+takes this store's row lock (`locked`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from urllib.parse import urlsplit
 
-from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from b24app.bitrix import tokens
+from b24app.bitrix.client import PortalClient, PortalState
+from b24app.bitrix.errors import BitrixError
+from b24app.bitrix.oauth import OAuthServer, TokenPair
 from b24app.config import Settings
 from b24app.crypto import SecretBox
+from b24app.db import Database
 from b24app.models import (
     AppCredentials,
     Base,
@@ -26,13 +38,7 @@ from b24app.models import (
     utcnow,
 )
 from b24app.portals import pbx_keys
-
-
-@dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_at: datetime
+from b24app.portals.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -50,14 +56,6 @@ class Installation:
     application_token: str | None
 
 
-def secret_box() -> SecretBox:
-    return current_app.extensions["b24app.secrets"]
-
-
-def app_settings() -> Settings:
-    return current_app.config["SETTINGS"]
-
-
 MEMBER_ID_LENGTH = 64  # portals.member_id
 
 
@@ -70,79 +68,6 @@ def find_portal(session: Session, member_id: str, *, for_update: bool = False) -
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
-
-
-def client_secret_for(session: Session, client_id: str) -> str | None:
-    """The secret of one of our applications: the main one or one added with `apps add`."""
-    settings = app_settings()
-    if client_id == settings.client_id:
-        return settings.client_secret
-    row = session.scalars(
-        select(AppCredentials).where(AppCredentials.client_id == client_id)
-    ).one_or_none()
-    return secret_box().decrypt(row.client_secret_encrypted) if row else None
-
-
-def save_installation(session: Session, facts: Installation) -> Portal:
-    """Create or update the portal from a verified install. A reinstall keeps its settings."""
-    box = secret_box()
-    portal = find_portal(session, facts.member_id, for_update=True)
-    if portal is None:
-        portal = Portal(member_id=facts.member_id)
-        session.add(portal)
-    portal.domain = facts.domain
-    portal.client_endpoint = facts.client_endpoint
-    portal.server_endpoint = facts.server_endpoint
-    portal.client_id = facts.client_id
-    portal.scope = facts.scope
-    portal.user_id = facts.user_id
-    if facts.tokens:
-        store_tokens(portal, facts.tokens)
-        set_status(portal, PortalStatus.ACTIVE)
-        portal.uninstalled_at = None
-    elif portal.id is None:
-        set_status(portal, PortalStatus.NEEDS_REAUTH, "Installed without tokens; open the app.")
-    if facts.application_token:
-        portal.application_token_encrypted = box.encrypt(facts.application_token)
-    if portal.settings is None:
-        portal.settings = new_settings()
-    session.flush()
-    return portal
-
-
-def new_settings() -> PortalSettings:
-    key = pbx_keys.generate()
-    box = secret_box()
-    return PortalSettings(
-        pbx_key_encrypted=box.encrypt(key),
-        pbx_key_hash=box.lookup_hash(key),
-        pbx_key_rotated_at=utcnow(),
-    )
-
-
-def store_tokens(portal: Portal, tokens: TokenPair) -> None:
-    box = secret_box()
-    portal.access_token_encrypted = box.encrypt(tokens.access_token)
-    portal.refresh_token_encrypted = box.encrypt(tokens.refresh_token)
-    portal.access_expires_at = tokens.expires_at
-    portal.refreshed_at = utcnow()
-
-
-def read_tokens(portal: Portal) -> TokenPair | None:
-    if not (portal.access_token_encrypted and portal.refresh_token_encrypted):
-        return None
-    box = secret_box()
-    return TokenPair(
-        box.decrypt(portal.access_token_encrypted),
-        box.decrypt(portal.refresh_token_encrypted),
-        portal.access_expires_at or utcnow(),
-    )
-
-
-def application_token(portal: Portal) -> str | None:
-    if not portal.application_token_encrypted:
-        return None
-    return secret_box().decrypt(portal.application_token_encrypted)
 
 
 def set_status(portal: Portal, status: PortalStatus, detail: str | None = None) -> None:
@@ -191,5 +116,195 @@ def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def expires_at(expires_in: int | float) -> datetime:
-    return utcnow() + timedelta(seconds=float(expires_in))
+class InstallationStore:
+    """The installations of one deployment: `db` (Database), `box` (SecretBox of
+    B24APP_ENCRYPTION_KEYS) and `settings` (our client id and secret, the OAuth server, the HTTP
+    timeout, B24APP_ALLOW_LOCAL_PORTALS). Methods taking a `session` work in the caller's
+    transaction; the others open their own, short ones."""
+
+    def __init__(self, db: Database, box: SecretBox, settings: Settings) -> None:
+        self.db = db
+        self.box = box
+        self.settings = settings
+        self.schedule = Throttle(db)
+
+    @property
+    def oauth(self) -> OAuthServer:
+        """The OAuth server of `settings` (B24_OAUTH_SERVER, the HTTP timeout)."""
+        return OAuthServer(self.settings.oauth_server, timeout=self.settings.http_timeout)
+
+    # --- the client --------------------------------------------------------------------------
+    def client(self, member_id: str) -> PortalClient:
+        """A client for the portal, with this store as its token source and hooks."""
+        return PortalClient(
+            member_id,
+            installations=self,
+            oauth=self.oauth,
+            schedule=self.schedule,
+            timeout=self.settings.http_timeout,
+            allow_local=self.settings.allow_local_portals,
+        )
+
+    def portal_state(self, member_id: str) -> PortalState | None:
+        """bitrix.client.Installations: the portal's state and decrypted tokens (a read)."""
+        with self.db.read() as session:
+            portal = find_portal(session, member_id)
+            if portal is None:
+                return None
+            return PortalState(
+                portal_id=portal.id,
+                status=portal.status,
+                status_detail=portal.status_detail or "",
+                client_endpoint=portal.client_endpoint,
+                tokens=self.read_tokens(portal),
+                enterprise_limits=portal.enterprise_limits,
+            )
+
+    @contextmanager
+    def locked(self, member_id: str) -> Iterator[_HeldPortal | None]:
+        """bitrix.tokens.TokenStore: the portal under its row lock (PostgreSQL FOR UPDATE, SQLite
+        BEGIN IMMEDIATE) for the block, committed at its end; None for an unknown portal."""
+        with self.db.write() as session:
+            portal = find_portal(session, member_id, for_update=True)
+            yield _HeldPortal(self, session, portal) if portal is not None else None
+
+    def save_endpoint(self, member_id: str, client_endpoint: str) -> None:
+        """bitrix.client.Installations: the portal moved (change-domen.md); on Bitrix24 cloud
+        the REST endpoint is https://{domain}/rest/, so `domain` follows."""
+        with self.db.write() as session:
+            portal = find_portal(session, member_id, for_update=True)
+            if portal is None:
+                return
+            portal.client_endpoint = client_endpoint
+            parts = urlsplit(client_endpoint)
+            if parts.path == "/rest/":
+                portal.domain = parts.netloc
+
+    def save_status(
+        self,
+        member_id: str,
+        status: PortalStatus,
+        detail: str | None = None,
+        *,
+        only_from: tuple[PortalStatus, ...] = (),
+    ) -> bool:
+        """bitrix.client.Installations: set the portal's status (only from one of `only_from`,
+        if given); return whether it was set."""
+        with self.db.write() as session:
+            portal = find_portal(session, member_id, for_update=True)
+            if portal is None or (only_from and portal.status not in only_from):
+                return False
+            set_status(portal, status, detail)
+            return True
+
+    def refresh_idle(self, idle_for: timedelta) -> tuple[int, int]:
+        """Refresh active portals whose tokens were last refreshed more than `idle_for` ago, well
+        inside the refresh token's 180 days (`tokens refresh-idle`, the worker's daily
+        housekeeping). Returns (refreshed, failed)."""
+        with self.db.read() as session:
+            due = [
+                (p.member_id, self.read_tokens(p))
+                for p in session.scalars(
+                    select(Portal).where(
+                        Portal.status == PortalStatus.ACTIVE,
+                        Portal.refreshed_at < utcnow() - idle_for,
+                    )
+                )
+            ]
+        refreshed = failed = 0
+        for member_id, pair in due:
+            if pair is None:
+                continue
+            try:
+                tokens.refresh(self, self.oauth, member_id, pair.access_token)
+                refreshed += 1
+            except BitrixError:
+                failed += 1
+        return refreshed, failed
+
+    # --- secrets, in the caller's transaction ----------------------------------------------------
+    def client_secret_for(self, session: Session, client_id: str) -> str | None:
+        """The secret of one of our applications: the main one or one added with `apps add`."""
+        if client_id == self.settings.client_id:
+            return self.settings.client_secret
+        row = session.scalars(
+            select(AppCredentials).where(AppCredentials.client_id == client_id)
+        ).one_or_none()
+        return self.box.decrypt(row.client_secret_encrypted) if row else None
+
+    def save_installation(self, session: Session, facts: Installation) -> Portal:
+        """Create or update the portal from a verified install. A reinstall keeps its settings."""
+        portal = find_portal(session, facts.member_id, for_update=True)
+        if portal is None:
+            portal = Portal(member_id=facts.member_id)
+            session.add(portal)
+        portal.domain = facts.domain
+        portal.client_endpoint = facts.client_endpoint
+        portal.server_endpoint = facts.server_endpoint
+        portal.client_id = facts.client_id
+        portal.scope = facts.scope
+        portal.user_id = facts.user_id
+        if facts.tokens:
+            self.store_tokens(portal, facts.tokens)
+            set_status(portal, PortalStatus.ACTIVE)
+            portal.uninstalled_at = None
+        elif portal.id is None:
+            set_status(portal, PortalStatus.NEEDS_REAUTH, "Installed without tokens; open the app.")
+        if facts.application_token:
+            portal.application_token_encrypted = self.box.encrypt(facts.application_token)
+        if portal.settings is None:
+            portal.settings = self.new_settings()
+        session.flush()
+        return portal
+
+    def new_settings(self) -> PortalSettings:
+        """A new portal's settings row, with a fresh PBX key."""
+        key = pbx_keys.generate()
+        return PortalSettings(
+            pbx_key_encrypted=self.box.encrypt(key),
+            pbx_key_hash=self.box.lookup_hash(key),
+            pbx_key_rotated_at=utcnow(),
+        )
+
+    def store_tokens(self, portal: Portal, tokens: TokenPair) -> None:
+        portal.access_token_encrypted = self.box.encrypt(tokens.access_token)
+        portal.refresh_token_encrypted = self.box.encrypt(tokens.refresh_token)
+        portal.access_expires_at = tokens.expires_at
+        portal.refreshed_at = utcnow()
+
+    def read_tokens(self, portal: Portal) -> TokenPair | None:
+        """The portal's decrypted tokens, None if it has none."""
+        if not (portal.access_token_encrypted and portal.refresh_token_encrypted):
+            return None
+        return TokenPair(
+            self.box.decrypt(portal.access_token_encrypted),
+            self.box.decrypt(portal.refresh_token_encrypted),
+            portal.access_expires_at or utcnow(),
+        )
+
+    def application_token(self, portal: Portal) -> str | None:
+        if not portal.application_token_encrypted:
+            return None
+        return self.box.decrypt(portal.application_token_encrypted)
+
+
+class _HeldPortal:
+    """bitrix.tokens.HeldTokens: a portal row locked in `session`."""
+
+    def __init__(self, store: InstallationStore, session: Session, portal: Portal) -> None:
+        self._store = store
+        self._session = session
+        self._portal = portal
+        self.member_id = portal.member_id
+        self.status = portal.status
+        self.client_id = portal.client_id
+        self.tokens = store.read_tokens(portal)
+
+    def client_secret(self) -> str | None:
+        return self._store.client_secret_for(self._session, self.client_id)
+
+    def save(self, pair: TokenPair) -> None:
+        self._store.store_tokens(self._portal, pair)
+
+    def set_status(self, status: PortalStatus, detail: str) -> None:
+        set_status(self._portal, status, detail)

@@ -24,6 +24,7 @@ from b24app.portals import settings as portal_settings
 from b24app.portals.currencies import stored_currencies
 from b24app.settings_page import messages
 from b24app.settings_page.portal_data import Employee
+from b24app.wiring import current_store
 
 log = get_logger(__name__)
 
@@ -57,7 +58,7 @@ def change_settings(
     if unknown:
         raise Refused([{"field": n, "message": messages.setting_error(n, "", [])} for n in unknown])
     try:
-        parsed = portal_settings.validate(member_id, raw)
+        parsed = portal_settings.validate(current_store(), member_id, raw)
     except portal_settings.SettingError as error:
         raise Refused.one(
             error.field,
@@ -217,10 +218,10 @@ def reveal_key(member_id: str) -> str:
         portal = store.find_portal(session, member_id)
         if portal is None or portal.settings is None:
             raise Refused.one("portal", str(messages.NOT_INSTALLED))
-        return pbx_keys.reveal(portal.settings, store.secret_box())
+        return pbx_keys.reveal(portal.settings, current_store().box)
 
 
 def rotate_key(member_id: str) -> str:
     """A new PBX key; the old one stops working at commit."""
     with get_db().write() as session:
-        return pbx_keys.rotate(_portal(session, member_id).settings, store.secret_box())
+        return pbx_keys.rotate(_portal(session, member_id).settings, current_store().box)

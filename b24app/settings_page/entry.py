@@ -7,7 +7,7 @@ APPLICATION_TOKEN … in the form. Anyone can POST such a form, so nothing in it
 1. `member_id` is a portal we are installed on;
 2. `APPLICATION_TOKEN` equals the one the portal gave us at install (compared in constant time);
 3. the OAuth server's `app.info` says AUTH_ID belongs to our app on that very portal and domain
-   (install/verification.py), which also tells us the user;
+   (portals/verification.py), which also tells us the user;
 4. the portal itself, asked with that user's own token (`user.admin`), says whether the user
    may manage the app. If it cannot be asked, the user gets the read-only view.
 
@@ -24,20 +24,17 @@ from dataclasses import dataclass
 from flask import Request
 
 from b24app.bitrix.errors import BitrixError
-from b24app.config import Settings
-from b24app.db import get_db
-from b24app.install.installer import page_language
-from b24app.install.verification import InstallRefused, verify_token
+from b24app.bitrix.oauth import frame_tokens
+from b24app.frames import page_language
 from b24app.logs import get_logger
 from b24app.models import PortalStatus
-from b24app.portals import store
+from b24app.portals.store import InstallationStore, find_portal, set_status
+from b24app.portals.verification import InstallRefused, ask_admin, verify_token
 from b24app.settings_page.page_token import Viewer
-from b24app.settings_page.portal_data import is_admin
 
 log = get_logger(__name__)
 
 REQUIRED_FORM = ("AUTH_ID", "member_id", "APPLICATION_TOKEN")
-GONE = (PortalStatus.UNINSTALLED, PortalStatus.PORTAL_DELETED)
 
 
 class EntryRefused(Exception):
@@ -62,7 +59,7 @@ def language(request: Request) -> str:
     return page_language(request.args.get("LANG") or request.form.get("LANG"))
 
 
-def verify_entry(request: Request, settings: Settings) -> Entry:
+def verify_entry(request: Request, store: InstallationStore) -> Entry:
     """Check the POST /app request (steps 1–4 above); EntryRefused if any fails."""
     form = request.form
     missing = [name for name in REQUIRED_FORM if not form.get(name)]
@@ -71,12 +68,11 @@ def verify_entry(request: Request, settings: Settings) -> Entry:
     if missing:
         raise EntryRefused("missing_fields", 400, ", ".join(missing))
     member_id = form["member_id"]
-    db = get_db()
-    with db.read() as session:
-        portal = store.find_portal(session, member_id)
+    with store.db.read() as session:
+        portal = find_portal(session, member_id)
         if portal is None:
             raise EntryRefused("unknown_portal", 403)
-        if portal.status in GONE:
+        if PortalStatus(portal.status).gone:
             raise EntryRefused("not_installed", 403, portal.status)
         expected = store.application_token(portal) or ""
         if not secrets.compare_digest(expected.encode(), form["APPLICATION_TOKEN"].encode()):
@@ -84,8 +80,8 @@ def verify_entry(request: Request, settings: Settings) -> Entry:
         client_endpoint, client_id, status = portal.client_endpoint, portal.client_id, portal.status
         try:
             verified = verify_token(
+                store,
                 session,
-                settings,
                 access_token=form["AUTH_ID"],
                 member_id=member_id,
                 domain=request.args["DOMAIN"],
@@ -94,41 +90,33 @@ def verify_entry(request: Request, settings: Settings) -> Entry:
             raise EntryRefused("token_refused", 403, str(refusal)) from None
     if verified.info.client_id != client_id or not verified.info.user_id:
         raise EntryRefused("token_refused", 403, "the token is not this installation's")
-    admin, unknown = _ask_admin(client_endpoint, form["AUTH_ID"], settings.http_timeout)
+    admin, unknown = _ask_admin(store, client_endpoint, form["AUTH_ID"])
     if admin and status == PortalStatus.NEEDS_REAUTH:
-        _revive(member_id, request)
+        _revive(store, member_id, request)
     viewer = Viewer(member_id, verified.info.user_id, admin, language(request))
     return Entry(viewer, client_endpoint, unknown)
 
 
-def _ask_admin(client_endpoint: str, access_token: str, timeout: float) -> tuple[bool, bool]:
+def _ask_admin(
+    store: InstallationStore, client_endpoint: str, access_token: str
+) -> tuple[bool, bool]:
     """(is admin, could not tell). A portal that does not answer gets no admin rights."""
     try:
-        return is_admin(client_endpoint, access_token, timeout=timeout), False
+        return ask_admin(store, client_endpoint, access_token), False
     except BitrixError as error:
         log.warning("user.admin failed; read-only view", error=error.code)
         return False, True
 
 
-def _revive(member_id: str, request: Request) -> None:
+def _revive(store: InstallationStore, member_id: str, request: Request) -> None:
     """Store the administrator's verified token pair for a portal that had lost its own."""
-    refresh_token = request.form.get("REFRESH_ID")
-    if not refresh_token:
+    pair = frame_tokens(request.form)
+    if pair is None:
         return
-    pair = store.TokenPair(
-        request.form["AUTH_ID"], refresh_token, store.expires_at(_seconds(request))
-    )
-    with get_db().write() as session:
-        portal = store.find_portal(session, member_id, for_update=True)
+    with store.db.write() as session:
+        portal = find_portal(session, member_id, for_update=True)
         if portal is None or portal.status != PortalStatus.NEEDS_REAUTH:
             return
         store.store_tokens(portal, pair)
-        store.set_status(portal, PortalStatus.ACTIVE)
+        set_status(portal, PortalStatus.ACTIVE)
     log.info("portal re-authorised by an administrator opening the app", member_id=member_id)
-
-
-def _seconds(request: Request) -> int:
-    try:
-        return max(int(request.form.get("AUTH_EXPIRES") or 3600), 0)
-    except ValueError:
-        return 3600

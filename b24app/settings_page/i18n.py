@@ -2,7 +2,7 @@
 
 Bitrix24 sends the portal's language as `LANG` (settings/oauth/simple-way.md). Russian is shown
 for ru and the languages whose users read Russian in Bitrix24's own interface (ua, by, kz),
-English otherwise (install/installer.py `page_language`). The language then rides in the page
+English otherwise (frames.py `page_language`). The language then rides in the page
 token, so every JSON answer, including validation errors, speaks it too.
 
 Catalogues: translations/{ru,en}/LC_MESSAGES/messages.po, compiled to .mo (both committed).

@@ -4,10 +4,9 @@ Employees: `user.get` (api-reference/user/user-get.md) with `FILTER[ACTIVE]` tru
 `select` to ID, NAME, LAST_NAME and UF_PHONE_INNER (all in the `user_brief` scope,
 user-scope.md), 50 a page. The first page says the total; the other pages are fetched in
 batches of up to 50 `user.get` commands (batch.md), so even a portal of thousands of employees
-costs a handful of requests. These go through PortalClient with the portal's stored token.
-
-Admin: `user.admin` (api-reference/common/users/user-admin.md) answers for the token's own user,
-so it is asked with the viewer's AUTH_ID, never with the portal's stored (installer's) token.
+costs a handful of requests. These go through the PortalClient handed in (the portal's
+stored token). Whether the viewer is an admin is asked with the viewer's own token
+(bitrix/client.py `is_admin`), never here.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from b24app.bitrix.client import PortalClient, call_as_user
+from b24app.bitrix.client import PortalClient
 
 PAGE_SIZE = 50  # user-get.md: start = (N-1) * 50
 BATCH_LIMIT = 50  # batch.md: at most 50 commands a request
@@ -32,17 +31,8 @@ class Employee:
         return {"id": self.id, "name": self.name, "extension": self.extension}
 
 
-def is_admin(client_endpoint: str, access_token: str, *, timeout: float) -> bool:
-    """Whether the token's own user may manage the app's settings (user.admin)."""
-    envelope = call_as_user(
-        client_endpoint, "user.admin", access_token=access_token, timeout=timeout
-    )
-    return envelope.get("result") is True
-
-
-def active_employees(member_id: str) -> list[Employee]:
-    """Every active employee of the portal, by id. Raises BitrixError."""
-    client = PortalClient(member_id)
+def active_employees(client: PortalClient) -> list[Employee]:
+    """Every active employee of the client's portal, by id. Raises BitrixError."""
     query: dict[str, Any] = {
         "FILTER": {"ACTIVE": True},
         "select": USER_FIELDS,
@@ -87,9 +77,10 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
-def employee(member_id: str, user_id: int) -> Employee | None:
-    """One active employee by id (one user.get), or None if there is no such active user."""
-    envelope = PortalClient(member_id).call(
+def employee(client: PortalClient, user_id: int) -> Employee | None:
+    """One active employee by id (one user.get), or None if there is no such active user.
+    Raises BitrixError."""
+    envelope = client.call(
         "user.get",
         {"FILTER": {"ID": user_id, "ACTIVE": True}, "select": USER_FIELDS},
     )

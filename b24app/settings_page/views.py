@@ -23,15 +23,16 @@ from sqlalchemy.orm import Session
 
 from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
-from b24app.install.installer import framed
-from b24app.install.reauthorize import authorization_url
+from b24app.frames import framed
 from b24app.logs import get_logger
-from b24app.models import Portal, utcnow
+from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import currencies, mapping, store
+from b24app.portals.reauth import authorization_url
 from b24app.settings_page import actions, examples, journal, messages, page_token, portal_data
-from b24app.settings_page.entry import GONE, EntryRefused, language, verify_entry
+from b24app.settings_page.entry import EntryRefused, language, verify_entry
 from b24app.settings_page.i18n import use_language
 from b24app.settings_page.page_token import TokenRefused, Viewer
+from b24app.wiring import current_store
 
 log = get_logger(__name__)
 bp = Blueprint(
@@ -53,7 +54,7 @@ def page() -> Response:
     settings = current_app.config["SETTINGS"]
     use_language(language(request))
     try:
-        entry = verify_entry(request, settings)
+        entry = verify_entry(request, current_store())
     except EntryRefused as refusal:
         log.warning("settings page refused", reason=refusal.reason, detail=refusal.detail)
         return _refused(refusal)
@@ -83,7 +84,7 @@ def page() -> Response:
 
 
 def page_headers(response: Response, client_endpoint: str, bx24_script_url: str) -> Response:
-    """Framed by the portal's origin only (installer.framed); scripts, styles and requests
+    """Framed by the portal's origin only (frames.framed); scripts, styles and requests
     from our own origin only (plus BX24.js); nothing cached."""
     framed(response, client_endpoint)
     ancestors = response.headers["Content-Security-Policy"]
@@ -128,7 +129,7 @@ def _examples() -> dict[str, str]:
 def _refresh_currencies(member_id: str) -> None:
     """The currency list for the page (stored for an hour; Bitrix24 asked when older)."""
     try:
-        currencies.refresh_currencies(member_id)
+        currencies.refresh_currencies(current_store(), member_id)
     except BitrixError as error:
         log.info("currencies not refreshed", member_id=member_id, error=error.code)
 
@@ -237,7 +238,7 @@ def _failure(viewer: Viewer, failure: Exception) -> Response:
 def _installed(member_id: str) -> bool:
     with get_db().read() as session:
         portal = store.find_portal(session, member_id)
-        return portal is not None and portal.status not in GONE
+        return portal is not None and not PortalStatus(portal.status).gone
 
 
 def _body() -> dict[str, Any]:
@@ -273,7 +274,7 @@ def state(viewer: Viewer) -> Response:
 @bp.get("/app/api/employees")
 @api(admin=False)
 def employees(viewer: Viewer) -> Response:
-    found = portal_data.active_employees(viewer.member_id)
+    found = portal_data.active_employees(current_store().client(viewer.member_id))
     return jsonify(ok=True, employees=[e.as_json() for e in found])
 
 
@@ -328,7 +329,7 @@ def _employee_check(member_id: str, user_id: object) -> list[portal_data.Employe
     except ValueError:
         return None  # the shared validator refuses it, in words
     try:
-        found = portal_data.employee(member_id, wanted)
+        found = portal_data.employee(current_store().client(member_id), wanted)
     except BitrixError as error:
         log.info("employee not checked", member_id=member_id, error=error.code)
         return None
@@ -337,7 +338,7 @@ def _employee_check(member_id: str, user_id: object) -> list[portal_data.Employe
 
 def _all_employees(member_id: str) -> list[portal_data.Employee] | None:
     try:
-        return portal_data.active_employees(member_id)
+        return portal_data.active_employees(current_store().client(member_id))
     except BitrixError as error:
         log.info("employees not checked", member_id=member_id, error=error.code)
         return None
@@ -382,7 +383,7 @@ def import_mapping(viewer: Viewer) -> Response:
 @bp.post("/app/api/mapping/from-profiles")
 @api(admin=True)
 def mapping_from_profiles(viewer: Viewer) -> Response:
-    found = portal_data.active_employees(viewer.member_id)
+    found = portal_data.active_employees(current_store().client(viewer.member_id))
     result = actions.take_from_profiles(viewer.member_id, found)
     _audit(viewer, "mapping from profiles", added=len(result.added), changed=len(result.changed))
     return jsonify(
@@ -443,8 +444,8 @@ def deliver_all_failed(viewer: Viewer) -> Response:
 @bp.post("/app/api/reauthorize")
 @api(admin=True)
 def reauthorize(viewer: Viewer) -> Response:
-    """A one-time link (ten minutes) to Bitrix24's authorisation page (install/reauthorize.py)."""
-    url = authorization_url(viewer.member_id)
+    """A one-time link (ten minutes) to Bitrix24's authorisation page (portals/reauth.py)."""
+    url = authorization_url(current_store(), viewer.member_id)
     if url is None:
         return _error("not_installed", str(messages.NOT_INSTALLED), 403)
     _audit(viewer, "re-authorisation link made")

@@ -9,7 +9,8 @@ import requests
 from playwright.sync_api import Page
 
 from b24app.delivery.worker import Worker
-from b24app.portals import pbx_keys, store
+from b24app.portals import pbx_keys
+from b24app.wiring import current_store
 from tests.browser.conftest import Screenshot
 from tests.browser.test_settings_page import flash, open_in_shell, stored
 from tests.conftest import LiveApp
@@ -20,7 +21,7 @@ def test_an_admin_delivers_all_failed_calls_again(
 ):
     portal = shell_app.dev.add_portal("alpha")
     frame = open_in_shell(page, shell_app, portal)  # installs, installFinish(), opens the page
-    key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, store.secret_box()))
+    key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, current_store().box))
     for n in range(2):  # nobody has extension 555 and there is no fallback employee
         sent = requests.post(
             f"{shell_app.url}/pbx/v1/calls/finish",

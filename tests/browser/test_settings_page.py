@@ -17,6 +17,7 @@ from b24app.delivery.retry import RetryPolicy
 from b24app.delivery.worker import Worker
 from b24app.portals import pbx_keys, store
 from b24app.settings_page import page_token
+from b24app.wiring import current_store
 from devportal.state import DevPortal
 from tests.browser.conftest import Screenshot
 from tests.conftest import TEST_CLIENT_ID, LiveApp
@@ -88,7 +89,7 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     assert stored(shell_app, portal, lambda p: p.settings.currency) == "EUR"
 
     # rotate the key, with the confirmation
-    old_key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, store.secret_box()))
+    old_key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, current_store().box))
     frame.click("#key-rotate")
     assert frame.is_visible("#rotate-confirm")
     screenshot(page, "3-rotate-confirm")
@@ -96,9 +97,9 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     flash(frame, "New key made.")
     new_key = frame.input_value("#pbx-key")
     assert new_key.startswith("b24pbx_") and new_key != old_key
-    assert stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, store.secret_box())) == (
-        new_key
-    )
+    assert stored(
+        shell_app, portal, lambda p: pbx_keys.reveal(p.settings, current_store().box)
+    ) == (new_key)
     assert new_key in frame.inner_text("#example-curl")  # ready to paste
     screenshot(page, "4-new-key")
 

@@ -18,7 +18,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import update
 
-from b24app.bitrix.client import PortalClient
 from b24app.db import get_db
 from b24app.delivery import deliver
 from b24app.delivery.batching import FINISH, REGISTER, STATISTICS
@@ -26,6 +25,7 @@ from b24app.delivery.portal_health import REVIVE_EVERY
 from b24app.delivery.retry import OUTCOME_UNKNOWN, PORTAL_PAUSED, RetryPolicy
 from b24app.models import Call, CallState, PortalStatus, utcnow
 from b24app.portals import store
+from b24app.wiring import current_store
 from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.delivery.conftest import (
@@ -213,7 +213,9 @@ def test_call_not_found_right_after_an_unknown_outcome_is_checked_again_not_fail
             )
         (row,) = calls(live_app, [uncertain])
         finish = {"CALL_ID": row.request["CALL_ID"], "USER_ID": 2}
-        PortalClient(portal.member_id).call(FINISH, finish)  # the attempt that got no answer
+        current_store().client(portal.member_id).call(
+            FINISH, finish
+        )  # the attempt that got no answer
     hidden = portal.statistics.pop()  # the statistics do not show it yet
 
     assert run_worker(live_app.app) == Counter(retrying=1, failed=1)

@@ -22,12 +22,12 @@ from pathlib import Path
 from sqlalchemy import update
 
 from b24app import health
-from b24app.bitrix.client import PortalClient
 from b24app.db import get_db
 from b24app.delivery import outbox
 from b24app.delivery.batching import FINISH
 from b24app.delivery.worker import Worker
 from b24app.models import Call, CallState, Portal, PortalThrottle, utcnow
+from b24app.wiring import current_store
 from devportal import faults
 from tests.conftest import LiveApp
 from tests.delivery.conftest import (
@@ -188,7 +188,7 @@ def test_calls_of_a_worker_that_died_after_sending_are_looked_up_not_sent_again(
         cmd = {}
         for call in sent:
             cmd.update(call_commands(call, view.prefs, view.extensions.get))
-        PortalClient(portal.member_id).batch(cmd)  # …and then the worker died
+        current_store().client(portal.member_id).batch(cmd)  # …and then the worker died
     assert len(portal.statistics) == 5
     time.sleep(0.3)  # the dead worker's lease runs out
 

@@ -25,6 +25,7 @@ from b24app.cli import upgrade_database
 from b24app.db import get_db
 from b24app.models import Call, Portal
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from devportal.install_driver import InstallDriver
 from devportal.server import DevportalServer
 from devportal.state import DevPortal, DevState
@@ -82,7 +83,7 @@ class Drill:
         with self.app.app_context(), get_db().read() as session:
             row = store.find_portal(session, portal.member_id)
             assert row is not None and row.settings is not None
-            return pbx_keys.reveal(row.settings, store.secret_box())
+            return pbx_keys.reveal(row.settings, current_store().box)
 
     # --- our side of the story ----------------------------------------------------------------
     def states(self, portal: DevPortal | None = None) -> Counter[str]:

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from b24app.db import get_db
 from b24app.models import Call, Portal, PortalStatus
-from b24app.portals import pbx_keys, store
+from b24app.portals import pbx_keys
+from b24app.wiring import current_store
 from tests.conftest import TEST_CLIENT_ID
 
 FINISH = "/pbx/v1/calls/finish"
@@ -56,12 +57,12 @@ def make_portal(
             client_id=TEST_CLIENT_ID,
             status=status,
         )
-        portal.settings = store.new_settings()
+        portal.settings = current_store().new_settings()
         portal.settings.currencies = currencies
         portal.settings.fallback_user_id = fallback_user_id
         session.add(portal)
         session.flush()
-        return pbx_keys.reveal(portal.settings, store.secret_box())
+        return pbx_keys.reveal(portal.settings, current_store().box)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from b24app.db import Database, get_db
 from b24app.models import CallState, PortalStatus
 from b24app.pbx.schemas import validate_finish
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.pbx import (
     FINISH,
@@ -83,7 +84,7 @@ def test_unknown_key_is_401(client: FlaskClient, key: str):
 def test_rotated_key_stops_working_and_the_new_one_works(app: Flask, client: FlaskClient, key):
     with app.app_context(), get_db().write() as session:
         portal = store.find_portal(session, "portal-a")
-        new_key = pbx_keys.rotate(portal.settings, store.secret_box())
+        new_key = pbx_keys.rotate(portal.settings, current_store().box)
 
     assert_problem(post(client, key, UNREGISTERED), 401)
     assert post(client, new_key, UNREGISTERED).status_code == 202
@@ -94,7 +95,7 @@ def test_uninstalled_portal_key_is_401_saying_so(live_app: LiveApp):
     portal = live_app.install("alpha")
     with live_app.app.app_context(), get_db().read() as session:
         key = pbx_keys.reveal(
-            store.find_portal(session, portal.member_id).settings, store.secret_box()
+            store.find_portal(session, portal.member_id).settings, current_store().box
         )
     url = live_app.url + FINISH
     assert requests.post(url, json=UNREGISTERED, headers=bearer(key), timeout=10).status_code == 202
@@ -605,7 +606,7 @@ def test_intake_never_calls_bitrix24(live_app: LiveApp):
     portal = live_app.install("alpha")
     with live_app.app.app_context(), get_db().read() as session:
         key = pbx_keys.reveal(
-            store.find_portal(session, portal.member_id).settings, store.secret_box()
+            store.find_portal(session, portal.member_id).settings, current_store().box
         )
     before = len(live_app.dev.journal)
     for index in range(5):

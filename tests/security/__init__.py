@@ -15,6 +15,7 @@ import requests
 from b24app.db import get_db
 from b24app.models import Portal
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from devportal.state import DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
@@ -46,7 +47,7 @@ def pbx_key(live: LiveApp, member_id: str) -> str:
     with live.app.app_context(), get_db().read() as session:
         row = store.find_portal(session, member_id)
         assert row is not None
-        return pbx_keys.reveal(row.settings, store.secret_box())
+        return pbx_keys.reveal(row.settings, current_store().box)
 
 
 def stored(live: LiveApp, member_id: str) -> Portal | None:
@@ -59,11 +60,11 @@ def stored_secrets(live: LiveApp, member_id: str) -> tuple[str | None, str | Non
     with live.app.app_context(), get_db().read() as session:
         row = store.find_portal(session, member_id)
         assert row is not None
-        pair = store.read_tokens(row)
+        pair = current_store().read_tokens(row)
         return (
             pair.access_token if pair else None,
             pair.refresh_token if pair else None,
-            store.application_token(row),
+            current_store().application_token(row),
         )
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from b24app.wiring import store_of
 from tests.conftest import LiveApp
 
 PUBLIC_IP = "93.184.215.14"  # a global address: "the internet" (connections to it are refused)
@@ -86,5 +87,6 @@ def hostile(live_app: LiveApp, network: Network) -> LiveApp:
     network.allow(live_app.dev.base_url)
     network.resolve("portal.example", PUBLIC_IP)
     settings = live_app.app.config["SETTINGS"]
-    live_app.app.config["SETTINGS"] = settings.model_copy(update={"allow_local_portals": False})
+    strict = settings.model_copy(update={"allow_local_portals": False})
+    live_app.app.config["SETTINGS"] = store_of(live_app.app).settings = strict
     return live_app

@@ -20,6 +20,7 @@ from b24app.bitrix.errors import BitrixError
 from b24app.db import get_db
 from b24app.delivery.worker import Worker
 from b24app.portals import store
+from b24app.wiring import current_store, store_of
 from devportal.state import DevState
 from devportal.state import install as dev_install
 from tests.conftest import TEST_CLIENT_ID, LiveApp
@@ -124,9 +125,11 @@ def public_portal(hostile: LiveApp, network: Network) -> str:
     """A portal stored at https://portal.example/rest/ (installed on the development portal
     with local portals allowed for a moment, then moved there); returns its member_id."""
     strict = hostile.app.config["SETTINGS"]
-    hostile.app.config["SETTINGS"] = strict.model_copy(update={"allow_local_portals": True})
+    installations = store_of(hostile.app)
+    lenient = strict.model_copy(update={"allow_local_portals": True})
+    hostile.app.config["SETTINGS"] = installations.settings = lenient
     portal = hostile.install("alpha")
-    hostile.app.config["SETTINGS"] = strict
+    hostile.app.config["SETTINGS"] = installations.settings = strict
     with hostile.app.app_context(), get_db().write() as session:
         row = store.find_portal(session, portal.member_id)
         assert row is not None
@@ -144,7 +147,7 @@ def test_a_stored_portal_whose_name_now_resolves_privately_is_not_connected_to(
     network.resolve("portal.example", private)
 
     with hostile.app.app_context(), pytest.raises(BitrixError) as refused:
-        PortalClient(public_portal).call("profile")
+        current_store().client(public_portal).call("profile")
 
     assert refused.value.code == "UNSAFE_ADDRESS"
     assert network.outside() == []
@@ -201,7 +204,7 @@ def test_a_domain_move_to_a_non_public_address_is_refused(
     requested = answer_302(monkeypatch, location)
 
     with hostile.app.app_context(), pytest.raises(BitrixError) as refused:
-        PortalClient(public_portal).call("profile")
+        current_store().client(public_portal).call("profile")
 
     assert refused.value.code == "BAD_REDIRECT"
     assert requested == ["https://portal.example/rest/profile.json"]
@@ -216,7 +219,7 @@ def test_a_domain_move_to_a_public_address_is_followed(
     requested = answer_302(monkeypatch, "https://moved.example/rest/profile.json")
 
     with hostile.app.app_context():
-        assert PortalClient(public_portal).result("profile") == {"ID": "1"}
+        assert current_store().client(public_portal).result("profile") == {"ID": "1"}
 
     assert requested[-1] == "https://moved.example/rest/profile.json"
     assert stored(hostile, public_portal).client_endpoint == "https://moved.example/rest/"

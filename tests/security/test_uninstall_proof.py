@@ -19,8 +19,8 @@ from sqlalchemy import update
 from b24app.bitrix import tokens
 from b24app.bitrix.errors import PortalUnavailable
 from b24app.db import get_db
-from b24app.install.verification import oauth_server
 from b24app.models import Portal, PortalStatus
+from b24app.wiring import current_store, store_of
 from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.pbx import UNREGISTERED
@@ -44,8 +44,8 @@ def refresh_through_the_app(live: LiveApp, installed: Installed) -> None:
     live.dev.expire_access_tokens(installed.member_id)
     access, _, _ = stored_secrets(live, installed.member_id)
     with live.app.app_context(), pytest.raises(PortalUnavailable):
-        settings = live.app.config["SETTINGS"]
-        tokens.refresh(get_db(), oauth_server(settings), installed.member_id, access or "")
+        installations = current_store()
+        tokens.refresh(installations, installations.oauth, installed.member_id, access or "")
 
 
 def into_state(live: LiveApp, installed: Installed, state: str) -> None:
@@ -158,9 +158,9 @@ def test_the_oauth_server_unreachable_proves_nothing(
     (Bitrix24 never re-sends an event, so the portal stays as it was, data intact)."""
     settings = live_app.app.config["SETTINGS"]
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
-    monkeypatch.setitem(
-        live_app.app.config, "SETTINGS", settings.model_copy(update={"oauth_server": closed})
-    )
+    unreachable = settings.model_copy(update={"oauth_server": closed})
+    monkeypatch.setitem(live_app.app.config, "SETTINGS", unreachable)
+    monkeypatch.setattr(store_of(live_app.app), "settings", unreachable)
 
     assert send_uninstall(live_app, alpha, really=True) == 403
     assert stored(live_app, alpha.member_id).status == PortalStatus.ACTIVE

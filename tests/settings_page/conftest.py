@@ -12,6 +12,7 @@ import requests
 
 from b24app.db import get_db
 from b24app.portals import pbx_keys, store
+from b24app.wiring import current_store
 from devportal.state import DevPortal, new_token
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 
@@ -92,7 +93,7 @@ def pbx_key(live: LiveApp, portal: DevPortal) -> str:
     with live.app.app_context(), get_db().read() as session:
         row = store.find_portal(session, portal.member_id)
         assert row is not None
-        return pbx_keys.reveal(row.settings, store.secret_box())
+        return pbx_keys.reveal(row.settings, current_store().box)
 
 
 def stored_portal_settings(live: LiveApp, portal: DevPortal) -> dict[str, Any]:

@@ -9,6 +9,9 @@ A genuine token is not yet a genuine install: every user who opens the app gets 
 their own, and the APPLICATION_TOKEN, in the frame's POST (settings/oauth/simple-way.md). Only an
 administrator installs or updates an app, so an install, ONAPPINSTALL or ONAPPUPDATE must also
 pass `require_admin` (user.admin, asked with the presented token).
+
+Used by the installer and events (install/), the settings page's entry (settings_page/entry.py)
+and re-authorisation: it lives with the installation store, which all of them use.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from b24app.bitrix.client import call_as_user
+from b24app.bitrix.client import is_admin
 from b24app.bitrix.errors import BitrixError, UnsafeAddress
-from b24app.bitrix.oauth import AppInfo, OAuthServer
+from b24app.bitrix.oauth import AppInfo, TokenPair
 from b24app.bitrix.safety import check_portal_url
-from b24app.config import Settings
 from b24app.models import AppCredentials
-from b24app.portals import store
+from b24app.portals.store import Installation, InstallationStore
 
 
 class InstallRefused(Exception):
@@ -37,28 +39,32 @@ class VerifiedToken:
     client_endpoint: str
 
 
-def oauth_server(settings: Settings) -> OAuthServer:
-    return OAuthServer(settings.oauth_server, timeout=settings.http_timeout)
-
-
-def known_client_ids(session: Session, settings: Settings) -> set[str]:
+def known_client_ids(session: Session, store: InstallationStore) -> set[str]:
+    """Our main client id and those added with `apps add`."""
     ids = set(session.scalars(select(AppCredentials.client_id)))
-    if settings.client_id:
-        ids.add(settings.client_id)
+    if store.settings.client_id:
+        ids.add(store.settings.client_id)
     return ids
 
 
 def verify_token(
-    session: Session, settings: Settings, *, access_token: str, member_id: str, domain: str | None
+    store: InstallationStore,
+    session: Session,
+    *,
+    access_token: str,
+    member_id: str,
+    domain: str | None,
 ) -> VerifiedToken:
-    """Check `access_token` with the OAuth server against the claimed portal."""
+    """Check `access_token` with the OAuth server against the claimed portal (`member_id`, and
+    `domain` unless None). InstallRefused says why not. `session` only reads (our client ids)."""
+    settings = store.settings
     if not access_token:
         raise InstallRefused("no access token")
     try:
-        info = oauth_server(settings).app_info(access_token)
+        info = store.oauth.app_info(access_token)
     except BitrixError as error:
         raise InstallRefused(f"the OAuth server did not accept the token ({error.code})") from None
-    if info.client_id not in known_client_ids(session, settings):
+    if info.client_id not in known_client_ids(session, store):
         raise InstallRefused("the token belongs to an application we do not know")
     if info.member_id != member_id:
         raise InstallRefused("the token belongs to another portal (member_id)")
@@ -71,40 +77,47 @@ def verify_token(
     return VerifiedToken(info, endpoint)
 
 
-def require_admin(verified: VerifiedToken, access_token: str, settings: Settings) -> None:
-    """Refuse unless the token's own user may manage the app on the portal (user.admin,
-    api-reference/common/users/user-admin.md), asked at the verified portal address."""
-    require_admin_at(verified.client_endpoint, access_token, settings)
+def ask_admin(store: InstallationStore, client_endpoint: str, access_token: str) -> bool:
+    """Whether the token's own user may manage the app on the portal at `client_endpoint`
+    (bitrix/client.py `is_admin`: user.admin with that token), with the store's HTTP timeout and
+    address rules. Raises BitrixError when the portal cannot say."""
+    settings = store.settings
+    return is_admin(
+        client_endpoint,
+        access_token,
+        timeout=settings.http_timeout,
+        allow_local=settings.allow_local_portals,
+    )
 
 
-def require_admin_at(client_endpoint: str, access_token: str, settings: Settings) -> None:
-    """`require_admin` for a portal address we already keep (re-authorisation)."""
+def require_admin(store: InstallationStore, client_endpoint: str, access_token: str) -> None:
+    """Refuse (InstallRefused) unless the token's own user may manage the app on the portal
+    (user.admin, api-reference/common/users/user-admin.md), asked at `client_endpoint`: the
+    verified address of an install, or the one we keep (re-authorisation)."""
     try:
-        envelope = call_as_user(
-            client_endpoint, "user.admin", access_token=access_token, timeout=settings.http_timeout
-        )
+        admin = ask_admin(store, client_endpoint, access_token)
     except BitrixError as error:
         raise InstallRefused(
             f"the portal did not confirm an administrator ({error.code})"
         ) from None
-    if envelope.get("result") is not True:
+    if not admin:
         raise InstallRefused("the token's user is not an administrator of the portal")
 
 
 def installation_facts(
+    store: InstallationStore,
     verified: VerifiedToken,
-    settings: Settings,
     *,
-    tokens: store.TokenPair | None,
+    tokens: TokenPair | None,
     application_token: str | None,
-) -> store.Installation:
+) -> Installation:
     """What we store about an install, from the OAuth server's answer (never from the request's
     own claims) plus the tokens and application_token that came with it."""
-    return store.Installation(
+    return Installation(
         member_id=verified.info.member_id,
         domain=verified.info.domain,
         client_endpoint=verified.client_endpoint,
-        server_endpoint=f"{settings.oauth_server}/rest/",
+        server_endpoint=f"{store.settings.oauth_server}/rest/",
         client_id=verified.info.client_id,
         scope=verified.info.scope,
         user_id=verified.info.user_id,
