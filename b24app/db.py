@@ -82,7 +82,8 @@ def _make_engine(url: str, *, pool_size: int) -> Engine:
 
 
 def init_app(app: Flask) -> None:
-    """Create the app's Database from its settings and close it with the app."""
+    """Create the app's Database from its settings. Its connection pool lives as long as the
+    process (Flask has no app-shutdown hook); whoever ends early calls `dispose`."""
     app.extensions["b24app.db"] = Database(app.config["DATABASE_URL"])
 
 

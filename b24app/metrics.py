@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -182,7 +181,3 @@ def mark_process_dead(pid: int) -> None:
     """gunicorn's child_exit hook: drop a dead worker's live gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)
-
-
-def observe(metric: Any, value: float, **labels: str) -> None:
-    (metric.labels(**labels) if labels else metric).observe(value)

@@ -108,10 +108,6 @@ class Answer:
     failed_step: str | None = None  # "register" or "finish"
 
 
-def answers(calls: Sequence[Claimed], batch: BatchResult) -> dict[int, Answer]:
-    return {call.id: answer(call, batch) for call in calls}
-
-
 def answer(call: Claimed, batch: BatchResult) -> Answer:
     registered: str | None = None
     if not call.call_id:

@@ -1,6 +1,6 @@
 """Who is calling: the portal's PBX key from `Authorization: Bearer <key>` (RFC 6750).
 
-One key belongs to one portal; `pbx_keys.find_portal_by_key` finds it by a keyed digest and
+One key belongs to one portal; `pbx_keys.find_settings_by_key` finds it by a keyed digest and
 compares it in constant time. A key stops working when it is rotated (it is simply not found any
 more) and when the app is uninstalled from its portal, or the portal is deleted: those get their
 own words, because the PBX's admin must act differently. Portals that need re-authorisation or

@@ -91,11 +91,3 @@ def replace(session: Session, portal: Portal, mapping: dict[str, int]) -> None:
         ExtensionMapping(portal_id=portal.id, extension=ext, user_id=uid)
         for ext, uid in mapping.items()
     )
-
-
-def user_for_extension(session: Session, portal_id: int, extension: str) -> int | None:
-    return session.scalars(
-        select(ExtensionMapping.user_id).where(
-            ExtensionMapping.portal_id == portal_id, ExtensionMapping.extension == extension.strip()
-        )
-    ).one_or_none()

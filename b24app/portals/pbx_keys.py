@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from b24app.crypto import SecretBox
-from b24app.models import Portal, PortalSettings, utcnow
+from b24app.models import PortalSettings, utcnow
 
 PREFIX = "b24pbx_"
 
@@ -16,12 +16,6 @@ PREFIX = "b24pbx_"
 def generate() -> str:
     """256 bits of randomness; the prefix makes a leaked key recognisable to secret scanners."""
     return PREFIX + secrets.token_urlsafe(32)
-
-
-def find_portal_by_key(session: Session, box: SecretBox, presented: str) -> Portal | None:
-    """The portal whose PBX key is `presented`, or None."""
-    settings = find_settings_by_key(session, box, presented)
-    return settings.portal if settings else None
 
 
 def find_settings_by_key(session: Session, box: SecretBox, presented: str) -> PortalSettings | None:
