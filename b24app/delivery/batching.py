@@ -20,11 +20,11 @@ from b24app.bitrix.client import BatchResult
 from b24app.bitrix.errors import BitrixError
 from b24app.delivery.params import (
     ParamsError,
-    PortalPreferences,
     UserLookup,
     finish_params,
     register_params,
 )
+from b24app.portals.settings import Preferences
 
 if TYPE_CHECKING:
     from b24app.delivery.outbox import Claimed
@@ -64,7 +64,7 @@ class Plan:
     refused: dict[int, ParamsError] = field(default_factory=dict)
 
 
-def plan(calls: Sequence[Claimed], prefs: PortalPreferences, lookup: UserLookup) -> Plan:
+def plan(calls: Sequence[Claimed], prefs: Preferences, lookup: UserLookup) -> Plan:
     """register (when needed) and finish for each call, in the calls' order."""
     result = Plan()
     for call in calls:
@@ -80,7 +80,7 @@ def plan(calls: Sequence[Claimed], prefs: PortalPreferences, lookup: UserLookup)
     return result
 
 
-def call_commands(call: Claimed, prefs: PortalPreferences, lookup: UserLookup) -> Commands:
+def call_commands(call: Claimed, prefs: Preferences, lookup: UserLookup) -> Commands:
     fallback = call.use_fallback_user
     if call.call_id:
         params = finish_params(call.request, prefs, lookup, call_id=call.call_id, fallback=fallback)

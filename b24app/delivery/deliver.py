@@ -46,17 +46,8 @@ from b24app.delivery.outbox import Claimed, Delivered, Failed, Outcome, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import currencies, mapping
+from b24app.portals.settings import Preferences
 from b24app.wiring import store_of
-
-
-@dataclass(frozen=True)
-class Preferences:
-    """A detached copy of the portal settings that params.py reads."""
-
-    currency: str | None
-    add_to_chat: bool
-    fallback_user_id: int | None
-    timezone: str
 
 
 @dataclass(frozen=True)
@@ -97,12 +88,7 @@ def load_portal(db: Database, portal_id: int) -> PortalView | None:
         if portal is None:
             return None
         s = portal.settings
-        prefs = Preferences(
-            currency=s.currency if s else None,
-            add_to_chat=bool(s.add_to_chat) if s else False,
-            fallback_user_id=s.fallback_user_id if s else None,
-            timezone=(s.timezone if s else None) or "UTC",
-        )
+        prefs = Preferences.of(s)
         return PortalView(
             member_id=portal.member_id,
             status=portal.status,

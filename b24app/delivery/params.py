@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+
+from b24app.portals.settings import Preferences, zone
 
 # Passed to finish as the PBX sent them (after the intake's validation).
 FINISH_FIELDS = (
@@ -42,19 +43,6 @@ FINISH_FIELDS = (
 REGISTER_FIELDS = ("PHONE_NUMBER", "TYPE", "LINE_NUMBER", "CRM_CREATE")
 
 UserLookup = Callable[[str], int | None]  # extension -> Bitrix24 user id
-
-
-class PortalPreferences(Protocol):
-    """What delivery reads of a portal's settings (models.PortalSettings has these)."""
-
-    @property
-    def currency(self) -> str | None: ...
-    @property
-    def add_to_chat(self) -> bool: ...
-    @property
-    def fallback_user_id(self) -> int | None: ...
-    @property
-    def timezone(self) -> str: ...
 
 
 class ParamsError(Exception):
@@ -73,7 +61,7 @@ def needs_register(request: Mapping[str, Any]) -> bool:
 
 def user_params(
     request: Mapping[str, Any],
-    prefs: PortalPreferences,
+    prefs: Preferences,
     lookup: UserLookup,
     *,
     fallback: bool = False,
@@ -98,7 +86,7 @@ def user_params(
     )
 
 
-def add_to_chat(request: Mapping[str, Any], prefs: PortalPreferences) -> int:
+def add_to_chat(request: Mapping[str, Any], prefs: Preferences) -> int:
     value = request.get("ADD_TO_CHAT")
     if value is None:
         return int(bool(prefs.add_to_chat))
@@ -107,7 +95,7 @@ def add_to_chat(request: Mapping[str, Any], prefs: PortalPreferences) -> int:
 
 def finish_params(
     request: Mapping[str, Any],
-    prefs: PortalPreferences,
+    prefs: Preferences,
     lookup: UserLookup,
     *,
     call_id: str | None = None,
@@ -128,7 +116,7 @@ def finish_params(
 
 def register_params(
     request: Mapping[str, Any],
-    prefs: PortalPreferences,
+    prefs: Preferences,
     lookup: UserLookup,
     *,
     fallback: bool = False,
@@ -154,12 +142,5 @@ def start_date(value: str, timezone: str) -> str:
     except ValueError:
         return value
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_zone(timezone))
+        parsed = parsed.replace(tzinfo=zone(timezone))
     return parsed.isoformat()
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")

@@ -12,10 +12,41 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from b24app.bitrix.errors import BitrixError
-from b24app.models import Portal
+from b24app.models import Portal, PortalSettings
 from b24app.portals.currencies import refresh_currencies
 from b24app.portals.mapping import MappingError, check_user_id
 from b24app.portals.store import InstallationStore
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A portal's preferences as delivery reads them (delivery/params.py), detached from the
+    session: the currency, ADD_TO_CHAT, the fallback employee and the IANA time zone."""
+
+    currency: str | None = None
+    add_to_chat: bool = False
+    fallback_user_id: int | None = None
+    timezone: str = "UTC"
+
+    @classmethod
+    def of(cls, settings: PortalSettings | None) -> Preferences:
+        """From the portal's settings row (None: the defaults)."""
+        if settings is None:
+            return cls()
+        return cls(
+            currency=settings.currency,
+            add_to_chat=bool(settings.add_to_chat),
+            fallback_user_id=settings.fallback_user_id,
+            timezone=settings.timezone or "UTC",
+        )
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The time zone called `name`; UTC for none, or for a name this system does not know."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return ZoneInfo("UTC")
 
 
 @dataclass

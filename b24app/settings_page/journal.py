@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from b24app.delivery import outbox, portal_health
 from b24app.delivery.params import ParamsError, user_params
-from b24app.models import Call, CallState, PortalSettings
+from b24app.models import Call, CallState
+from b24app.portals.settings import Preferences
 from b24app.settings_page import messages
 
 FILTERS = ("all", "failed", "today")
@@ -37,13 +38,6 @@ ANSWER_FIELDS = (
     "CRM_ENTITY_TYPE",
     "CRM_ENTITY_ID",
 )
-
-
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ValueError, KeyError):
-        return ZoneInfo("UTC")
 
 
 def local_time(moment: datetime | None, tz: ZoneInfo) -> str | None:
@@ -72,23 +66,7 @@ def latest(
     )
 
 
-@dataclass(frozen=True)
-class Prefs:
-    """PortalSettings as delivery/params.py reads them (for "who would get this call")."""
-
-    currency: str | None
-    add_to_chat: bool
-    fallback_user_id: int | None
-    timezone: str
-
-    @classmethod
-    def of(cls, settings: PortalSettings) -> Prefs:
-        return cls(
-            settings.currency, settings.add_to_chat, settings.fallback_user_id, settings.timezone
-        )
-
-
-def employee_of(call: Call, prefs: Prefs, lookup: Callable[[str], int | None]) -> int | None:
+def employee_of(call: Call, prefs: Preferences, lookup: Callable[[str], int | None]) -> int | None:
     """Who the call went to (Bitrix24's PORTAL_USER_ID once delivered) or, until then, who it
     goes to with today's settings: the delivery's own resolution order (params.py)."""
     if call.result and call.result.get("PORTAL_USER_ID"):
@@ -105,7 +83,7 @@ def employee_of(call: Call, prefs: Prefs, lookup: Callable[[str], int | None]) -
 
 
 def describe(
-    call: Call, *, tz: ZoneInfo, prefs: Prefs, lookup: Callable[[str], int | None]
+    call: Call, *, tz: ZoneInfo, prefs: Preferences, lookup: Callable[[str], int | None]
 ) -> dict[str, Any]:
     """One journal row as the page shows it."""
     request: Mapping[str, Any] = call.request or {}

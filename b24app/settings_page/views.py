@@ -28,6 +28,7 @@ from b24app.logs import get_logger
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import currencies, mapping, store
 from b24app.portals.reauth import authorization_url
+from b24app.portals.settings import Preferences, zone
 from b24app.settings_page import actions, examples, journal, messages, page_token, portal_data
 from b24app.settings_page.entry import EntryRefused, language, verify_entry
 from b24app.settings_page.i18n import use_language
@@ -140,7 +141,7 @@ def page_state(viewer: Viewer) -> dict[str, Any]:
     with get_db().read() as session:
         portal = _find(session, viewer.member_id)
         s = portal.settings
-        tz = journal.zone(s.timezone)
+        tz = zone(s.timezone)
         health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
         state: dict[str, Any] = {
             "portal": {"member_id": portal.member_id, "domain": portal.domain},
@@ -296,8 +297,8 @@ def calls(viewer: Viewer) -> Response:
     now = utcnow()
     with get_db().read() as session:
         portal = _find(session, viewer.member_id)
-        tz = journal.zone(portal.settings.timezone)
-        prefs = journal.Prefs.of(portal.settings)
+        tz = zone(portal.settings.timezone)
+        prefs = Preferences.of(portal.settings)
         lookup = mapping.load(session, portal).get
         rows = journal.latest(session, portal.id, show=show, tz=tz, now=now, limit=limit)
         described = [journal.describe(row, tz=tz, prefs=prefs, lookup=lookup) for row in rows]
