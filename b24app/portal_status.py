@@ -21,6 +21,13 @@ class PortalStatus(enum.StrEnum):
     UNINSTALLED = "uninstalled"  # the app was removed; tokens erased, history kept
 
     @property
+    def meaning(self) -> str:
+        """What the state means and what the admin does about it, in plain English: the reason
+        a call waits or fails, and what logs and the CLI say. (The settings page shows the same
+        in the portal's language: settings_page/messages.py, one entry per status.)"""
+        return MEANINGS[self]
+
+    @property
     def gone(self) -> bool:
         """The portal will never take calls again: its calls fail, its page is closed."""
         return self in GONE
@@ -34,3 +41,17 @@ class PortalStatus(enum.StrEnum):
 
 GONE = (PortalStatus.UNINSTALLED, PortalStatus.PORTAL_DELETED)
 REVIVABLE = (PortalStatus.PAYMENT_REQUIRED, PortalStatus.ACCESS_DENIED)
+
+MEANINGS: dict[PortalStatus, str] = {
+    PortalStatus.ACTIVE: "The application can finish calls on this portal.",
+    PortalStatus.NEEDS_REAUTH: (
+        "The application's access has lapsed; the portal's admin must open the application or "
+        "re-authorise it."
+    ),
+    PortalStatus.PAYMENT_REQUIRED: (
+        "The application's paid period has expired on this portal; renew the payment."
+    ),
+    PortalStatus.ACCESS_DENIED: "REST API access is denied for this portal (plan or permissions).",
+    PortalStatus.PORTAL_DELETED: "The portal was deleted or closed.",
+    PortalStatus.UNINSTALLED: "The application was uninstalled from the portal.",
+}

@@ -52,15 +52,9 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 # REST errors that mean "stop calling this portal until its admin acts" (system-errors.md).
 PORTAL_ERRORS = {
-    "PAYMENT_REQUIRED": (
-        PortalStatus.PAYMENT_REQUIRED,
-        "The application's paid period has expired on this portal; renew the payment.",
-    ),
-    "PORTAL_DELETED": (PortalStatus.PORTAL_DELETED, "The portal was deleted or closed."),
-    "ACCESS_DENIED": (
-        PortalStatus.ACCESS_DENIED,
-        "REST API access is denied for this portal (plan or permissions).",
-    ),
+    "PAYMENT_REQUIRED": PortalStatus.PAYMENT_REQUIRED,
+    "PORTAL_DELETED": PortalStatus.PORTAL_DELETED,
+    "ACCESS_DENIED": PortalStatus.ACCESS_DENIED,
 }
 REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND")
 
@@ -292,9 +286,9 @@ class PortalClient:
         """Errors that need the admin: record the portal's new status."""
         if error.code not in PORTAL_ERRORS:
             return
-        status, detail = PORTAL_ERRORS[error.code]
-        self.installations.save_status(self.member_id, status, detail)
-        raise PortalUnavailable(status, detail) from error
+        status = PORTAL_ERRORS[error.code]
+        self.installations.save_status(self.member_id, status, status.meaning)
+        raise PortalUnavailable(status, status.meaning) from error
 
 
 def call_as_user(

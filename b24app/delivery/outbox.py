@@ -104,7 +104,7 @@ Outcome = Delivered | Retry | Failed
 def due_condition(now: datetime) -> ColumnElement[bool]:
     """Due: queued and its time has come, or leased to a worker that stopped, for a portal that
     can be called (active, not paused); or queued for a portal that is gone (uninstalled,
-    deleted): such calls fail at once with the plain reason (retry.py, PORTAL_GONE)."""
+    deleted): such calls fail at once with the plain reason (retry.for_portal)."""
     usable = select(Portal.id).where(
         Portal.status == PortalStatus.ACTIVE, Portal.id.not_in(paused_ids())
     )

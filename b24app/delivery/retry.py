@@ -32,7 +32,7 @@ from b24app.bitrix.errors import (
     TransportError,
     UnreadableAnswer,
 )
-from b24app.portal_status import GONE, PortalStatus
+from b24app.portal_status import PortalStatus
 
 Kind = Literal["retry", "wait", "fail"]
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
@@ -117,18 +117,9 @@ NOT_RUN = frozenset(
 )
 PORTAL_WIDE = frozenset({"OVERLOAD_LIMIT", "UNSAFE_ADDRESS"})
 
-# PortalUnavailable.portal_status → is the admin able to fix it, and what to tell them.
-PORTAL_GONE: dict[str, str] = {  # the statuses of portal_status.GONE, and a portal never seen
-    PortalStatus.UNINSTALLED: "The application was uninstalled from the portal.",
-    PortalStatus.PORTAL_DELETED: "The portal was deleted or closed.",
-    "unknown": "The portal is not known to this application (it was never installed here).",
-}
-assert set(GONE) <= set(PORTAL_GONE)
-PORTAL_ADMIN: dict[str, str] = {
-    PortalStatus.NEEDS_REAUTH: "The portal's admin must open the application or re-authorise it.",
-    PortalStatus.PAYMENT_REQUIRED: "The application's paid period on the portal has expired.",
-    PortalStatus.ACCESS_DENIED: "REST API access is denied on the portal (plan or permissions).",
-}
+# PortalUnavailable.portal_status → fail (the portal is gone, or never was ours) or wait; the
+# words are the status's own (PortalStatus.meaning).
+NEVER_SEEN = "The portal is not known to this application (it was never installed here)."
 SCOPE_WAIT = 30 * 60.0  # seconds: a missing scope needs the admin to update the app
 
 # Per-command ERROR_CORE texts (telephony-external-call-register.md, -finish.md) → code, words.
@@ -175,7 +166,8 @@ OUR_CODES = frozenset(
         "INTERNAL",
         "ok",
         *(code for _, code, _ in CORE_ERRORS),
-        *(status.upper() for status in (*PORTAL_GONE, *PORTAL_ADMIN)),
+        "UNKNOWN",
+        *(status.upper() for status in PortalStatus),
     }
 )
 
@@ -216,10 +208,10 @@ def for_portal(error: PortalUnavailable) -> Verdict:
     """The portal's status forbids calls: gone for good, or waiting for its admin (its calls
     stay queued and are not claimed until the portal is active again, outbox.due_condition)."""
     status = error.portal_status
-    if status in PORTAL_GONE:
-        return Verdict("fail", status.upper(), PORTAL_GONE[status])
-    detail = PORTAL_ADMIN.get(status) or error.description or status
-    return Verdict("wait", status.upper(), detail)
+    if status not in set(PortalStatus):
+        return Verdict("fail", status.upper(), NEVER_SEEN)
+    known = PortalStatus(status)
+    return Verdict("fail" if known.gone else "wait", status.upper(), known.meaning)
 
 
 def for_request_error(error: BitrixError) -> Verdict:
