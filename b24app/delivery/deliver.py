@@ -6,7 +6,7 @@
    the statistics record); the others are sent again. finish is not idempotent, so this is what
    keeps a call from being finished twice.
 2. The calls to send become one batch (register + finish, or finish), sent with
-   `PortalClient(member_id).batch`; each command's own answer decides its call's outcome.
+   the portal's client (`PortalClient.batch`); each command's own answer decides its call's outcome.
 3. A request that failed for the portal as a whole pauses the portal (portal_health.py): its
    calls wait, spending no attempt, until a probe finds it answering again.
 4. All outcomes are written in one transaction (outbox.record).
@@ -34,11 +34,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 
 import structlog
 from flask import Flask
 
-from b24app.bitrix.client import BatchResult, PortalClient
+from b24app.bitrix.client import BatchResult
 from b24app.db import Database
 from b24app.delivery import batching, metrics, outbox, portal_health, retry
 from b24app.delivery.batching import Answer, Commands
@@ -59,6 +60,15 @@ class PortalView:
     currencies_fetched_at: datetime | None
 
 
+class Portal24(Protocol):
+    """What delivery asks of a portal (bitrix/client.PortalClient has it; tests may hand in an
+    in-process fake through Context.clients)."""
+
+    def batch(self, commands: Commands, *, halt: bool = False) -> BatchResult: ...
+
+    def probe(self, *, timeout: float, revive: tuple[str, ...] = ()) -> dict[str, Any]: ...
+
+
 @dataclass
 class Context:
     """What every portal delivery of one worker shares."""
@@ -70,15 +80,17 @@ class Context:
     policy: RetryPolicy
     currencies_due: Callable[[str], bool] = lambda _member_id: False
     clock: Callable[[], datetime] = utcnow
-    _clients: dict[str, PortalClient] = field(default_factory=dict)
+    clients: Callable[[str], Portal24] | None = None  # member_id → client; default: the store's
+    _clients: dict[str, Portal24] = field(default_factory=dict)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def client(self, member_id: str) -> PortalClient:
+    def client(self, member_id: str) -> Portal24:
         """One client per portal for the worker's life, so its HTTPS connections are reused
         (a worker has at most one batch per portal in flight)."""
         with self._clients_lock:
             if member_id not in self._clients:
-                self._clients[member_id] = store_of(self.app).client(member_id)
+                make = self.clients or store_of(self.app).client
+                self._clients[member_id] = make(member_id)
             return self._clients[member_id]
 
 
@@ -137,7 +149,7 @@ class PortalDelivery:
 
     # --- 1. look up calls with an unknown outcome ------------------------------------------------
     def _look_up(
-        self, client: PortalClient, view: PortalView, unknown: list[Claimed], fresh: list[Claimed]
+        self, client: Portal24, view: PortalView, unknown: list[Claimed], fresh: list[Claimed]
     ) -> list[Claimed]:
         """Settle the unknown calls found finished; return the calls to send now."""
         commands = batching.lookup_commands(unknown)
@@ -174,7 +186,7 @@ class PortalDelivery:
         return to_send
 
     # --- 2. send ---------------------------------------------------------------------------------
-    def _send(self, client: PortalClient, view: PortalView, calls: list[Claimed]) -> None:
+    def _send(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> None:
         plan = batching.plan(calls, view.prefs, view.extensions.get)
         for call_id, problem in plan.refused.items():
             self.outcomes[call_id] = Failed(problem.code, problem.message)
@@ -256,7 +268,7 @@ class PortalDelivery:
         return Failed(USER_NOT_FOUND, verdict.reason, bitrix_call_id)
 
     def _batch(
-        self, client: PortalClient, view: PortalView, commands: Commands, purpose: str, calls: int
+        self, client: Portal24, view: PortalView, commands: Commands, purpose: str, calls: int
     ) -> BatchResult:
         started = time.monotonic()
         outcome = "ok"

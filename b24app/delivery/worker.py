@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from types import FrameType
@@ -40,7 +41,7 @@ from b24app import health, retention
 from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
 from b24app.delivery import metrics, outbox, portal_health
-from b24app.delivery.deliver import Context, PortalDelivery
+from b24app.delivery.deliver import Context, Portal24, PortalDelivery
 from b24app.delivery.retry import RetryPolicy
 from b24app.logs import get_logger
 from b24app.portal_status import REVIVABLE
@@ -76,6 +77,7 @@ class Worker:
         policy: RetryPolicy | None = None,
         portals_per_round: int | None = None,
         worker_id: str | None = None,
+        clients: Callable[[str], Portal24] | None = None,
     ) -> None:
         self.app = app
         self.threads = max(1, threads)
@@ -88,6 +90,7 @@ class Worker:
             lease=lease,
             policy=policy or RetryPolicy(retention=app.config["SETTINGS"].retry_period),
             currencies_due=self._currencies_due,
+            clients=clients,
         )
         self._stop = threading.Event()
         self._currency_tries: dict[str, float] = {}
