@@ -73,7 +73,7 @@ ROWS = [
     ("not sent", TransportError("x", ending=Ending.NOT_SENT), None, PORTAL_PAUSED, False, True),
     (
         "refused: rate limit",
-        RateLimited("QUERY_LIMIT_EXCEEDED", "", time.time() + 1),
+        RateLimited("QUERY_LIMIT_EXCEEDED", "", time.time() + 86400),
         None,
         "QUERY_LIMIT_EXCEEDED",
         False,
@@ -123,7 +123,7 @@ def test_each_ending_then_recovery_finishes_every_call_exactly_once(
     assert {row.attempts for row in rows} == {1 if spent else 0}
     assert _paused(app) is paused
 
-    totals = _run(app, fake, ahead=3600)  # backoffs and probes are due
+    totals = _run(app, fake, ahead=2 * 86400)  # backoffs, limits and probes are due
     assert totals == Counter(delivered=4)
     assert [row.state for row in _calls(app)] == [CallState.DELIVERED] * 4
     assert set(fake.finished.values()) == {1} and len(fake.finished) == 4
