@@ -4,16 +4,20 @@ an app built on it with migrations applied, and the development portal on a real
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from werkzeug.serving import make_server
 
 from b24app import create_app
@@ -44,27 +48,112 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A fresh, empty database of each backend for one test."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each backend for one test, already migrated to the newest revision:
+    a copy of the session's migrated template (`migrated_sqlite`, `migrated_postgres`), so
+    `upgrade_database` on it has nothing left to do. No two tests, or parallel runs, share one."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        path = tmp_path / "test.sqlite3"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
         return
-    yield from _postgres_schema(TEST_DATABASE_URL or "")
+    template: PostgresTemplate = request.getfixturevalue("migrated_postgres")
+    yield from template.fresh_schema()
 
 
-def _postgres_schema(base_url: str) -> Iterator[str]:
-    """A private schema per test, so parallel runs on one database never meet."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated once per session (per pytest-xdist worker): each test's copy."""
+    path = tmp_path_factory.mktemp("template") / "migrated.sqlite3"
+    upgrade_database(f"sqlite:///{path}")  # its engine is disposed: the file is whole
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[PostgresTemplate]:
+    """A schema of TEST_DATABASE_URL migrated once per session (per pytest-xdist worker)."""
+    template = PostgresTemplate(TEST_DATABASE_URL or "")
     try:
-        yield url.render_as_string(hide_password=False)
+        yield template
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        template.drop()
+
+
+class PostgresTemplate:
+    """A private schema migrated once, and per test a new private schema made from it.
+
+    The copy is the template's own `pg_dump` (the tables, indexes, constraints and
+    sequences the migrations made, plus `alembic_version`'s row) replayed under the new schema's
+    name: about 0.05 s here against 0.2 s for running the migrations again, and 0.3-0.7 s for
+    `CREATE DATABASE … TEMPLATE` (PostgreSQL 15, measured on this 2-core machine). pg_dump is
+    the tool PostgreSQL keeps for copying a schema; writing the copy by hand from the catalogs
+    would mean redoing its work (foreign keys, sequences owned by columns, defaults).
+    Without pg_dump on PATH every test's schema is migrated instead (slower, the same result).
+    Each schema is private (`t_` + 12 random hex digits), so parallel runs never meet.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.admin = create_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self.name = self._create_schema()
+        upgrade_database(self.url(self.name))
+        self.script = self._dump() if shutil.which("pg_dump") else None
+
+    def url(self, schema: str) -> str:
+        """TEST_DATABASE_URL with `schema` as the connections' search_path."""
+        url = make_url(self.base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
+
+    def fresh_schema(self) -> Iterator[str]:
+        """The URL of a new schema like the template, dropped after the test."""
+        if self.script is None:
+            schema = self._create_schema()
+            upgrade_database(self.url(schema))
+        else:
+            schema = _private_name()
+            self._execute(
+                self.script.replace(f"{self.name}.", f"{schema}.").replace(
+                    f"CREATE SCHEMA {self.name};", f"CREATE SCHEMA {schema};"
+                )
+            )
+        try:
+            yield self.url(schema)
+        finally:
+            self._execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    def drop(self) -> None:
+        self._execute(f'DROP SCHEMA "{self.name}" CASCADE')
+        self.admin.dispose()
+
+    def _create_schema(self) -> str:
+        schema = _private_name()
+        self._execute(f'CREATE SCHEMA "{schema}"')
+        return schema
+
+    def _dump(self) -> str:
+        """The template as SQL: every name qualified by the template's schema (pg_dump sets an
+        empty search_path), psql's meta-commands (`\\restrict`) and comments left out."""
+        url = make_url(self.base_url)
+        command = ["pg_dump", "--schema", self.name, "--no-owner", "--no-privileges", "--inserts"]
+        command += ["--host", url.host or "127.0.0.1", "--port", str(url.port or 5432)]
+        command += ["--username", url.username or "postgres", "--dbname", url.database or ""]
+        env = {**os.environ, "PGPASSWORD": url.password or ""}
+        dump = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        lines = dump.stdout.splitlines()
+        return "\n".join(line for line in lines if not line.startswith(("--", "\\")))
+
+    def _execute(self, sql: str) -> None:
+        """Run `sql` (one statement or a script) as it is: no parameters, no `%` escaping."""
+        connection = self.admin.raw_connection()
+        try:
+            connection.cursor().execute(sql)
+            connection.commit()
+        finally:
+            connection.close()
+
+
+def _private_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
 
 
 def make_settings(database_url: str, tmp_path, **overrides: object) -> Settings:  # type: ignore[no-untyped-def]
@@ -86,7 +175,6 @@ def make_settings(database_url: str, tmp_path, **overrides: object) -> Settings:
 @pytest.fixture
 def app(database_url: str, tmp_path) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
     """The app on a migrated database."""
-    upgrade_database(database_url)
     application = create_app(make_settings(database_url, tmp_path))
     yield application
     application.extensions["b24app.db"].dispose()
@@ -158,7 +246,6 @@ def live_app(database_url: str, tmp_path, devportal: DevportalServer) -> Iterato
     target = _Deferred()
     server = make_server("127.0.0.1", 0, target, threaded=True)
     url = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
-    upgrade_database(database_url)
     application = create_app(
         make_settings(database_url, tmp_path, PUBLIC_URL=url, B24_OAUTH_SERVER=devportal.url)
     )
