@@ -119,6 +119,7 @@ class PortalDelivery:
     calls: Sequence[Claimed]
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     reached: bool = False  # Bitrix24 answered a batch
+    sent_at: datetime | None = None  # when the last batch request went out
 
     def __post_init__(self) -> None:
         self.was_unknown = {call.id for call in self.calls if call.unknown}
@@ -271,6 +272,7 @@ class PortalDelivery:
         self, client: Portal24, view: PortalView, commands: Commands, purpose: str, calls: int
     ) -> BatchResult:
         started = time.monotonic()
+        self.sent_at = self.ctx.clock()
         outcome = "ok"
         try:
             result = client.batch(commands)
@@ -303,7 +305,9 @@ class PortalDelivery:
                 verdict, attempts=call.attempts, created_at=call.created_at, now=now
             )
             return Failed(verdict.code, reason, bitrix_call_id)
-        at = retry.next_attempt(verdict, attempts=call.attempts, now=now, policy=policy)
+        at = retry.next_attempt(
+            verdict, attempts=call.attempts, now=now, policy=policy, sent_at=self.sent_at
+        )
         unknown = verdict.unknown or call.id in self.unresolved
         code = OUTCOME_UNKNOWN if unknown else verdict.code
         attempts = call.attempts if verdict.counts else call.attempts - 1

@@ -32,7 +32,7 @@ from b24app.db import Database
 from b24app.delivery.batching import MAX_COMMANDS, fit
 from b24app.delivery.params import needs_register
 from b24app.delivery.portal_health import paused_ids
-from b24app.delivery.retry import OUTCOME_UNKNOWN
+from b24app.delivery.retry import OUTCOME_UNKNOWN, RUNNING_LIMIT
 from b24app.logs import get_logger
 from b24app.models import Call, CallState, Portal, PortalStatus
 from b24app.portal_status import GONE
@@ -400,31 +400,40 @@ def _failed_matching(
 
 
 def release_dead_leases(
-    db: Database, *, hostname: str, alive: Callable[[int], bool], now: datetime
+    db: Database,
+    *,
+    hostname: str,
+    alive: Callable[[int], bool],
+    now: datetime,
+    lease: float,
+    running_limit: float = RUNNING_LIMIT,
 ) -> int:
-    """End the leases of workers of this host whose process is gone (killed, crashed), so their
-    calls are taken over (and looked up) now rather than when the lease runs out. Worker ids are
-    `host:pid:nonce` (worker.new_worker_id); a pid reused by another process only keeps a lease
-    until it runs out, as before. Returns how many calls were released."""
+    """Shorten the leases of workers of this host whose process is gone (killed, crashed), so
+    their calls are taken over (and looked up) as soon as Bitrix24 can no longer be running the
+    batch they were in: `running_limit` seconds after it was sent (retry.RUNNING_LIMIT), not
+    when the whole `lease` runs out. The lease was renewed right before sending (extend_lease),
+    so it was sent at `lease_until - lease`. Worker ids are `host:pid:nonce`
+    (worker.new_worker_id); a pid reused by another process only keeps a lease until it runs
+    out, as before. Returns how many calls were released."""
     prefix = f"{hostname}:"
+    shift = timedelta(seconds=max(lease - running_limit, 0.0))
     with db.write() as session:
-        holders = session.scalars(
-            select(Call.leased_by)
-            .where(Call.state == CallState.DELIVERING, Call.leased_by.startswith(prefix))
-            .distinct()
+        rows = session.execute(
+            select(Call.id, Call.leased_by, Call.lease_until).where(
+                Call.state == CallState.DELIVERING, Call.leased_by.startswith(prefix)
+            )
         ).all()
-        dead = [h for h in holders if h and not alive(_pid_of(h))]
-        if not dead:
-            return 0
-        released = session.execute(
-            update(Call)
-            .where(Call.state == CallState.DELIVERING, Call.leased_by.in_(dead))
-            .values(lease_until=now - timedelta(seconds=1))
-            .execution_options(synchronize_session=False)
-        )
-    count = int(getattr(released, "rowcount", 0) or 0)
-    log.warning("leases of stopped workers released", workers=len(dead), calls=count)
-    return count
+        dead = {h for _, h, _ in rows if h and not alive(_pid_of(h))}
+        changes = [
+            {"id": call_id, "lease_until": max(now - timedelta(seconds=1), until - shift)}
+            for call_id, holder, until in rows
+            if holder in dead and until is not None and until - shift < until
+        ]
+        if changes:
+            session.execute(update(Call), changes)
+    if changes:
+        log.warning("leases of stopped workers shortened", workers=len(dead), calls=len(changes))
+    return len(changes)
 
 
 def _pid_of(worker_id: str) -> int:

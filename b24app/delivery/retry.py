@@ -59,6 +59,7 @@ class Verdict:
     reason: str  # Call.error: plain words for the admin
     unknown: bool = False  # the request may have run: look the call up before sending it again
     pause: bool = False  # the portal failed as a whole: pause it and probe (health.py)
+    still_running: bool = False  # it may still run: no look-up before RUNNING_LIMIT seconds
     retry_at: float | None = None  # unix time Bitrix24 named (OPERATION_TIME_LIMIT)
 
     @property
@@ -74,6 +75,7 @@ class Meaning:
     may_have_run: bool  # so: look the calls up before sending them again
     portal_wide: bool  # so: pause the portal and probe it
     words: str
+    still_running: bool = False  # so: not before RUNNING_LIMIT seconds (it may not be done)
 
 
 # How a request ends → what it means. Errors with a Bitrix24 envelope (REFUSED) are refined by
@@ -83,12 +85,22 @@ ENDINGS: dict[Ending, Meaning] = {
     Ending.REFUSED: Meaning(True, False, "Bitrix24 refused the request"),
     Ending.ANSWERED: Meaning(False, False, "Bitrix24 answered"),
     Ending.UNREADABLE: Meaning(True, False, "Bitrix24's answer could not be read"),
-    Ending.CUT_OFF: Meaning(True, True, "The connection to the portal dropped"),
-    Ending.TIMED_OUT: Meaning(True, True, "The portal did not answer in time"),
+    Ending.CUT_OFF: Meaning(True, True, "The connection to the portal dropped", True),
+    Ending.TIMED_OUT: Meaning(True, True, "The portal did not answer in time", True),
 }
 # An unreadable answer with a 5xx status is a portal failing as a whole (an HTML 503 from its
-# front, a 500 page): pause it too.
+# front, a 500 page): pause it too. A gateway's 502/504 page means the portal behind it may still
+# be running the request.
 UNREADABLE_5XX = Meaning(True, True, "The portal answered an error page")
+GATEWAY_GAVE_UP = Meaning(True, True, "The portal's gateway gave up waiting", True)
+
+# limits.md: a cloud request runs at most 60 s, then it is cut off. A request we stopped waiting
+# for (our timeout is shorter), whose connection dropped, or that a gateway gave up on may still
+# be running until then: looking its calls up earlier can miss a call that is still being
+# registered and finished, and sending it again would make a second call (a finished call is no
+# longer found by the register page's 30-minute re-registration rule). So such calls are looked
+# up only once this has passed since they were sent.
+RUNNING_LIMIT = 60.0
 
 # Documented errors that refuse a request before it runs (_includes/system-errors.md,
 # limits.md): retried without a look-up. Any other error envelope (INTERNAL_SERVER_ERROR,
@@ -177,6 +189,8 @@ def meaning(error: BitrixError) -> Meaning:
     if isinstance(error, TransportError):
         return ENDINGS[error.ending]
     if isinstance(error, UnreadableAnswer):
+        if error.status in (502, 504):
+            return GATEWAY_GAVE_UP
         return UNREADABLE_5XX if (error.status or 0) >= 500 else ENDINGS[Ending.UNREADABLE]
     if error.code in NOT_RUN:
         return Meaning(False, error.code in PORTAL_WIDE, ENDINGS[Ending.REFUSED].words)
@@ -226,9 +240,16 @@ def for_request_error(error: BitrixError) -> Verdict:
     row = meaning(error)
     words = f"{row.words} ({_what(error)})."
     if row.portal_wide:
-        return Verdict("wait", PORTAL_PAUSED, words, unknown=row.may_have_run, pause=True)
+        return Verdict(
+            "wait",
+            PORTAL_PAUSED,
+            words,
+            unknown=row.may_have_run,
+            pause=True,
+            still_running=row.still_running,
+        )
     code = OUTCOME_UNKNOWN if row.may_have_run else error.code
-    return Verdict("retry", code, words, unknown=row.may_have_run)
+    return Verdict("retry", code, words, unknown=row.may_have_run, still_running=row.still_running)
 
 
 def for_command(error: BitrixError, *, after_unknown: bool) -> Verdict:
@@ -260,7 +281,8 @@ def for_command(error: BitrixError, *, after_unknown: bool) -> Verdict:
 
 def not_sent(verdict: Verdict) -> Verdict:
     """The verdict for calls we did not send because the portal failed us just before."""
-    return replace(verdict, kind="wait" if verdict.kind == "retry" else verdict.kind, unknown=False)
+    kind: Kind = "wait" if verdict.kind == "retry" else verdict.kind
+    return replace(verdict, kind=kind, unknown=False, still_running=False)
 
 
 def give_up(verdict: Verdict, *, created_at: datetime, now: datetime, policy: RetryPolicy) -> bool:
@@ -270,12 +292,21 @@ def give_up(verdict: Verdict, *, created_at: datetime, now: datetime, policy: Re
 
 
 def next_attempt(
-    verdict: Verdict, *, attempts: int, now: datetime, policy: RetryPolicy
+    verdict: Verdict,
+    *,
+    attempts: int,
+    now: datetime,
+    policy: RetryPolicy,
+    sent_at: datetime | None = None,
 ) -> datetime:
     """When a call that will be tried again becomes due: after a backoff for its own troubles,
     at once when it only waits for its portal (the pause, the throttle and the portal's status
-    keep it from going early), or when Bitrix24 said."""
+    keep it from going early), or when Bitrix24 said; a request that may still be running
+    (`still_running`, sent at `sent_at`) is not looked up before RUNNING_LIMIT has passed."""
     delay = policy.backoff(attempts) if verdict.counts else 0.0
+    if verdict.still_running:  # not before Bitrix24 can no longer be running it
+        since = (now - sent_at).total_seconds() if sent_at is not None else 0.0
+        delay = max(delay, RUNNING_LIMIT - max(since, 0.0))
     if verdict.code == "insufficient_scope":
         delay = SCOPE_WAIT
     if verdict.retry_at is not None:

@@ -236,6 +236,7 @@ class Worker:
                 hostname=self.worker_id.split(":")[0],
                 alive=_alive,
                 now=self.ctx.clock(),
+                lease=self.ctx.lease,
             )
         except Exception as error:  # the next beat may get through
             metrics.worker_error("heartbeat", error)

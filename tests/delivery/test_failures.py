@@ -175,15 +175,21 @@ def test_timeout_after_the_portal_finished_the_calls_is_reconciled_not_doubled(
         finished_requests(register_on_portal(live_app.dev, portal, 4)) + unregistered_requests(2),
     )
     faults.set_latency(live_app.dev, portal, 1.5)
+    before = utcnow()
     assert run_worker(short_timeout_app) == Counter(retrying=6)
     for row in calls(live_app, ids):
         assert row.state == CallState.QUEUED and row.error_code == OUTCOME_UNKNOWN
         assert row.attempts == 0  # the portal failed, not the call
+        # a request without an answer may still run for up to 60 s: look it up after that
+        assert row.next_attempt_at >= before + timedelta(seconds=59)
     assert paused(live_app, portal) is not None
-    wait_for(lambda: len(portal.statistics) == 6)  # the portal did finish them
-    faults.clear(live_app.dev, portal)
+    faults.clear(live_app.dev, portal)  # the portal answers again, still running the batch
 
-    assert run_worker(live_app.app, ahead=60) == Counter(delivered=6)
+    assert run_worker(live_app.app, ahead=5) == Counter()  # probed, but nothing sent early
+    assert paused(live_app, portal) is None
+    assert commands(live_app.dev, portal, STATISTICS) == []
+    wait_for(lambda: len(portal.statistics) == 6)  # the late batch did finish them
+    assert run_worker(live_app.app, ahead=61) == Counter(delivered=6)
 
     assert len(commands(live_app.dev, portal, FINISH)) == 6  # none sent a second time
     assert len(commands(live_app.dev, portal, REGISTER)) == 2
@@ -443,8 +449,8 @@ def test_one_portal_breaking_the_worker_does_not_stop_the_others(
     assert states(live_app, broken_ids) == Counter({CallState.DELIVERING: 2})
 
     monkeypatch.setattr(deliver, "load_portal", original)
-    time.sleep(2.1)  # the lease runs out
-    assert run_worker(live_app.app, policy=TEST_POLICY) == Counter(delivered=2)
+    # the worker's clock 2.1 s on: the 2 s lease has run out
+    assert run_worker(live_app.app, policy=TEST_POLICY, ahead=2.1) == Counter(delivered=2)
     assert len(broken.statistics) == 2
 
 

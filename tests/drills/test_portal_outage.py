@@ -6,8 +6,11 @@ answers HTML 503 pages, then holds requests past our timeout), and "timeout" alo
 the first batch hangs for the whole HTTP timeout before anything is known).
 Judged by the development portal: every call finished exactly once, another portal never slowed,
 and the time from the portal's return to its last finish at most the throttle's ideal drain
-time for what waited + 5 s (probes every ≤ 3 s see it back). Figures printed and kept in
-test-artifacts/drills.
+time for what waited + 5 s (probes every ≤ 3 s see it back) — except for calls of a request that
+timed out: Bitrix24 may run a request for up to 60 s (limits.md), so those are looked up no
+earlier than 60 s after they were sent (retry.RUNNING_LIMIT; earlier look-ups doubled calls of
+a portal that ran them late), and the bound is that moment + 5 s when it comes later. Figures
+printed and kept in test-artifacts/drills.
 
 How each fault is made: "refused" points the portal's stored address (client_endpoint) at a port
 of 127.0.0.1 nobody listens on, as when the portal's host is down; the others are the development
@@ -26,6 +29,7 @@ import pytest
 from b24app.bitrix.throttle import STANDARD
 from b24app.db import get_db
 from b24app.delivery.batching import MAX_COMMANDS
+from b24app.delivery.retry import RUNNING_LIMIT
 from b24app.models import CallState
 from b24app.portals import store
 from devportal import faults
@@ -39,6 +43,7 @@ CALLS_DOWN = 300  # sent to the portal while it is down
 CALLS_CALM = 100  # sent to a portal that stays up
 HOLD = 12.0  # the "timeout" outage holds a request this long (> the default 10 s timeout)
 SLACK = 5.0  # seconds allowed beyond the throttle's ideal drain time
+HTTP_TIMEOUT = 10.0  # B24APP_HTTP_TIMEOUT's default
 
 
 @pytest.mark.slow
@@ -64,6 +69,7 @@ def test_portal_down_15_s_with_a_worker_killed_drains_within_the_ideal_time_plus
     if kind == "timeout":
         phases = phases[3:]
     started = time.monotonic()
+    first_sent = drill.dev.now()
     for index, (name, start_fault) in enumerate(phases):
         start_fault()
         batch = [
@@ -101,6 +107,11 @@ def test_portal_down_15_s_with_a_worker_killed_drains_within_the_ideal_time_plus
     # what the throttle must send after the return: a probe, the look-ups, register + finish
     requests = 1 + math.ceil((unknown + 2 * len(queued)) / MAX_COMMANDS)
     ideal = max(0.0, (requests - STANDARD.burst) / STANDARD.rate)
+    # calls of a batch that timed out wait until Bitrix24 can no longer be running it; such
+    # batches went out before the first of them timed out (then the portal was paused)
+    last_sent = first_sent + HTTP_TIMEOUT
+    running = max(0.0, last_sent + RUNNING_LIMIT - back) if unknown else 0.0
+    bound = max(ideal, running) + SLACK
     verdict = judge([down, calm], sent)
 
     drill.report(
@@ -111,7 +122,8 @@ def test_portal_down_15_s_with_a_worker_killed_drains_within_the_ideal_time_plus
         seconds_down=round(OUTAGE, 1),
         seconds_from_return_to_last_finish=round(drained, 2),
         ideal_drain_seconds=round(ideal, 2),
-        bound_seconds=round(ideal + SLACK, 2),
+        waiting_for_a_timed_out_batch_seconds=round(running, 2),
+        bound_seconds=round(bound, 2),
         probes=len(drill.dev.entries(method="app.info", member_id=down.member_id)),
         worker_restarts=drill.fleet.workers[0].starts - 1,
     )
@@ -120,7 +132,7 @@ def test_portal_down_15_s_with_a_worker_killed_drains_within_the_ideal_time_plus
     assert verdict.exactly_once, verdict
     assert {row.state for row in drill.calls(calm)} == {CallState.DELIVERED}
     assert all(row.attempts <= 2 for row in drill.calls(down))  # the outage spent none
-    assert drained <= ideal + SLACK, (drained, ideal)
+    assert drained <= bound, (drained, ideal, running)
 
 
 # --- faults ----------------------------------------------------------------------------------
