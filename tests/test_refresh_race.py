@@ -77,3 +77,65 @@ def test_200_concurrent_calls_from_4_processes_refresh_exactly_once(live_app: Li
     assert outcomes.count("ok") == 200, {o: outcomes.count(o) for o in set(outcomes)}
     assert len(oauth) == 1
     assert [e["error"] for e in oauth] == [None]  # no invalid_grant
+
+
+def test_a_hanging_oauth_server_does_not_hold_up_the_intake(live_app: LiveApp):
+    """Issue 9 (found by trying it): the refresh lock used to be a write transaction, which on
+    SQLite locks the whole database — an OAuth server that accepts connections and never answers
+    stopped every portal's PBX intake for the HTTP timeout (10 s), again at every probe. Now no
+    transaction is open while the OAuth server is asked: another portal's PBX, and this portal's
+    own, are answered 202 at once while the refresh hangs."""
+    import socket
+    import threading
+    import time
+
+    import requests
+
+    from b24app.bitrix.errors import BitrixError
+    from b24app.portals import pbx_keys
+    from b24app.wiring import store_of
+
+    stuck, calm = live_app.install("stuck"), live_app.install("calm")
+    keys = {}
+    with live_app.app.app_context(), get_db().read() as session:
+        for portal in (stuck, calm):
+            row = store.find_portal(session, portal.member_id)
+            keys[portal.code] = pbx_keys.reveal(row.settings, store_of(live_app.app).box)
+    hanging = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)
+    installation_store = store_of(live_app.app)
+    url = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+    installation_store.settings = installation_store.settings.model_copy(
+        update={"oauth_server": url}
+    )
+    faults.expire_tokens(live_app.dev, stuck)
+    refresh_failed: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            installation_store.client(stuck.member_id).call("profile")
+        except BitrixError as error:
+            refresh_failed.append(error)
+
+    thread = threading.Thread(target=refresh)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(1.0)  # the refresh is waiting for the OAuth server now
+    waited = {}
+    for code in ("calm", "stuck"):
+        body = {"PBX_CALL_ID": f"during-{code}", "CALL_ID": "x.1", "USER_ID": 1, "DURATION": 3}
+        sent = time.monotonic()
+        answer = requests.post(
+            f"{live_app.url}/pbx/v1/calls/finish",
+            json=body,
+            headers={"Authorization": f"Bearer {keys[code]}"},
+            timeout=30,
+        )
+        waited[code] = time.monotonic() - sent
+        assert answer.status_code == 202, answer.text
+    thread.join(timeout=30)
+    hanging.close()
+    assert time.monotonic() - started >= 9  # the refresh really hung (the 10 s timeout)
+    assert refresh_failed and refresh_failed[0].code == "TIMED_OUT"
+    assert max(waited.values()) < 2.0, waited

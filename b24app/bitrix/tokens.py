@@ -1,12 +1,14 @@
 """Single-flight token refresh, across threads, processes and hosts.
 
-The locking rule: a refresh happens only while holding the portal's row lock (PostgreSQL
-`SELECT … FOR UPDATE`; SQLite `BEGIN IMMEDIATE`, which locks the whole database for writing).
-After taking the lock we re-read the tokens: if another worker refreshed while we waited, its new
-access token differs from the stale one we hold, and we use it instead of refreshing again. The
-rotated pair is saved in the same transaction that held the lock, so a used refresh token is never
-left as the stored one. Bitrix24 refresh tokens are single-use (the docs: keep the new one, "do not
-use the old one anymore"), so two concurrent refreshes would otherwise kill the portal.
+The locking rule: a refresh happens only while holding the portal's refresh lock (PostgreSQL: a
+session advisory lock per portal; SQLite: a file lock per portal beside the database), which no
+database transaction holds: a slow OAuth server must not hold up anything else (on SQLite a
+write transaction would stop every PBX's intake). After taking the lock we re-read the tokens: if
+another worker refreshed while we waited, its new access token differs from the stale one we
+hold, and we use it instead of refreshing again. The rotated pair is saved before the lock is
+released, so a used refresh token is never left as the stored one. Bitrix24 refresh tokens are
+single-use (the docs: keep the new one, "do not use the old one anymore"), so two concurrent
+refreshes would otherwise kill the portal.
 
 The rule is here; the lock and the storage are the installation store's (portals/store.py), handed
 in as a `TokenStore`: this module knows no SQL.
@@ -44,8 +46,8 @@ GRANT_ERRORS = {
 
 
 class HeldTokens(Protocol):
-    """One portal's stored credentials, read while its row lock is held. Writes made through it
-    are committed when the lock is released (the end of `TokenStore.locked`'s block)."""
+    """One portal's stored credentials, read while its refresh lock is held. Writes made through
+    it are committed when the lock is released (the end of `TokenStore.locked`'s block)."""
 
     member_id: str
     status: str
@@ -64,7 +66,8 @@ class HeldTokens(Protocol):
 
 class TokenStore(Protocol):
     def locked(self, member_id: str) -> AbstractContextManager[HeldTokens | None]:
-        """Hold the portal's row lock for the block (None: no such portal); commit at its end."""
+        """Hold the portal's refresh lock for the block (None: no such portal); what the block
+        saved is written before the lock is released."""
 
 
 def expired(pair: TokenPair) -> bool:
@@ -85,7 +88,7 @@ def refresh(store: TokenStore, oauth: OAuthServer, member_id: str, stale_access_
     """Return a working access token for the portal, refreshing at most once across the fleet.
 
     Threads of one process first queue on an in-process lock, so only one of them at a time
-    contends for the database lock (on SQLite that lock is the whole database's write lock).
+    contends for the portal's refresh lock.
     Raises PortalUnavailable (the portal is not active, has no tokens, or the OAuth server
     refused the refresh: its new status is then stored), OAuthError for other refusals,
     TransportError when the OAuth server cannot be reached.

@@ -12,18 +12,24 @@ takes this store's row lock (`locked`).
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from b24app.bitrix import tokens
 from b24app.bitrix.client import PortalClient, PortalState
-from b24app.bitrix.errors import BitrixError
+from b24app.bitrix.errors import BitrixError, Ending, TransportError
 from b24app.bitrix.oauth import OAuthServer, TokenPair
 from b24app.config import Settings
 from b24app.crypto import SecretBox
@@ -57,6 +63,11 @@ class Installation:
 
 
 MEMBER_ID_LENGTH = 64  # portals.member_id
+
+
+# Seconds to wait for another process's token refresh (it asks the OAuth server, at most the HTTP
+# timeout, 10 s by default, and not more than 60 s); past that the caller meets NOT_SENT.
+REFRESH_LOCK_WAIT = 65.0
 
 
 def find_portal(session: Session, member_id: str, *, for_update: bool = False) -> Portal | None:
@@ -161,12 +172,57 @@ class InstallationStore:
             )
 
     @contextmanager
+    def refresh_mutex(self, member_id: str) -> Iterator[None]:
+        """Hold the portal's refresh lock (bitrix/tokens.py's rule) for the block, without a
+        database transaction, so a slow OAuth server never holds up anything else.
+
+        PostgreSQL: a session advisory lock keyed by the portal (every host shares it). SQLite:
+        a write transaction would lock the whole database — every PBX's intake would wait for
+        the OAuth server — so it is a file lock per portal beside the database file (filelock:
+        SQLite lives on one host, so a file lock reaches every process that can use it). Raises
+        TransportError (NOT_SENT) if another process holds it past REFRESH_LOCK_WAIT seconds."""
+        wait = REFRESH_LOCK_WAIT
+        if self.db.is_sqlite:
+            try:
+                with FileLock(self._lock_file(member_id), timeout=wait):
+                    yield
+            except FileLockTimeout:
+                raise TransportError("refresh lock busy", ending=Ending.NOT_SENT) from None
+            return
+        key = int.from_bytes(hashlib.sha256(member_id.encode()).digest()[:8], "big", signed=True)
+        with self.db.engine.connect() as conn:
+            limit = f"{int(wait * 1000)}ms"  # for this transaction only (is_local)
+            conn.execute(text("SELECT set_config('lock_timeout', :limit, true)"), {"limit": limit})
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            except OperationalError:
+                raise TransportError("refresh lock busy", ending=Ending.NOT_SENT) from None
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+
+    def _lock_file(self, member_id: str) -> str:
+        database = self.db.url.database
+        folder = Path(database).parent if database and database != ":memory:" else None
+        folder = (folder or Path(tempfile.gettempdir())) / ".b24app-locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"refresh-{hashlib.sha256(member_id.encode()).hexdigest()[:32]}.lock")
+
+    @contextmanager
     def locked(self, member_id: str) -> Iterator[_HeldPortal | None]:
-        """bitrix.tokens.TokenStore: the portal under its row lock (PostgreSQL FOR UPDATE, SQLite
-        BEGIN IMMEDIATE) for the block, committed at its end; None for an unknown portal."""
-        with self.db.write() as session:
-            portal = find_portal(session, member_id, for_update=True)
-            yield _HeldPortal(self, session, portal) if portal is not None else None
+        """bitrix.tokens.TokenStore: the portal read under its refresh lock (`refresh_mutex`),
+        with what the block saves written in one short transaction at its end; None for an
+        unknown portal. No transaction is open while the block asks the OAuth server."""
+        with self.refresh_mutex(member_id):
+            with self.db.read() as session:
+                portal = find_portal(session, member_id)
+                held = _HeldPortal(self, session, portal) if portal is not None else None
+            yield held
+            if held is not None:
+                held.commit()
 
     def save_endpoint(self, member_id: str, client_endpoint: str) -> None:
         """bitrix.client.Installations: the portal moved (change-domen.md); on Bitrix24 cloud
@@ -289,22 +345,36 @@ class InstallationStore:
 
 
 class _HeldPortal:
-    """bitrix.tokens.HeldTokens: a portal row locked in `session`."""
+    """bitrix.tokens.HeldTokens: a portal read under its refresh lock; `save` and `set_status`
+    are kept and written by `commit` in one short transaction."""
 
     def __init__(self, store: InstallationStore, session: Session, portal: Portal) -> None:
         self._store = store
-        self._session = session
-        self._portal = portal
         self.member_id = portal.member_id
         self.status = portal.status
         self.client_id = portal.client_id
         self.tokens = store.read_tokens(portal)
+        self._secret = store.client_secret_for(session, portal.client_id)
+        self._pair: TokenPair | None = None
+        self._status: tuple[PortalStatus, str] | None = None
 
     def client_secret(self) -> str | None:
-        return self._store.client_secret_for(self._session, self.client_id)
+        return self._secret
 
     def save(self, pair: TokenPair) -> None:
-        self._store.store_tokens(self._portal, pair)
+        self._pair = pair
 
     def set_status(self, status: PortalStatus, detail: str) -> None:
-        set_status(self._portal, status, detail)
+        self._status = (status, detail)
+
+    def commit(self) -> None:
+        if self._pair is None and self._status is None:
+            return
+        with self._store.db.write() as session:
+            portal = find_portal(session, self.member_id, for_update=True)
+            if portal is None:
+                return
+            if self._pair is not None:
+                self._store.store_tokens(portal, self._pair)
+            if self._status is not None:
+                set_status(portal, *self._status)
