@@ -21,9 +21,10 @@ The numbers (README "For PBX integrators", docs/deployment.md "Rate limits on ou
   write at 43 M a day; the worker's throttle, not this limit, protects Bitrix24.
 - Failed authentications per address: `B24APP_PBX_AUTH_FAILURE_LIMIT` = 30 per minute. Only
   answers 401 count (a missing, malformed, unknown or revoked key); past it the address gets 429
-  before its key is even looked up, so guessing costs the database nothing. A key that has
-  authenticated in this process since it started is exempt (`RecentKeys`): a hosted PBX whose
-  tenants share one address is not shut out because one tenant's portal was uninstalled.
+  for every request whose key does not work (a request without a well-formed key before any
+  look-up). A working key is never refused by it (`_known_key`: known in this process, else
+  looked up): a hosted PBX whose tenants share one address is not shut out because one tenant's
+  portal was uninstalled, not even after a restart emptied the cache.
 - The installer and the re-authorisation links: 20 per minute per address (they call Bitrix24
   and write rows without any key).
 
@@ -58,7 +59,9 @@ from flask_limiter.util import get_remote_address
 from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from b24app.db import get_db
 from b24app.pbx import auth
+from b24app.wiring import current_store
 
 PBX_BLUEPRINT = "pbx"
 INSTALL_BLUEPRINTS = ("installer", "reauthorize")  # /install; /oauth/start and /oauth/callback
@@ -145,8 +148,21 @@ def _recent_keys() -> RecentKeys:
 
 
 def _known_key() -> bool:
+    """Whether this request's key is a working PBX key, so the failed-authentication limit of
+    its address must not refuse it (PRODUCT.md: our limits never refuse a legitimate PBX): a key
+    seen in this process is known at once; another well-formed key is looked up (after a
+    restart the cache is empty, and a PBX sharing an address with a failing one must still get
+    in). Only a request without a well-formed key is refused unread."""
     digest = key_digest()
-    return digest is not None and digest in _recent_keys()
+    if digest is None:
+        return False
+    if digest in _recent_keys():
+        return True
+    found = auth.authenticate(get_db(), current_store().box, request.headers.get("Authorization"))
+    if isinstance(found, auth.PortalContext):
+        _recent_keys().add(digest)
+        return True
+    return False
 
 
 def _failed_authentication(response: Response) -> bool:
