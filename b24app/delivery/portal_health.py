@@ -144,6 +144,18 @@ def probe_failed(db: Database, portal_id: int, *, code: str, reason: str) -> Non
         )
 
 
+def probe_now(db: Database, portal_id: int, *, now: datetime) -> None:
+    """Make the portal's next probe due now: something suggests it may answer again (a user
+    opened the app of a portal waiting for its payment), so its calls need not wait for the
+    minute's probe."""
+    with db.write() as session:
+        row = session.get(PortalHealth, portal_id, with_for_update=True)
+        if row is None:
+            session.add(PortalHealth(portal_id=portal_id, failures=0, probe_at=now))
+        else:
+            row.probe_at = now
+
+
 def resume(session: Session, portal_id: int) -> None:
     """Forget a pause (the admin re-installed or re-authorised the portal: try it at once)."""
     session.execute(delete(PortalHealth).where(PortalHealth.portal_id == portal_id))

@@ -25,9 +25,10 @@ from flask import Request
 
 from b24app.bitrix.errors import BitrixError
 from b24app.bitrix.oauth import frame_tokens
+from b24app.delivery import portal_health
 from b24app.frames import page_language
 from b24app.logs import get_logger
-from b24app.models import PortalStatus
+from b24app.models import PortalStatus, utcnow
 from b24app.portals.store import InstallationStore, find_portal, set_status
 from b24app.portals.verification import InstallRefused, ask_admin, verify_token
 from b24app.settings_page.page_token import Viewer
@@ -78,6 +79,7 @@ def verify_entry(request: Request, store: InstallationStore) -> Entry:
         if not secrets.compare_digest(expected.encode(), form["APPLICATION_TOKEN"].encode()):
             raise EntryRefused("wrong_application_token", 403)
         client_endpoint, client_id, status = portal.client_endpoint, portal.client_id, portal.status
+        portal_id = portal.id
         try:
             verified = verify_token(
                 store,
@@ -93,6 +95,8 @@ def verify_entry(request: Request, store: InstallationStore) -> Entry:
     admin, unknown = _ask_admin(store, client_endpoint, form["AUTH_ID"])
     if admin and status == PortalStatus.NEEDS_REAUTH:
         _revive(store, member_id, request)
+    if PortalStatus(status).revivable:  # Bitrix24 let a user in: perhaps it was paid for
+        portal_health.probe_now(store.db, portal_id, now=utcnow())
     viewer = Viewer(member_id, verified.info.user_id, admin, language(request))
     return Entry(viewer, client_endpoint, unknown)
 

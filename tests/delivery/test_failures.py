@@ -516,3 +516,21 @@ def test_an_admin_opening_the_app_of_a_needs_reauth_portal_sends_its_calls_at_on
     assert run_worker(live_app.app) == Counter(delivered=5)
     assert time.monotonic() - started < 5
     assert len(portal.statistics) == 5
+
+
+def test_a_paid_portal_whose_app_is_opened_sends_its_waiting_calls_at_once(
+    live_app: LiveApp,
+) -> None:
+    """Found by trying it: after paying, the calls waited for the minute's probe. A user opening
+    the app of a portal waiting for its payment makes the probe due at once."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, finished_requests(register_on_portal(live_app.dev, portal, 2)))
+    faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID)
+    assert run_worker(live_app.app) == Counter(retrying=2)
+    faults.lapse_payment(live_app.dev, portal, TEST_CLIENT_ID, lapsed=False)
+
+    open_page(live_app, portal, user_id=1)
+    started = time.monotonic()
+    assert run_worker(live_app.app) == Counter(delivered=2)
+    assert time.monotonic() - started < 5
+    assert states(live_app, ids) == Counter({CallState.DELIVERED: 2})
