@@ -45,6 +45,16 @@ class Database:
         with self._read_sessions() as session:
             yield session
 
+    def flush_erased(self) -> None:
+        """After data was erased on request ("Clear application data"): on SQLite, deleted rows
+        are overwritten in the database file (secure_delete, set on connect) but their old pages
+        stay in the -wal file until a checkpoint; this checkpoints and truncates it now. On
+        PostgreSQL, nothing: dead rows are not visible and autovacuum reclaims them."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         with self.engine.connect() as conn:
@@ -71,6 +81,7 @@ def _make_engine(url: str, *, pool_size: int) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -206,3 +207,24 @@ def test_the_development_portal_offers_clear_application_data(
 
     assert done.json()["events"] == [{"url": f"{live_app.url}/events", "status": 200}]
     assert owned(live_app, alpha.member_id)["portals"] == 0
+
+
+def test_an_erased_portal_leaves_no_trace_in_the_sqlite_files(
+    live_app: LiveApp, alpha: Installed, beta: Installed
+) -> None:
+    """Found by trying it: right after a CLEAN=1 erase the SQLite -wal file still held the
+    erased rows. The erase overwrites deleted rows (secure_delete) and checkpoints the -wal file
+    away: the portal's member_id is nowhere in the database's files; the other portal's is."""
+    database = str(live_app.app.config["DATABASE_URL"])
+    if not database.startswith("sqlite:///"):
+        pytest.skip("about SQLite's files")
+    path = Path(database.removeprefix("sqlite:///"))
+
+    def traces(member_id: str) -> int:
+        files = [f for f in path.parent.glob(path.name + "*") if f.is_file()]
+        return sum(f.read_bytes().count(member_id.encode()) for f in files)
+
+    assert traces(alpha.member_id) > 0
+    assert uninstall(live_app, alpha.portal, clean=True) == 200
+    assert traces(alpha.member_id) == 0
+    assert traces(beta.member_id) > 0

@@ -90,10 +90,12 @@ def uninstall(
             portal = find_portal(session, member_id, for_update=True)
             if portal is None or not same_token(store.application_token(portal), presented_token):
                 return Outcome(False, "forged or unknown: the application_token does not match")
-            if clean:
-                return Outcome(True, "uninstalled, data erased", erase_portal(session, portal))
-            mark_uninstalled(portal)
-    return Outcome(True, "uninstalled, data kept for a reinstall")
+            if not clean:
+                mark_uninstalled(portal)
+                return Outcome(True, "uninstalled, data kept for a reinstall")
+            erased = erase_portal(session, portal)
+    store.db.flush_erased()  # nothing of it left in SQLite's -wal file either
+    return Outcome(True, "uninstalled, data erased", erased)
 
 
 def same_token(stored: str | None, presented: str) -> bool:
