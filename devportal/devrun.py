@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -64,6 +65,7 @@ def main() -> int:
     app = create_app()
     upgrade_database(app.config["DATABASE_URL"])
     settings = app.config["SETTINGS"]
+    _share_metrics(Path(app.instance_path))
     bin_dir = Path(sys.executable).parent
     manager = Manager()
     manager.add_process(
@@ -80,6 +82,17 @@ def main() -> int:
     threading.Thread(target=_install_and_greet, args=(app,), daemon=True).start()
     manager.loop()
     return manager.returncode or 0
+
+
+def _share_metrics(instance: Path) -> None:
+    """/metrics adds up every process's counters (web and worker) through prometheus_client's
+    multiprocess folder, as docs/deployment.md sets it up; emptied at each start, as it must be."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = instance / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def ports_problem(ports: dict[str, int], host: str = HOST) -> str | None:
