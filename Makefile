@@ -6,7 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck pytest lock clean
+.PHONY: setup run test test-fast lint typecheck pytest lock clean
+
+# Test processes (pytest-xdist). Four on two cores: three drill lanes that mostly wait (on
+# Bitrix24's rate, on outages; tests/conftest.py DRILL_LANES) beside the ordinary tests.
+JOBS ?= 4
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +35,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Then the tests marked `alone` (the database restart drill, the timeout outage drills), one at a
+# time; pytest's 5 is "none of them selected" (a PYTEST_ARGS naming other tests).
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+## The edit loop, under a minute: lint, types and the tests on SQLite, without drills and browser.
+test-fast: lint typecheck
+	$(BIN)/pytest -n $(JOBS) -q -m "not postgresql" --ignore tests/drills --ignore tests/browser $(PYTEST_ARGS)
 
 ## Re-pin the dependencies after editing pyproject.toml.
 lock: $(STAMP)

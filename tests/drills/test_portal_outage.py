@@ -48,7 +48,9 @@ SLACK = 5.0  # seconds allowed beyond the throttle's ideal drain time
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mix", "timeout"])
+# "timeout" runs in make test's `alone` phase: its bound on when the last batch went out (the
+# first timeout after 10 s, + 2 s) is missed by ~1.5 s when other drills share the two cores
+@pytest.mark.parametrize("kind", ["mix", pytest.param("timeout", marks=pytest.mark.alone)])
 def test_portal_down_15_s_with_a_worker_killed_drains_within_the_ideal_time_plus_5_s(
     drill: Drill, kind: str
 ) -> None:

@@ -4,8 +4,9 @@ server up). The web must answer 503 with Retry-After for what it cannot store, n
 call that is not in the database afterwards; every call that got 202 must be delivered, once;
 the processes must recover by themselves (same PIDs, /readyz green again).
 
-Named to sort last: restarting the shared server disturbs anything else using it at that moment,
-so the outage is kept short (one restart) and the server is brought back even if the drill fails.
+Marked `alone` (and named to sort last): restarting the shared server disturbs anything else
+using it at that moment, so `make test` runs it after the parallel run, by itself; the outage is
+kept short (one restart) and the server is brought back even if the drill fails.
 It needs the local cluster (TEST_DATABASE_URL on 127.0.0.1 and pg_ctlcluster), else it skips.
 """
 
@@ -134,6 +135,7 @@ class Load(threading.Thread):
                 time.sleep(0.05)  # not a tight loop on something unexpected
 
 
+@pytest.mark.alone
 def test_database_restart_under_load_answers_503_and_loses_nothing(
     drill: Drill, cluster: list[str]
 ) -> None:
