@@ -8,8 +8,9 @@ Every failure becomes a `Verdict` for each call of the request:
   before anything is sent again (finish is not idempotent: tutorials/telephony, a second finish
   answers "Call is not found"; a second register of a finished call can make a new call).
 - `pause`: the portal failed as a whole; delivery to it pauses and a probe asks it at growing
-  intervals (health.py). Calls of a paused portal neither spend attempts nor wait out backoffs:
-  they go the moment a probe succeeds.
+  intervals (portal_health.py). Calls of a paused portal neither spend attempts nor wait out
+  backoffs: they go the moment a probe succeeds (after RUNNING_LIMIT when their request may still
+  be running).
 
 A call is given up only when retrying cannot help, or when it has been retried (not merely
 waiting for its portal) past `RetryPolicy.retention`: an outage never fails a call by itself.
@@ -58,7 +59,7 @@ class Verdict:
     code: str  # kept in Call.error_code
     reason: str  # Call.error: plain words for the admin
     unknown: bool = False  # the request may have run: look the call up before sending it again
-    pause: bool = False  # the portal failed as a whole: pause it and probe (health.py)
+    pause: bool = False  # the portal failed as a whole: pause it and probe (portal_health.py)
     still_running: bool = False  # it may still run: no look-up before RUNNING_LIMIT seconds
     retry_at: float | None = None  # unix time Bitrix24 named (OPERATION_TIME_LIMIT)
 
@@ -78,11 +79,12 @@ class Meaning:
     still_running: bool = False  # so: not before RUNNING_LIMIT seconds (it may not be done)
 
 
-# How a request ends → what it means. Errors with a Bitrix24 envelope (REFUSED) are refined by
-# REFUSED_CODES below; a readable answer (ANSWERED) is judged command by command (for_command).
+# How a request ends → what it means. A Bitrix24 error envelope (REFUSED) may have come after
+# some commands ran, unless its code is one documented to refuse the request before it runs
+# (NOT_RUN below); a readable answer (ANSWERED) is judged command by command (for_command).
 ENDINGS: dict[Ending, Meaning] = {
     Ending.NOT_SENT: Meaning(False, True, "Could not connect to the portal"),
-    Ending.REFUSED: Meaning(True, False, "Bitrix24 refused the request"),
+    Ending.REFUSED: Meaning(True, False, "Bitrix24 answered with an error"),
     Ending.ANSWERED: Meaning(False, False, "Bitrix24 answered"),
     Ending.UNREADABLE: Meaning(True, False, "Bitrix24's answer could not be read"),
     Ending.CUT_OFF: Meaning(True, True, "The connection to the portal dropped", True),
@@ -193,7 +195,7 @@ def meaning(error: BitrixError) -> Meaning:
             return GATEWAY_GAVE_UP
         return UNREADABLE_5XX if (error.status or 0) >= 500 else ENDINGS[Ending.UNREADABLE]
     if error.code in NOT_RUN:
-        return Meaning(False, error.code in PORTAL_WIDE, ENDINGS[Ending.REFUSED].words)
+        return Meaning(False, error.code in PORTAL_WIDE, "Bitrix24 refused the request")
     return ENDINGS[Ending.REFUSED]
 
 
