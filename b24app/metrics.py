@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from b24app.bitrix.errors import KNOWN_CODES
 from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus, utcnow
 
 HTTP_REQUESTS = Counter(
@@ -77,8 +78,6 @@ def code_label(code: str | None, *, known: frozenset[str] = frozenset()) -> str:
     """A metric label for an error code: the code when b24app knows it (bitrix/errors.py
     KNOWN_CODES, or the caller's own `known` codes), else "other", so that label values come
     from a fixed set whatever a portal answers."""
-    from b24app.bitrix.errors import KNOWN_CODES
-
     if not code:
         return ""
     return code if code in KNOWN_CODES or code in known else "other"

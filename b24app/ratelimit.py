@@ -158,7 +158,7 @@ def _known_key() -> bool:
         return False
     if digest in _recent_keys():
         return True
-    found = auth.authenticate(get_db(), current_store().box, request.headers.get("Authorization"))
+    found = auth.request_portal(get_db(), current_store().box, request.headers.get("Authorization"))
     if isinstance(found, auth.PortalContext):
         _recent_keys().add(digest)
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from b24app import metrics as prometheus
+from b24app.delivery import retry
 from b24app.logs import get_logger
 
 log = get_logger("b24app.delivery")
@@ -83,6 +84,4 @@ def worker_error(where: str, error: BaseException) -> None:
 
 def _label(code: str) -> str:
     """The code as a metric label, from a fixed set (b24app/metrics.py, code_label)."""
-    from b24app.delivery import retry
-
     return prometheus.code_label(code, known=retry.OUR_CODES)

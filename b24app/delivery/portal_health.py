@@ -77,48 +77,47 @@ def paused_ids() -> Select[Any]:
 def claim_probes(db: Database, *, now: datetime, limit: int, exclude: set[int]) -> list[Probe]:
     """The probes due now (paused portals, and revivable ones, that have calls waiting), each
     moved to its next interval so no other worker sends it too."""
-    waiting = exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED)
+    due = _due_probes(now, exclude).limit(limit)
+    with db.read() as session:  # the usual answer is "none": no write lock for it
+        if not session.execute(due).first() and not session.scalars(_unscheduled()).first():
+            return []
     with db.write() as session:
-        _schedule_revivable(session, now)
-        query = (
-            select(PortalHealth, Portal.member_id, Portal.status)
-            .join(Portal, Portal.id == PortalHealth.portal_id)
-            .where(
-                PortalHealth.probe_at <= now,
-                or_(
-                    PortalHealth.paused_since.is_not(None),
-                    Portal.status.in_(REVIVABLE),
-                ),
-                waiting,
-            )
-            .order_by(PortalHealth.probe_at)
-            .limit(limit)
-        )
-        if exclude:
-            query = query.where(PortalHealth.portal_id.not_in(list(exclude)))
+        for portal_id in session.scalars(_unscheduled()).all():
+            probe_at = now + timedelta(seconds=REVIVE_EVERY)
+            session.add(PortalHealth(portal_id=portal_id, failures=0, probe_at=probe_at))
         probes = []
-        for row, member_id, status in session.execute(query):
+        for row, member_id, status in session.execute(due):
             every = interval(row.failures) if status == PortalStatus.ACTIVE else REVIVE_EVERY
             row.probe_at = now + timedelta(seconds=every)
             probes.append(Probe(row.portal_id, member_id, status))
     return probes
 
 
-def _schedule_revivable(session: Session, now: datetime) -> None:
-    """Give a health row to each revivable portal with waiting calls that has none yet."""
-    missing = session.scalars(
-        select(Portal.id).where(
-            Portal.status.in_(REVIVABLE),
-            ~exists().where(PortalHealth.portal_id == Portal.id),
-            exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED),
+def _due_probes(now: datetime, exclude: set[int]) -> Select[PortalHealth, str, str]:
+    """Health rows whose probe is due: paused or revivable portals that have calls waiting."""
+    waiting = exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED)
+    query = (
+        select(PortalHealth, Portal.member_id, Portal.status)
+        .join(Portal, Portal.id == PortalHealth.portal_id)
+        .where(
+            PortalHealth.probe_at <= now,
+            or_(PortalHealth.paused_since.is_not(None), Portal.status.in_(REVIVABLE)),
+            waiting,
         )
-    ).all()
-    for portal_id in missing:
-        session.add(
-            PortalHealth(
-                portal_id=portal_id, failures=0, probe_at=now + timedelta(seconds=REVIVE_EVERY)
-            )
-        )
+        .order_by(PortalHealth.probe_at)
+    )
+    if exclude:
+        query = query.where(PortalHealth.portal_id.not_in(list(exclude)))
+    return query
+
+
+def _unscheduled() -> Select[Any]:
+    """Revivable portals with calls waiting that have no health row (so no probe) yet."""
+    return select(Portal.id).where(
+        Portal.status.in_(REVIVABLE),
+        ~exists().where(PortalHealth.portal_id == Portal.id),
+        exists().where(Call.portal_id == Portal.id, Call.state == CallState.QUEUED),
+    )
 
 
 def probe_answered(db: Database, portal_id: int, *, now: datetime) -> None:
@@ -156,11 +155,6 @@ def probe_now(db: Database, portal_id: int, *, now: datetime) -> None:
             row.probe_at = now
 
 
-def resume(session: Session, portal_id: int) -> None:
-    """Forget a pause (the admin re-installed or re-authorised the portal: try it at once)."""
-    session.execute(delete(PortalHealth).where(PortalHealth.portal_id == portal_id))
-
-
 @dataclass(frozen=True)
 class Pause:
     """What the settings page and /metrics show of a paused portal."""
@@ -168,7 +162,6 @@ class Pause:
     since: datetime
     reason_code: str | None
     reason: str | None
-    next_probe: datetime | None
     waiting: int  # calls queued for it
 
 
@@ -180,4 +173,4 @@ def read(session: Session, portal_id: int) -> Pause | None:
     waiting = session.scalar(
         select(func.count()).where(Call.portal_id == portal_id, Call.state == CallState.QUEUED)
     )
-    return Pause(row.paused_since, row.reason_code, row.reason, row.probe_at, int(waiting or 0))
+    return Pause(row.paused_since, row.reason_code, row.reason, int(waiting or 0))

@@ -10,7 +10,9 @@ payment still accept calls; they are delivered once the admin fixes the portal.
 from __future__ import annotations
 
 import re
+from typing import cast
 
+from flask import g
 from sqlalchemy.exc import OperationalError
 
 from b24app.crypto import InvalidToken, SecretBox
@@ -76,6 +78,14 @@ def authenticate(db: Database, box: SecretBox, header: str | None) -> PortalCont
         return _unknown()
     except OperationalError:
         return Result(Code.STORE_UNAVAILABLE, "The key store is unavailable; send it again.")
+
+
+def request_portal(db: Database, box: SecretBox, header: str | None) -> PortalContext | Result:
+    """`authenticate`, once per request: the rate limiter may need the answer before the view
+    does (ratelimit._known_key), and the key is looked up only once (kept in `flask.g`)."""
+    if "pbx_portal" not in g:
+        g.pbx_portal = authenticate(db, box, header)
+    return cast("PortalContext | Result", g.pbx_portal)
 
 
 def _unknown() -> Result:

@@ -38,7 +38,8 @@ TOO_LARGE = (
 
 
 def _portal() -> PortalContext | Result:
-    portal = auth.authenticate(get_db(), current_store().box, request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    portal = auth.request_portal(get_db(), current_store().box, header)
     if isinstance(portal, PortalContext):
         structlog.contextvars.bind_contextvars(member_id=portal.member_id)
         ratelimit.authenticated()

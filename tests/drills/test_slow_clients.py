@@ -95,8 +95,6 @@ class SlowClients(threading.Thread):
 
 @pytest.mark.slow
 def test_slow_clients_do_not_starve_the_pbx(drill: Drill) -> None:
-    for name in ("B24APP_PBX_RATE_LIMIT", "B24APP_PBX_ADDRESS_RATE_LIMIT"):
-        drill.fleet.env.pop(name, None)  # the defaults, as deployed
     (web,) = drill.start_webs(1)
     portal = drill.install("slowdrill")
     key = drill.pbx_key(portal)
