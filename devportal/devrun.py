@@ -5,7 +5,7 @@ free on 127.0.0.1, and stops with a message naming the taken one otherwise: star
 send the install request to whatever listens there. Then sets development defaults (nothing to
 configure), applies migrations, starts the three processes under honcho (Ctrl-C stops them all),
 installs the app on the development portal "alpha" through its real installer, and prints what to
-open and how to send a first call.
+open, how to send a first call (a new PBX_CALL_ID each run) and how to start the PBX simulator.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -158,18 +160,32 @@ def _pbx_key(app: Flask) -> str | None:
         return pbx_keys.reveal(portal.settings, installations.box) if portal else None
 
 
-def _banner(key: str | None, installed: bool) -> str:
-    call = json.dumps(
-        {
-            "PBX_CALL_ID": "demo-1",
-            "PHONE_NUMBER": "+15551234567",
-            "TYPE": 2,
-            "CALL_START_DATE": "2026-11-27T10:00:00",
-            "USER_PHONE_INNER": "101",
-            "DURATION": 42,
-            "STATUS_CODE": "ANSWER",
-        }
+def first_call(now: datetime | None = None) -> dict[str, object]:
+    """The banner's first call: a PBX_CALL_ID of its own each run (a repeated id would only
+    answer the call of an earlier run, and the portal would show nothing new), started now."""
+    now = now or datetime.now(UTC)
+    return {
+        "PBX_CALL_ID": f"demo-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}",
+        "PHONE_NUMBER": "+15551234567",
+        "TYPE": 2,
+        "CALL_START_DATE": now.isoformat(timespec="seconds"),
+        "USER_PHONE_INNER": "101",
+        "DURATION": 42,
+        "STATUS_CODE": "ANSWER",
+    }
+
+
+def simulator_command(key: str) -> str:
+    """How to start the PBX simulator against this run (b24app/pbx/simulate.py)."""
+    url = "" if WEB == "http://127.0.0.1:5000" else f" --url {WEB}"
+    return (
+        f"B24APP_ENV=development {Path(sys.executable).parent / 'flask'} --app b24app "
+        f"pbx simulate --key {key}{url} --calls 20"
     )
+
+
+def _banner(key: str | None, installed: bool) -> str:
+    call = json.dumps(first_call())
     lines = [
         "",
         "=" * 78,
@@ -189,6 +205,10 @@ def _banner(key: str | None, installed: bool) -> str:
             f"    curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
             f"         -d '{call}' {WEB}/pbx/v1/calls/finish",
             f"  Then see it in Bitrix24's statistics: {DEVPORTAL}/_dev/portals/alpha/statistics",
+            "  Play 20 realistic calls (start, ring, answer, transfer, finish, recording; some",
+            "  repeated, late or out of order) with the PBX simulator, in another terminal:",
+            f"    {simulator_command(key)}",
+            f"  and watch them in the portal's telephony: {DEVPORTAL}/p/alpha/telephony/",
         ]
     else:
         lines.append("  Installing on portal 'alpha' failed; see the log above.")

@@ -10,6 +10,9 @@ Pages
     GET  /p/<code>/                                 the workspace: left menu, "Applications"
     GET  /p/<code>/marketplace/app/<client_id>/     the same, with that app opened in the frame
          query: as_user=N (the signed-in user; default 1, the admin), lang=en|ru (LANG)
+    GET  /p/<code>/telephony/                       the portal's external calls as Bitrix24 saw
+         them, each a timeline (below); query: lang=en|ru, limit=N (default 100), refresh=S
+         (seconds between reloads, default 5, 0 for none)
 
 JSON for the shell page's own script (same origin; like all of the devportal, unauthenticated)
     POST /p/<code>/shell/frames          {client_id, action: "install"|"open", user_id, lang}
@@ -63,6 +66,21 @@ bx24.js finds its parent at the address it was loaded from (B24APP_BX24_SCRIPT_U
 shell at that same address (http://127.0.0.1:8100/p/alpha/ under `make run`, not localhost:8100):
 a frame's messages to any other origin are never delivered, as the browser guarantees.
 
+The portal's external calls (GET /p/<code>/shell/calls?limit=N -> {"calls": [CALL]}, newest
+first), built from what the portal keeps (registered `calls`, finished `statistics`, attached
+`records`) and the journal of REST requests (register, show, hide, finish, attachRecord, alone or
+inside a batch), so a call finished long ago still shows how it got there:
+    CALL   {CALL_ID (null when no register succeeded), EXTERNAL_CALL_ID, PHONE_NUMBER, TYPE,
+            state: "registered"|"finished"|"not registered", events: [STEP] in time order}
+    STEP   {at (the portal's clock, s), what, ...}:
+           registered  user, line, crm ("LEAD 12" or null), show (the card shown to `user`)
+           shown       users: the card opened for them (telephony.externalCall.show)
+           hidden      users: the card closed for them (telephony.externalCall.hide)
+           finished    user, status (CALL_FAILED_CODE), duration (s), cost, currency
+           record      filename, size (bytes, null for a RECORD_URL), url
+           refused     method, error: a request for this call the portal answered with an error
+    Users are {id, name}.
+
 Every frame the shell opens is journalled as {"frame": page, "url", "via": "shell", "user_id"};
 the browser POSTs it, so the journal has no HTTP status for it.
 """
@@ -71,6 +89,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -320,6 +339,217 @@ def _auth(
     }
 
 
+# --- telephony: each call's timeline ------------------------------------------------------------
+CALL_METHODS = {
+    "telephony.externalcall.register": "registered",
+    "telephony.externalcall.show": "shown",
+    "telephony.externalcall.hide": "hidden",
+    "telephony.externalcall.finish": "finished",
+    "telephony.externalcall.attachrecord": "record",
+}
+DEFAULT_CALLS_SHOWN = 100
+
+
+@bp.get("/p/<code>/shell/calls")
+def calls_json(code: str) -> Response:
+    """The portal's external calls as timelines, newest first (module docstring: CALL)."""
+    dev, portal = _portal_or_404(code)
+    limit = max(1, _int(request.args.get("limit"), DEFAULT_CALLS_SHOWN))
+    return _json({"calls": call_timelines(dev, portal)[:limit]})
+
+
+@bp.get("/p/<code>/telephony/")
+def telephony(code: str) -> Response:
+    """The calls page: each call's timeline as Bitrix24 saw it, reloaded every few seconds."""
+    dev = state()
+    portal = dev.find_portal(code)
+    if portal is None:
+        return _moved_or_missing(dev, code)
+    lang = _ui(_lang(request.args.get("lang")))
+    limit = max(1, _int(request.args.get("limit"), DEFAULT_CALLS_SHOWN))
+    html = render_template(
+        "telephony.html",
+        portal=portal,
+        calls=call_timelines(dev, portal)[:limit],
+        text=CALL_TEXT[lang],
+        lang=lang,
+        refresh=max(0, _int(request.args.get("refresh"), 5)),
+        clock=_clock,
+    )
+    return Response(html, mimetype="text/html")
+
+
+def call_timelines(dev: DevState, portal: DevPortal) -> list[dict[str, Any]]:
+    """Every external call of the portal with its steps (module docstring: CALL, STEP)."""
+    with dev.lock:
+        entries = [
+            e
+            for e in dev.journal
+            if e.get("member_id") == portal.member_id and e.get("method") in CALL_METHODS
+        ]
+        calls: dict[str, dict[str, Any]] = {}
+        by_external: dict[str, str] = {}
+        for record in portal.calls.values():
+            _call_entry(calls, by_external, record["CALL_ID"], record, "registered")
+        for stat in portal.statistics:
+            _call_entry(calls, by_external, stat["CALL_ID"], stat, "finished")
+            calls[stat["CALL_ID"]]["events"].append(_finished(portal, stat))
+        for entry in entries:
+            _journal_step(portal, calls, by_external, entry)
+        for call_id, record in portal.records.items():
+            if call_id in calls:
+                calls[call_id]["events"].append(_record_step(record))
+    for call in calls.values():
+        call["events"].sort(key=lambda step: step["at"])
+    return sorted(calls.values(), key=_first_at, reverse=True)
+
+
+def _first_at(call: dict[str, Any]) -> float:
+    return float(call["events"][0]["at"]) if call["events"] else 0.0
+
+
+def _call_entry(
+    calls: dict[str, dict[str, Any]],
+    by_external: dict[str, str],
+    call_id: str,
+    record: dict[str, Any],
+    state_: str,
+) -> None:
+    external = record.get("EXTERNAL_CALL_ID")
+    call = calls.setdefault(
+        call_id,
+        {
+            "CALL_ID": call_id,
+            "EXTERNAL_CALL_ID": external,
+            "PHONE_NUMBER": record.get("PHONE_NUMBER"),
+            "TYPE": record.get("TYPE", record.get("INCOMING")),
+            "state": state_,
+            "events": [],
+        },
+    )
+    call["state"] = state_
+    if external:
+        by_external[str(external)] = call_id
+
+
+def _journal_step(
+    portal: DevPortal,
+    calls: dict[str, dict[str, Any]],
+    by_external: dict[str, str],
+    entry: dict[str, Any],
+) -> None:
+    """Add what one journalled request did to its call (register, show, hide, refusals)."""
+    what = CALL_METHODS[entry["method"]]
+    params = entry.get("params") or {}
+    ok = entry.get("status") == 200
+    if what == "registered":
+        external = str(params.get("EXTERNAL_CALL_ID") or "")
+        call_id = by_external.get(external)
+        if call_id is None:  # no register of it succeeded (or the portal forgot it)
+            call_id = f"external:{external or entry.get('seq')}"
+            calls.setdefault(
+                call_id,
+                {
+                    "CALL_ID": None,
+                    "EXTERNAL_CALL_ID": external or None,
+                    "PHONE_NUMBER": params.get("PHONE_NUMBER"),
+                    "TYPE": params.get("TYPE"),
+                    "state": "not registered",
+                    "events": [],
+                },
+            )
+    else:
+        call_id = str(params.get("CALL_ID") or "")
+    call = calls.get(call_id)
+    if call is None:
+        return
+    step: dict[str, Any] = {"at": entry.get("ts", 0.0), "what": what}
+    if not ok:
+        step.update(what="refused", method=entry["method"], error=entry.get("error"))
+    elif what == "registered":
+        step.update(_registered(portal, params))
+    elif what in ("shown", "hidden"):
+        step["users"] = [_user(portal, uid) for uid in _user_ids(params.get("USER_ID"))]
+    else:
+        return  # finish and attachRecord come from the statistics and records
+    call["events"].append(step)
+
+
+def _registered(portal: DevPortal, params: dict[str, Any]) -> dict[str, Any]:
+    user = _resolve(portal, params)
+    entity = params.get("CRM_ENTITY_TYPE")
+    show = str(params.get("SHOW", "1")).lower() not in ("0", "", "false", "n")
+    return {
+        "user": user,
+        "line": params.get("LINE_NUMBER") or None,
+        "crm": f"{entity} {params.get('CRM_ENTITY_ID')}" if entity else None,
+        "show": show,
+    }
+
+
+def _finished(portal: DevPortal, stat: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "at": stat.get("_finished_at", 0.0),
+        "what": "finished",
+        "user": _user(portal, stat.get("PORTAL_USER_ID")),
+        "status": stat.get("CALL_FAILED_CODE"),
+        "duration": stat.get("CALL_DURATION"),
+        "cost": stat.get("COST"),
+        "currency": stat.get("COST_CURRENCY") or None,
+        "crm": (
+            f"{stat['CRM_ENTITY_TYPE']} {stat['CRM_ENTITY_ID']}"
+            if stat.get("CRM_ENTITY_TYPE")
+            else None
+        ),
+    }
+
+
+def _record_step(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "at": record.get("attached_at", 0.0),
+        "what": "record",
+        "filename": record.get("FILENAME"),
+        "size": record.get("size"),
+        "url": record.get("RECORD_URL"),
+    }
+
+
+def _user_ids(value: Any) -> list[int]:
+    items = list(value.values()) if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        items = [items]
+    return [_int(v, 0) for v in items if _int(v, 0) > 0]
+
+
+def _resolve(portal: DevPortal, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The register's user as the portal resolved it: USER_ID, else the extension's owner."""
+    user_id = _int(params.get("USER_ID"), 0)
+    if user_id:
+        return _user(portal, user_id)
+    inner = str(params.get("USER_PHONE_INNER") or "").strip()
+    found = next((u for u in portal.users.values() if inner and u.extension == inner), None)
+    return _user(portal, found.id) if found else None
+
+
+def _user(portal: DevPortal, user_id: Any) -> dict[str, Any]:
+    number = _int(user_id, 0)
+    user = portal.users.get(number)
+    name = f"{user.name} {user.last_name}" if user else f"user {number}"
+    return {"id": number, "name": name}
+
+
+def _clock(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")
+
+
+def _portal_or_404(code: str) -> tuple[DevState, DevPortal]:
+    dev = state()
+    portal = dev.find_portal(code)
+    if portal is None:
+        raise ShellError("not_found", f"no portal {code!r}", 404)
+    return dev, portal
+
+
 # --- input -----------------------------------------------------------------------------------
 def _body() -> dict[str, Any]:
     body = request.get_json(silent=True)
@@ -435,5 +665,52 @@ TEXT = {
         "finishing": "Завершаем установку…",
         "failed": "Портал не смог открыть приложение",
         "language": "Язык",
+    },
+}
+
+
+CALL_TEXT = {
+    "en": {
+        "title": "Telephony: external calls",
+        "hint": "Each call as Bitrix24 saw it, newest first (reloads every few seconds).",
+        "none": "No external calls yet. Send one (make run prints how) or start the simulator.",
+        "back": "Applications",
+        "incoming": "incoming",
+        "outgoing": "outgoing",
+        "registered": "registered",
+        "finished": "finished",
+        "not registered": "not registered",
+        "card_to": "card shown to",
+        "card_hidden": "card hidden from",
+        "line": "line",
+        "user": "employee",
+        "status": "status",
+        "duration": "s",
+        "record": "record attached",
+        "bytes": "bytes",
+        "refused": "refused",
+        "no_card": "no card",
+    },
+    "ru": {
+        "title": "Телефония: внешние звонки",
+        "hint": "Каждый звонок так, как его видел Битрикс24, новые сверху (обновляется сама).",
+        "none": "Внешних звонков пока нет. Отправьте звонок (make run подскажет как) "
+        "или запустите симулятор.",
+        "back": "Приложения",
+        "incoming": "входящий",
+        "outgoing": "исходящий",
+        "registered": "зарегистрирован",
+        "finished": "завершён",
+        "not registered": "не зарегистрирован",
+        "card_to": "карточка показана",
+        "card_hidden": "карточка скрыта у",
+        "line": "линия",
+        "user": "сотрудник",
+        "status": "статус",
+        "duration": "с",
+        "record": "запись прикреплена",
+        "bytes": "байт",
+        "refused": "отказ",
+        "no_card": "без карточки",
     },
 }
