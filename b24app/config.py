@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
+MiB = 1024 * 1024
 DEV_CLIENT_ID = "local.b24app.dev"
 DEV_CLIENT_SECRET = "dev-secret-not-for-production"  # noqa: S105 - the development portal's app
 
@@ -64,6 +65,23 @@ class Settings(BaseSettings):
     # How long a call that Bitrix24 keeps refusing for its own reasons is tried (delivery/retry.py).
     # Waiting for a portal that is down or needs its admin never counts: such calls never fail.
     retry_days: int = Field(7, alias="B24APP_RETRY_DAYS", ge=1, le=90)
+    # Call recordings (delivery/recordings.py). One recording's cap: 50 MiB holds about 55
+    # minutes of 128 kbit/s mp3 or of 8 kHz 16-bit mono wav (what Asterisk records), hours of
+    # the 32-64 kbit/s mp3 PBXs usually make; a worker holds at most a few in memory at once.
+    # At most 512 MiB: the audio is one database value until attached (PostgreSQL's bytea ends
+    # at 1 GB, and the worker reads it whole).
+    record_max_bytes: int = Field(50 * MiB, alias="B24APP_RECORD_MAX_BYTES", ge=1024, le=512 * MiB)
+    # A portal's stored, not yet attached audio: 1 GiB is some 700 recordings of a typical
+    # three-minute call (64 kbit/s mp3), a busy office's day of calls waiting out a portal
+    # outage, while a PBX that sends far more than its portal takes cannot fill the database.
+    record_portal_bytes: int = Field(
+        1024 * MiB, alias="B24APP_RECORD_PORTAL_BYTES", ge=1024, le=1024 * 1024 * MiB
+    )
+    # 1: RECORD_URL may be http:// and on a private or loopback address (a PBX on the same
+    # private network). Off by default: a RECORD_URL is an address a PBX merely claims, and
+    # b24app must not be made to fetch from its own network (server-side request forgery).
+    # B24APP_ALLOW_LOCAL_PORTALS=1 (development) implies it.
+    record_allow_private: bool = Field(False, alias="B24APP_RECORD_ALLOW_PRIVATE")
 
     @field_validator("pbx_rate_limit", "pbx_auth_failure_limit", "install_rate_limit")
     @classmethod
@@ -106,6 +124,15 @@ class Settings(BaseSettings):
         return ",".join(keys)
 
     @model_validator(mode="after")
+    def _portal_holds_a_recording(self) -> Settings:
+        if self.record_portal_bytes < self.record_max_bytes:
+            raise ValueError(
+                "B24APP_RECORD_PORTAL_BYTES must be at least B24APP_RECORD_MAX_BYTES "
+                "(a portal must be able to hold one recording)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _required_outside_development(self) -> Settings:
         if self.env != "production":
             return self
@@ -139,6 +166,12 @@ class Settings(BaseSettings):
     def retry_period(self) -> timedelta:
         """B24APP_RETRY_DAYS as a timedelta."""
         return timedelta(days=self.retry_days)
+
+    @property
+    def record_private_allowed(self) -> bool:
+        """Whether a RECORD_URL may be http:// or on a private/loopback address:
+        B24APP_RECORD_ALLOW_PRIVATE, or B24APP_ALLOW_LOCAL_PORTALS (development)."""
+        return self.record_allow_private or self.allow_local_portals
 
     @property
     def is_development(self) -> bool:

@@ -14,11 +14,12 @@ from devportal.state import DevState
 
 
 def create_devportal_app(state: DevState | None = None) -> Flask:
-    from devportal import inspect, methods, oauth, rest, shell
+    from devportal import inspect, methods, oauth, rest, shell, upload
 
     methods.load_all()
     app = Flask(__name__)
     app.extensions["devportal.state"] = state or DevState()
+    app.register_blueprint(upload.bp)  # before rest.bp's catch-all method route
     app.register_blueprint(rest.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(inspect.bp)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 
@@ -39,7 +39,7 @@ from b24app.bitrix.errors import (
     transport_error,
 )
 from b24app.bitrix.oauth import OAuthServer, TokenPair
-from b24app.bitrix.safety import check_portal_url, portal_session
+from b24app.bitrix.safety import InvalidURL, check_portal_url, parse_url, portal_session
 from b24app.logs import get_logger
 from b24app.portal_status import REVIVABLE, PortalStatus
 
@@ -49,6 +49,7 @@ USER_AGENT = "b24app/0.1 (+telephony integration)"
 MAX_REDIRECTS = 3
 QUERY_LIMIT_RETRIES = 3
 REDIRECT_CODES = (301, 302, 303, 307, 308)
+UPLOAD_URL_LENGTH = 2000  # an upload address carries the token and a signed upload token
 
 # REST errors that mean "stop calling this portal until its admin acts" (system-errors.md).
 PORTAL_ERRORS = {
@@ -157,6 +158,52 @@ class PortalClient:
         in `revive` (waiting for a payment, say) is asked too, and set active if it answers.
         Raises as `call` does."""
         return self._call("app.info", {}, timeout=timeout, revive=revive)
+
+    def upload(self, url: str, field: str, filename: str, data: bytes) -> dict[str, Any]:
+        """POST `data` as the multipart part `field` (file name `filename`) to `url`, an upload
+        address a method answered with (attachRecord's `uploadUrl` + `fieldName`,
+        api-reference/telephony/telephony-external-call-attach-record.md); return the answer's
+        envelope (`result`, `time`).
+
+        `url` carries its own `auth` and `token`, so nothing is added to it and it is never
+        logged. It must be on the portal's own address: scheme, host and port of the stored
+        client endpoint (a file is never posted where an answer merely points); anything else
+        raises BitrixError BAD_UPLOAD_URL before a byte is sent. Waits for the portal's
+        throttle slot; no redirect is followed. Raises as `call` does: TransportError (with its
+        `ending`), UnreadableAnswer, a Bitrix24 error envelope as BitrixError, RateLimited,
+        PortalUnavailable. An expired token is not refreshed here (it is the one in `url`): the
+        caller asks for a new upload address."""
+        snap = self._snapshot()
+        _same_origin(url, snap.endpoint)
+        throttle_mod.wait(self.schedule, snap.portal_id, snap.limits)
+        mime = "audio/wav" if filename.lower().endswith(".wav") else "audio/mpeg"
+        try:
+            response = self.http.post(
+                url,
+                files={field: (filename, data, mime)},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except UnsafeAddress as exc:
+            raise BitrixError("UNSAFE_ADDRESS", f"upload: {exc}") from None
+        except requests.RequestException as exc:
+            raise transport_error(exc, "upload", self.timeout) from None
+        body = json_body(response)
+        if response.status_code == 200 and "error" not in body and "result" in body:
+            metrics.BITRIX_ANSWERS.labels("upload", "ok").inc()
+            return body
+        error = _error(response.status_code, body)
+        metrics.BITRIX_ANSWERS.labels("upload", metrics.code_label(error.code)).inc()
+        log.info("bitrix error", member_id=self.member_id, method="upload", error=error.code)
+        if error.code == "QUERY_LIMIT_EXCEEDED":
+            retry_at = time.time() + 2.0
+            self.schedule.block(snap.portal_id, retry_at)
+            raise RateLimited(error.code, error.description, retry_at)
+        if error.code == "OPERATION_TIME_LIMIT":
+            reset_at = body.get("operating_reset_at") or time.time() + 60
+            raise RateLimited(error.code, error.description, float(reset_at))
+        self._react(error)
+        raise error
 
     def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self.call(method, params)["result"]
@@ -339,6 +386,22 @@ def _error(status: int, body: dict[str, Any]) -> BitrixError:
     if body.get("error"):
         return BitrixError.from_response(status, body)
     return UnreadableAnswer(status, f"HTTP {status} without a Bitrix24 answer")
+
+
+def _same_origin(url: str, endpoint: str) -> None:
+    """Raise BitrixError BAD_UPLOAD_URL unless `url` is a plain URL (safety.parse_url) with
+    the scheme, host and port of the portal's `endpoint`."""
+    try:
+        target = parse_url(url, max_length=UPLOAD_URL_LENGTH, query=True)
+    except InvalidURL as exc:
+        raise BitrixError("BAD_UPLOAD_URL", f"the upload address {exc}") from None
+    if _origin(target) != _origin(urlsplit(endpoint)):
+        raise BitrixError("BAD_UPLOAD_URL", "the upload address is not on the portal's own address")
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").rstrip(".").lower(), parts.port or default
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

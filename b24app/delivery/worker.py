@@ -6,6 +6,8 @@ its own outcomes → claim again as soon as there is room (at once after a full 
 round that took everything due, once a batch is done, not in a loop of empty claims); sleep a
 little when nothing is due. Paused portals (portal_health.py) get one probe per interval from a
 pool of their own, so a portal that hangs never holds the threads that deliver to the others.
+Recordings to fetch from a PBX's RECORD_URL are downloaded by a third pool (DOWNLOAD_THREADS,
+delivery/recordings.py), so a slow recording server holds neither deliveries nor probes.
 Any number of workers may run against one database (outbox.py's locking).
 
 SIGTERM / SIGINT stop claiming; batches already sent are awaited and recorded, then the process
@@ -40,7 +42,7 @@ from flask.cli import with_appcontext
 from b24app import health, retention
 from b24app.bitrix.errors import BitrixError, PortalUnavailable
 from b24app.db import get_db
-from b24app.delivery import metrics, outbox, portal_health
+from b24app.delivery import metrics, outbox, portal_health, recordings
 from b24app.delivery.deliver import Context, Portal24, PortalDelivery
 from b24app.delivery.retry import RetryPolicy
 from b24app.logs import get_logger
@@ -53,6 +55,8 @@ log = get_logger(__name__)
 DEFAULT_THREADS = 4
 PROBE_THREADS = 2  # probes wait at most portal_health.PROBE_TIMEOUT each
 PROBE_POLL = 0.25  # seconds between looks for due probes (the first is due 0.5 s after a pause)
+DOWNLOAD_THREADS = 2  # recordings fetched at once; each waits at most recordings.DOWNLOAD_DEADLINE
+DOWNLOAD_POLL = 1.0  # seconds between looks for due downloads (a download is not urgent)
 DEFAULT_LEASE = 120.0  # seconds; far above a batch's worst case (HTTP timeout, throttle, retries)
 DEFAULT_IDLE_SLEEP = 1.0
 HEARTBEAT_EVERY = 10.0  # seconds; /readyz wants one within health.HEARTBEAT_FRESH (60 s)
@@ -99,6 +103,8 @@ class Worker:
         self._last_beat = float("-inf")
         self._probes: dict[int, Future[None]] = {}
         self._next_probe_poll = float("-inf")
+        self._downloads: dict[int, Future[str]] = {}
+        self._next_download_poll = float("-inf")
 
     @property
     def worker_id(self) -> str:
@@ -116,6 +122,7 @@ class Worker:
         with (
             ThreadPoolExecutor(self.threads, thread_name_prefix="delivery") as pool,
             ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe") as probes,
+            ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as downloads,
         ):
             inflight: dict[int, Future[Counter[str]]] = {}
             while not self._stop.is_set():
@@ -129,16 +136,27 @@ class Worker:
                 for portal_id, calls in claimed.items():
                     inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
                 self._start_probes(probes, exclude=set(inflight))
+                self._start_downloads(downloads)
                 if claimed and len(claimed) >= room:
                     continue  # the round was full: more portals may be due, claim at once
-                pending: list[Future[Any]] = [*inflight.values(), *self._probes.values()]
+                pending: list[Future[Any]] = [
+                    *inflight.values(),
+                    *self._probes.values(),
+                    *self._downloads.values(),
+                ]
                 if not pending:
-                    if once:
+                    if once and not self._start_downloads(downloads, force=True):
                         break
+                    if once:
+                        continue
                     self._stop.wait(self.idle_sleep)
                     continue
                 wait(pending, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
-            remaining: list[Future[Any]] = [*inflight.values(), *self._probes.values()]
+            remaining: list[Future[Any]] = [
+                *inflight.values(),
+                *self._probes.values(),
+                *self._downloads.values(),
+            ]
             wait(remaining)
             _collect(inflight, totals)
         log.info("worker stopped", worker=self.worker_id, **dict(totals))
@@ -220,6 +238,45 @@ class Worker:
         for portal_id, future in list(self._probes.items()):
             if future.done():
                 del self._probes[portal_id]
+
+    # --- recordings to download ----------------------------------------------------------------
+    def _start_downloads(self, pool: ThreadPoolExecutor, *, force: bool = False) -> bool:
+        """Claim the due downloads there is room for (at most every DOWNLOAD_POLL seconds
+        unless `force`) and run each in the download pool; return whether any started."""
+        for event_id, future in list(self._downloads.items()):
+            if future.done():
+                del self._downloads[event_id]
+        room = DOWNLOAD_THREADS - len(self._downloads)
+        now = time.monotonic()
+        if room <= 0 or (now < self._next_download_poll and not force):
+            return False
+        self._next_download_poll = now + DOWNLOAD_POLL
+        try:
+            due = recordings.claim_downloads(
+                self.ctx.db, worker_id=self.worker_id, now=self.ctx.clock(), limit=room
+            )
+        except Exception as error:  # the database may be back next time
+            metrics.worker_error("download claim", error)
+            return False
+        for job in due:
+            self._downloads[job.event_id] = pool.submit(self._download, job)
+        return bool(due)
+
+    def _download(self, job: recordings.Download) -> str:
+        """Fetch one recording and record the outcome; nothing raises (the lease brings the
+        recording back after an unforeseen error)."""
+        try:
+            return recordings.fetch(
+                self.ctx.db,
+                job,
+                settings=self.app.config["SETTINGS"],
+                worker_id=self.worker_id,
+                clock=self.ctx.clock,
+                stop=self._stop,
+            )
+        except Exception as error:
+            metrics.worker_error(f"download {job.event_id}", error)
+            return "crashed"
 
     # --- side duties -------------------------------------------------------------------------
     def _beat(self) -> None:
