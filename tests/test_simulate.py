@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import wave
+from collections import Counter
 from io import BytesIO
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from b24app.delivery.worker import Worker
 from b24app.pbx import simulate
 from devportal import devrun
 from devportal.server import DevportalServer
@@ -285,3 +287,38 @@ def test_a_register_the_portal_refused_shows_as_not_registered(
     assert calls[0]["events"][0]["what"] == "refused"
     ru = requests.get(f"{devportal.url}/p/alpha/telephony/?lang=ru&refresh=0", timeout=10)
     assert "не зарегистрирован" in ru.text and 'http-equiv="refresh"' not in ru.text
+
+
+# --- end to end: the simulator's calls in the development portal ------------------------------
+
+
+def test_simulated_calls_are_finished_once_each_with_the_right_user(
+    live_app: LiveApp, alpha_key: str
+):
+    summary = simulate.play(
+        live_app.url,
+        alpha_key,
+        simulate.Options(calls=20, seed=7, rate=0, gap=0, late_delay=0.1, recordings="upload"),
+    )
+    assert summary.ok and summary.out_of_order > 0 and summary.repeated > 0, summary.problems
+
+    Worker(live_app.app).run(once=True)
+
+    portal = live_app.dev.portals["alpha"]
+    by_extension = {u.extension: u.id for u in portal.users.values() if u.extension}
+    timelines = requests.get(f"{live_app.dev.base_url}/p/alpha/shell/calls", timeout=10).json()
+    shown = {call["EXTERNAL_CALL_ID"]: call for call in timelines["calls"]}
+    attached = Counter(
+        e["params"]["CALL_ID"]
+        for e in live_app.dev.entries(method="telephony.externalCall.attachRecord", status=200)
+    )
+    for result in summary.call_results:
+        finished = [s for s in portal.statistics if s["EXTERNAL_CALL_ID"] == result.pbx_call_id]
+        assert len(finished) == 1, result  # finished exactly once
+        assert finished[0]["PORTAL_USER_ID"] == by_extension[result.user], result
+        steps = [step["what"] for step in shown[result.pbx_call_id]["events"]]
+        assert steps[0] == "registered" and steps.count("finished") == 1, steps
+        call_id = finished[0]["CALL_ID"]
+        assert attached[call_id] == (1 if result.recording else 0), result
+        assert ("record" in steps) == bool(result.recording)
+    assert live_app.dev.entries(error="QUERY_LIMIT_EXCEEDED") == []

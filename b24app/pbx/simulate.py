@@ -130,6 +130,7 @@ class CallResult:
     user: str
     ids_consistent: bool
     statuses: list[int]
+    recording: str | None = None  # "upload" | "url" | None: how its recording went
 
 
 @dataclass
@@ -410,6 +411,7 @@ class Player:
             call.user,
             len(ids) == 1,
             statuses,
+            call.recording,
         )
         with self.lock:
             self._count(call, result)
