@@ -120,6 +120,7 @@ class Options:
     gap: float = 0.05
     late_delay: float = 0.5
     id_prefix: str | None = None
+    ring_size: int | None = None  # employees a ring group rings; None: 2-5, drawn
 
 
 @dataclass
@@ -220,7 +221,9 @@ class Planner:
 
     def _employees_for(self, scenario: str) -> list[tuple[str, Any]]:
         wanted = 1
-        if scenario == "ring_group" or (scenario == "missed" and self.rng.random() < 0.4):
+        if scenario == "ring_group" and self.o.ring_size:
+            wanted = self.o.ring_size
+        elif scenario == "ring_group" or (scenario == "missed" and self.rng.random() < 0.4):
             wanted = self.rng.randint(2, RING_GROUP_MAX)
         elif scenario == "transfer":
             wanted = 2
