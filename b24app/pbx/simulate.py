@@ -72,6 +72,7 @@ MAX_TRIES = 6
 MAX_RETRY_WAIT = 10.0  # seconds; a longer Retry-After is cut to this
 TIMEOUT = 30.0  # seconds per request
 RING_GROUP_MAX = 5
+NO_ANSWER_HINT = "requests got no answer: is b24app running at --url (make run)?"
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -699,6 +700,7 @@ def describe(summary: Summary) -> str:
         "call ids (PBX_CALL_ID -> id):",
         *(f"  {r.pbx_call_id} -> {r.id} ({r.scenario})" for r in s.call_results),
         *(f"problem: {p}" for p in s.problems),
+        *([NO_ANSWER_HINT] if s.network_errors else []),
         "OK" if s.ok else "FAILED",
     ]
     return "\n".join(lines)
