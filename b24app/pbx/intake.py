@@ -1,24 +1,31 @@
-"""The PBX intake: read a body, validate it, store the call once. No Flask, no Bitrix24.
+"""The PBX intake: read a body, validate an event, store it once. No Flask, no Bitrix24.
 
 Every function answers with a `Result` carrying a machine-readable `Code`; the HTTP layer
 (problems.py) turns codes into answers in one place. The intake is fast on purpose: one key lookup
-(auth.py), one insert. Delivery happens later, in the worker, from the stored `Call` row.
+(auth.py), then one short write transaction per event (design: "Accepting an event"). Delivery
+happens later, in the worker, from the stored `Call` row and its `CallEvent`s.
 
-Idempotency: a call is keyed per portal by PBX_CALL_ID, else by "call:" + CALL_ID. The insert is
-`INSERT … ON CONFLICT DO NOTHING RETURNING public_id` on both PostgreSQL and SQLite, so concurrent
-duplicates can race freely: exactly one row wins, and every loser reads that row and compares its
-normalised request with its own: equal → the same id (REPEATED), different → CONFLICT naming the
-fields that differ. On PostgreSQL (READ COMMITTED) the losing insert waits for the winner's commit,
-so the following read sees the row; on SQLite the write transaction (`BEGIN IMMEDIATE`) serialises.
+Idempotency: a call is keyed per portal by PBX_CALL_ID, else (a finish of a call the PBX
+registered itself) by "call:" + CALL_ID; an event within its call by (kind, dedupe_key), "" for
+start, finish and record (once per call), a digest of the normalised fields for ring and answer.
+Both rows are inserted with `INSERT … ON CONFLICT DO NOTHING` on PostgreSQL and SQLite, so
+concurrent duplicates can race freely: exactly one row wins, and every loser reads the stored
+event and compares its normalised request with its own: equal → the call's id (REPEATED),
+different → CONFLICT naming the fields that differ. On PostgreSQL (READ COMMITTED) the losing
+insert waits for the winner's commit, so the following read sees the row; on SQLite the write
+transaction (`BEGIN IMMEDIATE`) serialises. A new event marks its call due
+(delivery/outbox.event_added) in the same transaction.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -27,10 +34,35 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from b24app import textbody
+from b24app.config import Settings
 from b24app.db import Database
+from b24app.delivery import outbox, recordings
 from b24app.logs import get_logger
-from b24app.models import Call, new_public_id
-from b24app.pbx.schemas import FIELDS, FieldError, validate_finish
+from b24app.models import (
+    ONCE_PER_CALL,
+    Call,
+    CallEvent,
+    CallRecording,
+    CallState,
+    EventKind,
+    EventState,
+    new_public_id,
+    utcnow,
+)
+from b24app.pbx.schemas import (
+    FIELDS,
+    FILE,
+    AnswerRequest,
+    FieldError,
+    RecordRequest,
+    RingRequest,
+    StartRequest,
+    validate_answer,
+    validate_finish,
+    validate_record,
+    validate_ring,
+    validate_start,
+)
 
 log = get_logger(__name__)
 
@@ -55,6 +87,7 @@ class Code(enum.StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RATE_LIMITED = "rate_limited"  # ratelimit.py's limits on the PBX API
     STORE_UNAVAILABLE = "store_unavailable"
+    STORAGE_FULL = "storage_full"  # the portal's stored recordings are at their cap
     INTERNAL_ERROR = "internal_error"
 
 
@@ -209,7 +242,30 @@ def _holding_bad_bytes(data: bytes, codec: str) -> str | None:
 _ESCAPED = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for bad bytes
 
 
-# --- accepting a call ------------------------------------------------------------------------
+# --- accepting an event ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A recording the PBX sent as the multipart part FILE: its bytes and the part's filename."""
+
+    data: bytes
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated event: its call's key, its kind and dedupe key (models.CallEvent), and the
+    request as the JSON column gives it back (so a repeat compares equal)."""
+
+    kind: EventKind
+    key: str
+    dedupe_key: str
+    request: dict[str, Any]
+
+
+# What a new event brings besides its own row (recording rows): called inside the transaction.
+AfterInsert = Callable[[Session, int, int, datetime], None]  # session, portal_id, event_id, now
 
 
 def idempotency_key(request: Mapping[str, Any]) -> str:
@@ -219,68 +275,326 @@ def idempotency_key(request: Mapping[str, Any]) -> str:
     return "call:" + str(request["CALL_ID"])
 
 
+def dedupe_key(kind: EventKind, request: Mapping[str, Any]) -> str:
+    """ "" for the events a call has once (models.ONCE_PER_CALL); for ring and answer the first 32
+    hex digits of the SHA-256 of the canonical JSON of the normalised fields, so the same
+    employees again are the same event and other employees a new one."""
+    if kind in ONCE_PER_CALL:
+        return ""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def event_of(kind: EventKind, request: Mapping[str, Any]) -> Event:
+    stored = json.loads(json.dumps(request))  # what the JSON column gives back
+    return Event(kind, idempotency_key(stored), dedupe_key(kind, stored), stored)
+
+
+def accept_start(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
+    """`POST /pbx/v1/calls/start`: validate and store the call's start once."""
+    request, errors = validate_start(fields, has_fallback_user=portal.has_fallback_user)
+    return _accept(db, portal, EventKind.START, request, errors)
+
+
+def accept_ring(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
+    """`POST /pbx/v1/calls/ring`: validate and store a ring once (per set of employees)."""
+    request, errors = validate_ring(fields)
+    return _accept(db, portal, EventKind.RING, request, errors)
+
+
+def accept_answer(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
+    """`POST /pbx/v1/calls/answer`: validate and store an answer once (per employee)."""
+    request, errors = validate_answer(fields)
+    return _accept(db, portal, EventKind.ANSWER, request, errors)
+
+
 def accept_finish(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
-    """Validate a finish request and store it once (see the module docstring)."""
+    """`POST /pbx/v1/calls/finish`: validate and store the finish once; its RECORD_URL becomes
+    the call's `record` event (attached after the finish, never sent as finish's parameter)."""
     request, errors = validate_finish(
         fields, currencies=portal.currencies, has_fallback_user=portal.has_fallback_user
     )
+    url = (request or {}).get("RECORD_URL")
+    after = _finish_record(request or {}, url) if url else None
+    return _accept(db, portal, EventKind.FINISH, request, errors, after)
+
+
+def accept_record(
+    db: Database,
+    portal: PortalContext,
+    fields: Mapping[str, Any],
+    *,
+    files: Sequence[Upload] = (),
+    settings: Settings,
+) -> Result:
+    """`POST /pbx/v1/calls/record`: RECORD_URL (downloaded later by a worker) or the file itself
+    (judged by content now: mp3 or wav, at most B24APP_RECORD_MAX_BYTES, and within the portal's
+    B24APP_RECORD_PORTAL_BYTES), stored once. The stored request names an upload by its digest
+    and size ({"FILE": {"sha256", "size"}}), so a repeat of the same file is the same event."""
+    request, errors = validate_record(fields, files=len(files))
+    if request is None:
+        return _accept(db, portal, EventKind.RECORD, None, errors)
+    if not files:
+        url, name = request["RECORD_URL"], request.get("FILENAME")
+        return _accept(db, portal, EventKind.RECORD, request, [], _add_url(url, name))
+    upload = files[0]
+    try:
+        _check_upload(upload.data, settings)
+    except recordings.RecordingRefused as refused:
+        return _refused(refused)
+    request["FILE"] = {"sha256": hashlib.sha256(upload.data).hexdigest(), "size": len(upload.data)}
+    name = request.get("FILENAME") or _plain_name(upload.filename)
+    return _accept(db, portal, EventKind.RECORD, request, [], _store_upload(upload, name, settings))
+
+
+def _check_upload(data: bytes, settings: Settings) -> None:
+    """RecordingRefused: 413 over B24APP_RECORD_MAX_BYTES, 422 unless mp3 or wav."""
+    if len(data) > settings.record_max_bytes:
+        raise recordings.RecordingRefused(
+            "TOO_LARGE",
+            FILE,
+            f"{FILE} is {len(data):,} bytes: a recording may have at most "
+            f"{settings.record_max_bytes:,} bytes (B24APP_RECORD_MAX_BYTES)",
+            413,
+        )
+    recordings.check_audio(data)
+
+
+def _plain_name(name: str | None) -> str | None:
+    """The part's filename without any folder a client put in it (None when nothing is left)."""
+    if not name:
+        return None
+    plain = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return plain[:255] if plain and plain not in (".", "..") else None
+
+
+def _add_url(url: str, filename: str | None) -> AfterInsert:
+    def add(session: Session, portal_id: int, event_id: int, now: datetime) -> None:
+        recordings.add_url(
+            session, portal_id=portal_id, event_id=event_id, url=url, filename=filename, now=now
+        )
+
+    return add
+
+
+def _store_upload(upload: Upload, filename: str | None, settings: Settings) -> AfterInsert:
+    def store(session: Session, portal_id: int, event_id: int, now: datetime) -> None:
+        recordings.store_upload(
+            session,
+            portal_id=portal_id,
+            event_id=event_id,
+            filename=filename,
+            data=upload.data,
+            now=now,
+            settings=settings,
+        )
+
+    return store
+
+
+def _finish_record(finish: Mapping[str, Any], url: str) -> AfterInsert:
+    """A finish's RECORD_URL as the call's `record` event {PBX_CALL_ID, RECORD_URL}, unless the
+    call has one already (the earlier one stands)."""
+    record = {name: finish[name] for name in ("PBX_CALL_ID",) if name in finish}
+    record["RECORD_URL"] = url
+    event = Event(EventKind.RECORD, idempotency_key(finish), "", record)
+
+    def add(session: Session, portal_id: int, event_id: int, now: datetime) -> None:
+        call_id = session.scalar(select(CallEvent.call_id).where(CallEvent.id == event_id))
+        assert call_id is not None
+        record_id = _insert_event(session, call_id, event, now)
+        if record_id is not None:
+            _add_url(url, None)(session, portal_id, record_id, now)
+
+    return add
+
+
+class _Refused(Exception):
+    """Raised inside the write transaction to roll it back and answer `result`."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+def _accept(
+    db: Database,
+    portal: PortalContext,
+    kind: EventKind,
+    request: dict[str, Any] | None,
+    errors: Sequence[FieldError],
+    after: AfterInsert | None = None,
+) -> Result:
     if request is None:
         names = ", ".join(dict.fromkeys(e.field for e in errors))
         return Result(Code.INVALID_FIELDS, f"Invalid fields: {names}.", tuple(errors))
+    event = event_of(kind, request)
     try:
-        return _store(db, portal, idempotency_key(request), request)
+        return _store(db, portal, event, after)
+    except _Refused as refused:
+        return refused.result
+    except recordings.RecordingRefused as refused:
+        return _refused(refused)
     except OperationalError as error:  # unreachable, or locked for longer than the busy timeout
         log.warning("intake: database unavailable", error=type(error).__name__)
         return Result(Code.STORE_UNAVAILABLE, "The call store is unavailable; send it again.")
 
 
-def _store(db: Database, portal: PortalContext, key: str, request: dict[str, Any]) -> Result:
-    canonical = json.loads(json.dumps(request))  # what the JSON column gives back
+REFUSED_STATUSES = {413: Code.BODY_TOO_LARGE, 507: Code.STORAGE_FULL}
+
+
+def _refused(refused: recordings.RecordingRefused) -> Result:
+    """A recording refused by recordings.py: 422 (not mp3 or wav), 413 (too large) or 507 (the
+    portal's stored audio is at its cap), naming the field."""
+    code = REFUSED_STATUSES.get(refused.status, Code.INVALID_FIELDS)
+    words = refused.message.removeprefix(refused.field + " ")  # the field is named beside them
+    log.info("recording refused", code=refused.code, field=refused.field)
+    detail = (
+        f"{refused.field} {words}."
+        if words != refused.message
+        else words[:1].upper() + words[1:] + "."
+    )
+    return Result(code, detail, (FieldError(refused.field, words),))
+
+
+def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert | None) -> Result:
+    """One short write transaction (the module docstring): the call's row, the event's row, what
+    the event brings, and the call marked due (delivery/outbox.event_added)."""
+    now = utcnow()
     with db.write() as session:  # committed when the block ends, before anyone is answered
-        public_id = _insert(session, portal.portal_id, key, canonical)
-        if public_id is None:
-            existing = session.scalars(
-                select(Call).where(Call.portal_id == portal.portal_id, Call.idempotency_key == key)
-            ).one()
-            view = {"id": existing.public_id, "state": existing.state}
-            differing = _differences(existing.request, canonical)
-    if public_id is not None:
-        log.info("call queued", member_id=portal.member_id, call=public_id)
-        return Result(Code.ACCEPTED, call={"id": public_id, "state": "queued"})
+        call_id = _call_row(session, portal.portal_id, event.key, now)
+        event_id = _insert_event(session, call_id, event, now)
+        differing: list[FieldError] = []
+        if event_id is None:
+            differing = _differences(session, call_id, event)
+        else:
+            _refuse_contradiction(session, call_id, event)
+            if after is not None:
+                after(session, portal.portal_id, event_id, now)
+            outbox.event_added(session, call_id, now)
+        public_id, state = session.execute(
+            select(Call.public_id, Call.state).where(Call.id == call_id)
+        ).one()
+    view = {"id": public_id, "state": state}
+    if event_id is not None:
+        log.info("event queued", member_id=portal.member_id, call=public_id, kind=event.kind)
+        return Result(Code.ACCEPTED, call=view)
     if not differing:
-        log.info("call repeated", member_id=portal.member_id, call=view["id"])
+        log.info("event repeated", member_id=portal.member_id, call=public_id, kind=event.kind)
         return Result(Code.REPEATED, call=view)
     names = ", ".join(d.field for d in differing)
-    by = "PBX_CALL_ID" if "PBX_CALL_ID" in request else "CALL_ID"
-    detail = f"A call with this {by} was already accepted as {view['id']} with other {names}."
-    log.info("call conflict", member_id=portal.member_id, call=view["id"], fields=names)
+    by = "PBX_CALL_ID" if "PBX_CALL_ID" in event.request else "CALL_ID"
+    detail = (
+        f"A {event.kind} of the call with this {by} was already accepted (call {public_id}) "
+        f"with other {names}."
+    )
+    log.info("event conflict", member_id=portal.member_id, call=public_id, fields=names)
     return Result(Code.CONFLICT, detail, tuple(differing), call=view)
 
 
-def _insert(session: Session, portal_id: int, key: str, request: dict[str, Any]) -> str | None:
-    """Insert unless the (portal, key) row exists; the new public id, or None."""
+def _insert_statement(session: Session, table: type[Call] | type[CallEvent]) -> Any:
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(Call)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> int:
+    """The id of the portal's call with this key, inserted now if there is none: INSERT … ON
+    CONFLICT DO NOTHING, so concurrent first events of one call make one row."""
+    inserted = session.execute(
+        _insert_statement(session, Call)
         .values(
-            portal_id=portal_id, idempotency_key=key, request=request, public_id=new_public_id()
+            portal_id=portal_id,
+            idempotency_key=key,
+            public_id=new_public_id(),
+            state=CallState.QUEUED,
+            next_attempt_at=now,
+            created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["portal_id", "idempotency_key"])
-        .returning(Call.public_id)
-    )
-    return session.execute(statement).scalar_one_or_none()
+        .returning(Call.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return int(inserted)
+    return session.execute(
+        select(Call.id).where(Call.portal_id == portal_id, Call.idempotency_key == key)
+    ).scalar_one()
 
 
-def _differences(accepted: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
+def _insert_event(session: Session, call_id: int, event: Event, now: datetime) -> int | None:
+    """Insert unless the call has this (kind, dedupe_key) already; the new event's id, or None."""
+    return session.execute(
+        _insert_statement(session, CallEvent)
+        .values(
+            call_id=call_id,
+            kind=event.kind,
+            dedupe_key=event.dedupe_key,
+            request=event.request,
+            state=EventState.QUEUED,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["call_id", "kind", "dedupe_key"])
+        .returning(CallEvent.id)
+    ).scalar_one_or_none()
+
+
+FIELDS_OF: dict[EventKind, tuple[str, ...]] = {
+    EventKind.START: tuple(StartRequest.model_fields),
+    EventKind.RING: tuple(RingRequest.model_fields),
+    EventKind.ANSWER: tuple(AnswerRequest.model_fields),
+    EventKind.FINISH: FIELDS,
+    EventKind.RECORD: (*RecordRequest.model_fields, FILE),
+}
+
+
+def _differences(session: Session, call_id: int, event: Event) -> list[FieldError]:
+    """The fields in which `event` differs from the call's stored event of its kind and key."""
+    accepted = session.execute(
+        select(CallEvent.request).where(
+            CallEvent.call_id == call_id,
+            CallEvent.kind == event.kind,
+            CallEvent.dedupe_key == event.dedupe_key,
+        )
+    ).scalar_one()
     errors = []
-    for name in FIELDS:
-        before, now = accepted.get(name), new.get(name)
+    for name in FIELDS_OF[event.kind]:
+        before, now = accepted.get(name), event.request.get(name)
         if before != now:
             errors.append(
                 FieldError(name, f"accepted earlier as {_shown(before)}, now {_shown(now)}")
             )
     return errors
+
+
+def _refuse_contradiction(session: Session, call_id: int, event: Event) -> None:
+    """A start and a finish of one call naming different CALL_IDs (or one other than the CALL_ID
+    Bitrix24 registered the call under) cannot both be true: _Refused (409 naming CALL_ID)."""
+    mine = event.request.get("CALL_ID")
+    if mine is None or event.kind not in (EventKind.START, EventKind.FINISH):
+        return
+    other = EventKind.FINISH if event.kind is EventKind.START else EventKind.START
+    theirs = session.execute(
+        select(CallEvent.request).where(CallEvent.call_id == call_id, CallEvent.kind == other)
+    ).scalar_one_or_none()
+    known, source = (theirs or {}).get("CALL_ID"), f"the call's {other}"
+    if known is None:
+        known = session.scalar(select(Call.bitrix_call_id).where(Call.id == call_id))
+        source = "Bitrix24 registered the call"
+    if known is None or known == mine:
+        return
+    public_id, state = session.execute(
+        select(Call.public_id, Call.state).where(Call.id == call_id)
+    ).one()
+    error = FieldError(
+        "CALL_ID", f"{source} as {_shown(known)}, this {event.kind} says {_shown(mine)}"
+    )
+    raise _Refused(
+        Result(
+            Code.CONFLICT,
+            f"This {event.kind}'s CALL_ID contradicts its call's (call {public_id}).",
+            (error,),
+            call={"id": public_id, "state": state},
+        )
+    )
 
 
 def _shown(value: Any) -> str:
@@ -306,13 +620,25 @@ def find_call(db: Database, portal: PortalContext, public_id: str) -> Result:
             call = session.scalars(
                 select(Call).where(Call.public_id == public_id, Call.portal_id == portal.portal_id)
             ).one_or_none()
+            if call is None:
+                return missing
+            recording = session.scalars(
+                select(CallRecording)
+                .join(CallEvent, CallEvent.id == CallRecording.event_id)
+                .where(CallEvent.call_id == call.id)
+                .order_by(CallRecording.event_id)
+            ).first()
+            return Result(Code.FOUND, call=call_view(call, list(call.events), recording))
     except OperationalError:
         return Result(Code.STORE_UNAVAILABLE, "The call store is unavailable; ask again.")
-    return missing if call is None else Result(Code.FOUND, call=call_view(call))
 
 
-def call_view(call: Call) -> dict[str, Any]:
-    """What `GET /pbx/v1/calls/<id>` shows: state, why it failed, Bitrix24's answer."""
+def call_view(
+    call: Call, events: Sequence[CallEvent] = (), recording: CallRecording | None = None
+) -> dict[str, Any]:
+    """What `GET /pbx/v1/calls/<id>` shows: the call's state, why it failed, Bitrix24's answer
+    to the finish and the CALL_ID it registered the call under, the CRM entity it bound the call
+    to, each event in arrival order and the recording (None without one)."""
     return {
         "id": call.public_id,
         "state": call.state,
@@ -320,9 +646,34 @@ def call_view(call: Call) -> dict[str, Any]:
         "error_code": call.error_code,
         "result": call.result,
         "attempts": call.attempts,
+        "CALL_ID": call.bitrix_call_id,
         "bitrix_call_id": call.bitrix_call_id,
+        "crm_entity_type": call.crm_entity_type,
+        "crm_entity_id": call.crm_entity_id,
         "created_at": _iso(call.created_at),
         "delivered_at": _iso(call.delivered_at),
+        "events": [event_view(event) for event in events],
+        "recording": recording_view(recording) if recording is not None else None,
+    }
+
+
+def event_view(event: CallEvent) -> dict[str, Any]:
+    return {
+        "kind": event.kind,
+        "state": event.state,
+        "error": event.error,
+        "note": event.note,
+        "created_at": _iso(event.created_at),
+        "delivered_at": _iso(event.delivered_at),
+    }
+
+
+def recording_view(recording: CallRecording) -> dict[str, Any]:
+    return {
+        "state": recording.state,
+        "audio": recording.audio,
+        "size": recording.size,
+        "error": recording.error,
     }
 
 

@@ -46,6 +46,7 @@ ANSWERS: dict[Code, Answer] = {
     Code.RATE_LIMITED: Answer(429, "Too many requests"),
     Code.INTERNAL_ERROR: Answer(500, "Internal error"),
     Code.STORE_UNAVAILABLE: Answer(503, "Temporarily unavailable"),
+    Code.STORAGE_FULL: Answer(507, "Recording storage full"),
 }
 RETRY_AFTER_SECONDS = 5
 

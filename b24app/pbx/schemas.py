@@ -1,12 +1,15 @@
-"""The finish request a PBX sends: Bitrix24's own field names, checked and normalised.
+"""The events a PBX sends about a call: Bitrix24's own field names, checked and normalised.
 
-`FinishRequest` follows the finish page's parameter table (telephony-external-call-finish.md) and,
-for calls that were never registered, the register page's (telephony-external-call-register.md).
-`validate_finish()` is the one way in: it names unknown fields, runs the model, then the rules that
-span fields, and reports every bad field at once by its Bitrix24 name.
+One model per event (PRODUCT.md "The whole call"): `StartRequest` (the register page's
+parameters, telephony-external-call-register.md), `RingRequest` (show's, -show.md), `AnswerRequest`
+(hide's, -hide.md), `FinishRequest` (the finish page's, -finish.md, and for calls that were never
+registered the register page's) and `RecordRequest` (attachRecord's, -attach-record.md).
+`validate_start()`, `validate_ring()`, `validate_answer()`, `validate_finish()` and
+`validate_record()` are the ways in: each names unknown fields, runs its model, then the rules
+that span fields, and reports every bad field at once by its Bitrix24 name.
 
-What normalisation means here (the stored `Call.request` is the result, and a repeat of a call is
-compared with it):
+What normalisation means here (the stored `CallEvent.request` is the result, and a repeat of an
+event is compared with it):
 - Surrounding whitespace is dropped and an empty value (`""`, JSON `null`) counts as absent: form
   PBXs send every field, filled or not. Absent fields stay absent in the result.
 - Form values are strings: `"95"` becomes 95 where the page says integer; `"9.5"` does not.
@@ -14,6 +17,8 @@ compared with it):
   (`"USER_PHONE_INNER": 201`) become strings.
 - STATUS_CODE becomes one of the page's 13 codes (status_codes.py); a value the table does not
   know becomes OTHER and its raw text goes into FAILED_REASON. VOTE 0 means "no vote" (absent).
+- Ring's employees are lists (one value, a JSON array, a repeated form key or comma-separated
+  values), in the order sent, duplicates dropped.
 - The result is a fixpoint: validating a stored request again gives the same request.
 
 Decided later, by the delivery (so that fixing a portal setting and retrying works): the user from
@@ -264,8 +269,8 @@ class FinishRequest(BaseModel):
         None,
         max_length=250,
         description="CALL_ID from telephony.externalCall.register, when the PBX registered the "
-        "call itself. Without it the call is registered first (PBX_CALL_ID and the registration "
-        "fields are then required).",
+        "call itself. Without it PBX_CALL_ID is required, and the call is registered first: by "
+        "its start (POST /pbx/v1/calls/start), or with the registration fields given here.",
         examples=["externalCall.716f1cb73def9700a23842adf9c4c568.1773130779"],
     )
     PBX_CALL_ID: Annotated[str | None, _v(text(255))] = Field(
@@ -283,8 +288,9 @@ class FinishRequest(BaseModel):
         None,
         max_length=64,
         description="The user's extension; looked up in the portal's extension → user mapping, "
-        "else passed to Bitrix24 as is. Without USER_ID and USER_PHONE_INNER the portal's "
-        "fallback user takes the call (422 if it has none).",
+        "else passed to Bitrix24 as is. Without USER_ID and USER_PHONE_INNER: the last one to "
+        "answer, else the start's user, else the portal's fallback user (422 if a call without "
+        "a start has none).",
         examples=["201"],
     )
     DURATION: Annotated[int | None, _v(integer(0, MAX_ID))] = Field(
@@ -323,7 +329,8 @@ class FinishRequest(BaseModel):
     RECORD_URL: Annotated[str | None, _v(record_url)] = Field(
         None,
         max_length=RECORD_URL_LENGTH,
-        description="An http(s) URL of the call's recording.",
+        description="An http(s) URL of the call's recording (mp3 or wav): b24app downloads it "
+        "and attaches it after the finish, as POST /pbx/v1/calls/record does.",
         examples=["https://pbx.example.com/recordings/1709884800.42.mp3"],
     )
     VOTE: Annotated[int | None, _v(vote)] = Field(
@@ -340,21 +347,23 @@ class FinishRequest(BaseModel):
     PHONE_NUMBER: Annotated[str | None, _v(phone_number)] = Field(
         None,
         max_length=64,
-        description="Registration (no CALL_ID), required: the client's phone number.",
+        description="Registration (no CALL_ID and no start; then with TYPE and CALL_START_DATE):"
+        " the client's phone number.",
         examples=["+15551234567"],
     )
     TYPE: Annotated[int | None, _v(integer(1, 5, "2"))] = Field(
         None,
         ge=1,
         le=5,
-        description="Registration (no CALL_ID), required: 1 outgoing, 2 incoming, 3 incoming "
-        "redirected, 4 callback, 5 information call.",
+        description="Registration (no CALL_ID and no start; then with PHONE_NUMBER and "
+        "CALL_START_DATE): 1 outgoing, 2 incoming, 3 incoming redirected, 4 callback, "
+        "5 information call.",
         examples=[2],
     )
     CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
         None,
-        description="Registration (no CALL_ID), required: when the call started, ISO-8601; "
-        "without an offset the portal's time zone applies.",
+        description="Registration (no CALL_ID and no start; then with PHONE_NUMBER and TYPE): "
+        "when the call started, ISO-8601; without an offset the portal's time zone applies.",
         examples=["2026-03-07T10:20:30+03:00"],
     )
     LINE_NUMBER: Annotated[str | None, _v(text(50))] = Field(
@@ -419,41 +428,69 @@ REGISTRATION_REQUIRED: Final = ("PHONE_NUMBER", "TYPE", "CALL_START_DATE")
 # Required on every finish: the finish page marks DURATION required
 # (reference/bitrix24-docs-ru/api-reference/telephony/telephony-external-call-finish.md).
 FINISH_REQUIRED: Final = ("DURATION",)
+EMPLOYEES: Final = ("USER_ID", "USER_PHONE_INNER")
+MAX_RUNG = 100  # employees in one ring: a ring group, never a whole company
 
 
 def validate_finish(
     data: Mapping[str, Any], *, currencies: Sequence[str] = (), has_fallback_user: bool = False
 ) -> tuple[dict[str, Any] | None, list[FieldError]]:
-    """The normalised request (absent fields left out), or every reason it is refused.
+    """The normalised finish (absent fields left out), or every reason it is refused.
 
     `currencies` are the portal's stored ones (no network here); `has_fallback_user` says whether
-    a call without USER_ID and USER_PHONE_INNER still has someone to take it.
+    a call without USER_ID and USER_PHONE_INNER still has someone to take it. A finish with
+    PBX_CALL_ID and none of REGISTRATION_REQUIRED is registered by its call's start (which also
+    names the user); with some of them but not all it is refused naming the missing ones.
     """
+    return _validate(
+        FinishRequest,
+        data,
+        context={"currencies": list(currencies)},
+        cross=lambda known: _finish_rules(known, has_fallback_user=has_fallback_user),
+        examples="CALL_ID, DURATION",
+    )
+
+
+def _validate(
+    model: type[BaseModel],
+    data: Mapping[str, Any],
+    *,
+    cross: Callable[[Mapping[str, Any]], list[FieldError]],
+    context: dict[str, Any] | None = None,
+    examples: str = "PBX_CALL_ID, USER_ID",
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """Unknown fields, the model's own checks and the `cross` rules, all at once, in the model's
+    field order (at most MAX_ERRORS); else the model's values without the absent ones."""
+    fields = tuple(model.model_fields)
     present = {name: value for name, value in data.items() if not _blank(value)}
-    errors = [FieldError(name[:100], _unknown(name)) for name in data if name not in FIELDS]
-    known = {name: value for name, value in present.items() if name in FIELDS}
-    model: FinishRequest | None = None
+    errors = [
+        FieldError(str(name)[:100], _unknown(str(name), fields, examples))
+        for name in data
+        if name not in fields
+    ]
+    known = {name: value for name, value in present.items() if name in fields}
+    instance: BaseModel | None = None
     try:
-        model = FinishRequest.model_validate(known, context={"currencies": list(currencies)})
+        instance = model.model_validate(known, context=context or {})
     except ValidationError as exc:
         errors += [_field_error(error) for error in exc.errors()]
-    errors += _cross_field_errors(known, has_fallback_user=has_fallback_user)
+    errors += cross(known)
     if errors:
-        order = {name: index for index, name in enumerate(FIELDS)}
-        errors.sort(key=lambda e: order.get(e.field, len(FIELDS)))
+        order = {name: index for index, name in enumerate(fields)}
+        errors.sort(key=lambda e: order.get(e.field, len(fields)))
         return None, errors[:MAX_ERRORS]
-    assert model is not None
-    return model.model_dump(exclude_none=True), []
+    assert instance is not None
+    return instance.model_dump(exclude_none=True), []
 
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _unknown(name: str) -> str:
-    close = difflib.get_close_matches(name.upper(), FIELDS, n=1, cutoff=0.8)
+def _unknown(name: str, fields: Sequence[str], examples: str) -> str:
+    close = difflib.get_close_matches(name.upper(), fields, n=1, cutoff=0.8)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown field{hint} (field names are Bitrix24's, e.g. CALL_ID, DURATION)"
+    return f"unknown field{hint} (field names are Bitrix24's, e.g. {examples})"
 
 
 def _field_error(error: Any) -> FieldError:
@@ -461,22 +498,346 @@ def _field_error(error: Any) -> FieldError:
     return FieldError(str(location[0]), str(error.get("msg", "is invalid")))
 
 
-def _cross_field_errors(known: Mapping[str, Any], *, has_fallback_user: bool) -> list[FieldError]:
+def _finish_rules(known: Mapping[str, Any], *, has_fallback_user: bool) -> list[FieldError]:
     """Rules on which fields are present, checked even when some values are bad."""
     errors = [
         FieldError(name, "is required: the talk time in seconds (0 for a call nobody answered)")
         for name in FINISH_REQUIRED
         if name not in known
     ]
+    registration = [name for name in REGISTRATION_REQUIRED if name in known]
+    from_start = "CALL_ID" not in known and "PBX_CALL_ID" in known and not registration
     if "CALL_ID" not in known:
         if "PBX_CALL_ID" not in known:
             why = "either CALL_ID (a registered call) or PBX_CALL_ID (the PBX's id) is required"
             errors += [FieldError("CALL_ID", why), FieldError("PBX_CALL_ID", why)]
-        for name in REGISTRATION_REQUIRED:
-            if name not in known:
-                why = "is required without CALL_ID: the call is registered in Bitrix24 first"
-                errors.append(FieldError(name, why))
-    if not has_fallback_user and "USER_ID" not in known and "USER_PHONE_INNER" not in known:
-        why = "USER_ID or USER_PHONE_INNER is required: this portal has no fallback user"
-        errors += [FieldError("USER_ID", why), FieldError("USER_PHONE_INNER", why)]
+            registration = list(REGISTRATION_REQUIRED)  # name every one that is missing
+        if registration:
+            why = (
+                "is required without CALL_ID: the call is registered in Bitrix24 first "
+                "(or leave out PHONE_NUMBER, TYPE and CALL_START_DATE: the call's start "
+                "registers it)"
+            )
+            errors += [FieldError(n, why) for n in REGISTRATION_REQUIRED if n not in known]
+    if not from_start:
+        errors += _user_rules(known, has_fallback_user=has_fallback_user)
     return errors
+
+
+def _user_rules(known: Mapping[str, Any], *, has_fallback_user: bool) -> list[FieldError]:
+    if has_fallback_user or any(name in known for name in EMPLOYEES):
+        return []
+    why = "USER_ID or USER_PHONE_INNER is required: this portal has no fallback user"
+    return [FieldError(name, why) for name in EMPLOYEES]
+
+
+def _required(known: Mapping[str, Any], names: Sequence[str], why: str) -> list[FieldError]:
+    return [FieldError(name, f"is required: {why}") for name in names if name not in known]
+
+
+# --- the other events of a call (PRODUCT.md "The whole call") ------------------------------
+
+PbxCallId = Annotated[str | None, _v(text(255))]
+PBX_CALL_ID_WHY = "the PBX's own id of the call, the same in every event of the call"
+
+
+def _pbx_call_id(description: str) -> Any:
+    return Field(None, max_length=255, description=description, examples=["1709884800.42"])
+
+
+def crm_entity_type(value: Any) -> str:
+    """CONTACT, COMPANY or LEAD (the register page's values), in any letter case."""
+    kind = text(16)(value).upper()
+    if kind not in CRM_ENTITY_TYPES:
+        raise _refuse("must be one of " + ", ".join(CRM_ENTITY_TYPES))
+    return kind
+
+
+CRM_ENTITY_TYPES: Final = ("CONTACT", "COMPANY", "LEAD")
+
+
+class StartRequest(BaseModel):
+    """`POST /pbx/v1/calls/start`: the register page's parameters, keyed by PBX_CALL_ID (sent
+    to Bitrix24 as EXTERNAL_CALL_ID). With CALL_ID (a call Bitrix24 registered itself, as in
+    click-to-call) nothing is registered: the PBX's call is bound to that CALL_ID."""
+
+    model_config = ConfigDict(extra="forbid", title="StartRequest")
+
+    PBX_CALL_ID: PbxCallId = _pbx_call_id(
+        "Required: the PBX's own unique id of the call (Asterisk's UNIQUEID, ...): every later "
+        "event of the call names it. Sent to Bitrix24 as EXTERNAL_CALL_ID."
+    )
+    PHONE_NUMBER: Annotated[str | None, _v(phone_number)] = Field(
+        None, max_length=64, description="Required: the client's phone number.",
+        examples=["+15551234567"],
+    )  # fmt: skip
+    TYPE: Annotated[int | None, _v(integer(1, 5, "2"))] = Field(
+        None,
+        ge=1,
+        le=5,
+        description="Required: 1 outgoing, 2 incoming, 3 incoming redirected, 4 callback, "
+        "5 information call.",
+        examples=[2],
+    )
+    USER_ID: Annotated[int | None, _v(integer(1, MAX_ID, "1269"))] = Field(
+        None, ge=1, le=MAX_ID, description="The Bitrix24 user the call is registered for.",
+        examples=[1269],
+    )  # fmt: skip
+    USER_PHONE_INNER: Annotated[str | None, _v(text(64))] = Field(
+        None,
+        max_length=64,
+        description="The user's extension; looked up in the portal's extension → user mapping, "
+        "else passed to Bitrix24 as is. Without USER_ID and USER_PHONE_INNER the portal's "
+        "fallback user is used (422 if it has none).",
+        examples=["201"],
+    )
+    LINE_NUMBER: Annotated[str | None, _v(text(50))] = Field(
+        None,
+        max_length=50,
+        description="The external line's number (recommended: Bitrix24 binds the call to it).",
+        examples=["74951234567"],
+    )
+    CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
+        None,
+        description="When the call started, ISO-8601; without an offset the portal's time zone "
+        "applies. Default: when b24app received the start.",
+        examples=["2026-03-07T10:20:30+03:00"],
+    )
+    CRM_CREATE: Annotated[int | None, _v(flag)] = Field(
+        None, ge=0, le=1, description="1 creates a CRM lead for an unknown number (default 0).",
+        examples=[1],
+    )  # fmt: skip
+    CRM_SOURCE: Annotated[str | None, _v(text(50))] = Field(
+        None,
+        max_length=50,
+        description="The CRM source of a created lead (STATUS_ID from crm.status.list, "
+        "ENTITY_ID SOURCE).",
+        examples=["CALL"],
+    )
+    CRM_ENTITY_TYPE: Annotated[str | None, _v(crm_entity_type)] = Field(
+        None,
+        description="The CRM entity to bind the call to: CONTACT, COMPANY or LEAD (with "
+        "CRM_ENTITY_ID).",
+        examples=["CONTACT"],
+    )
+    CRM_ENTITY_ID: Annotated[int | None, _v(integer(1, MAX_ID, "42"))] = Field(
+        None, ge=1, le=MAX_ID, description="The CRM entity's id (with CRM_ENTITY_TYPE).",
+        examples=[42],
+    )  # fmt: skip
+    SHOW: Annotated[int | None, _v(flag)] = Field(
+        None,
+        ge=0,
+        le=1,
+        description="1 shows the call card to the user at once. Without it the portal's "
+        "setting show_card is used (default 1).",
+        examples=[1],
+    )
+    ADD_TO_CHAT: Annotated[int | None, _v(flag)] = Field(
+        None,
+        ge=0,
+        le=1,
+        description="1: post a message about the call in the user's chat. Without it the "
+        "portal's setting is used (default 0).",
+        examples=[0],
+    )
+    CALL_ID: Annotated[str | None, _v(text(250))] = Field(
+        None,
+        max_length=250,
+        description="A CALL_ID Bitrix24 registered itself (click-to-call, callback: the "
+        "OnExternalCallStart event's): nothing is registered, the PBX's call is bound to it.",
+        examples=["externalCall.716f1cb73def9700a23842adf9c4c568.1773130779"],
+    )
+
+
+def validate_start(
+    data: Mapping[str, Any], *, has_fallback_user: bool = False
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """The normalised start, or every reason it is refused. CALL_START_DATE is not filled in
+    here when absent (the delivery uses the event's arrival), so that repeats compare equal."""
+
+    def rules(known: Mapping[str, Any]) -> list[FieldError]:
+        errors = _required(known, ["PBX_CALL_ID"], PBX_CALL_ID_WHY)
+        errors += _required(known, ["PHONE_NUMBER"], "the client's phone number")
+        errors += _required(known, ["TYPE"], "1 outgoing, 2 incoming, 3 incoming redirected, "
+                            "4 callback, 5 information call")  # fmt: skip
+        errors += _user_rules(known, has_fallback_user=has_fallback_user)
+        pair = ("CRM_ENTITY_TYPE", "CRM_ENTITY_ID")
+        for name, other in (pair, pair[::-1]):
+            if other in known and name not in known:
+                errors.append(FieldError(name, f"is required with {other}"))
+        return errors
+
+    return _validate(StartRequest, data, cross=rules)
+
+
+def employees(check: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
+    """One employee or several: a single value, a JSON array, a repeated form key, or values
+    separated by commas; each checked by `check`. Order kept, duplicates and blanks dropped;
+    None when none is left; at most MAX_RUNG."""
+
+    def check_all(value: Any) -> list[Any] | None:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        pieces: list[Any] = []
+        for item in items:
+            pieces += item.split(",") if isinstance(item, str) else [item]
+        found: list[Any] = []
+        for piece in pieces:
+            if _blank(piece):
+                continue
+            try:
+                one = check(piece)
+            except PydanticCustomError as error:
+                shown, message = _show(piece), error.message()
+                raise _refuse(message if shown in message else f"{shown}: {message}") from None
+            if one not in found:
+                found.append(one)
+        if len(found) > MAX_RUNG:
+            raise _refuse(f"must name at most {MAX_RUNG} employees")
+        return found or None
+
+    return check_all
+
+
+class RingRequest(BaseModel):
+    """`POST /pbx/v1/calls/ring`: whose phones ring → telephony.externalCall.show to them.
+    At least one employee, by USER_ID and/or USER_PHONE_INNER; stored as lists."""
+
+    model_config = ConfigDict(extra="forbid", title="RingRequest")
+
+    PBX_CALL_ID: PbxCallId = _pbx_call_id("Required: " + PBX_CALL_ID_WHY + ".")
+    USER_ID: Annotated[list[int] | None, _v(employees(integer(1, MAX_ID, "1269")))] = Field(
+        None,
+        max_length=MAX_RUNG,
+        description="The Bitrix24 users whose phones ring: one id, a JSON array, a repeated "
+        "form field or ids separated by commas.",
+        examples=[[1269, 1270]],
+    )
+    USER_PHONE_INNER: Annotated[list[str] | None, _v(employees(text(64)))] = Field(
+        None,
+        max_length=MAX_RUNG,
+        description="The extensions that ring (looked up in the portal's mapping): one, a JSON "
+        "array, a repeated form field or extensions separated by commas.",
+        examples=[["201", "202"]],
+    )
+
+
+def validate_ring(data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """The normalised ring ({"PBX_CALL_ID", "USER_ID": [ints], "USER_PHONE_INNER": [strs]}, a
+    list left out when empty), or every reason it is refused."""
+
+    def rules(known: Mapping[str, Any]) -> list[FieldError]:
+        errors = _required(known, ["PBX_CALL_ID"], PBX_CALL_ID_WHY)
+        if not any(name in known for name in EMPLOYEES):
+            why = "USER_ID or USER_PHONE_INNER is required: who is the call ringing for?"
+            errors += [FieldError(name, why) for name in EMPLOYEES]
+        return errors
+
+    request, errors = _validate(RingRequest, data, cross=rules)
+    rung = len((request or {}).get("USER_ID", [])) + len(
+        (request or {}).get("USER_PHONE_INNER", [])
+    )
+    if request is not None and rung > MAX_RUNG:
+        why = f"at most {MAX_RUNG} employees in one ring (USER_ID and USER_PHONE_INNER together)"
+        return None, [FieldError(name, why) for name in EMPLOYEES]
+    return request, errors
+
+
+def one_extension(value: Any) -> str:
+    """One extension: text without commas (a list of them is a ring, not an answer)."""
+    extension = text(64)(value)
+    if "," in extension:
+        raise _refuse("must be one extension: one employee answers")
+    return extension
+
+
+class AnswerRequest(BaseModel):
+    """`POST /pbx/v1/calls/answer`: who answered → telephony.externalCall.hide from everyone
+    else shown the card. A later answer by someone else is a transfer."""
+
+    model_config = ConfigDict(extra="forbid", title="AnswerRequest")
+
+    PBX_CALL_ID: PbxCallId = _pbx_call_id("Required: " + PBX_CALL_ID_WHY + ".")
+    USER_ID: Annotated[int | None, _v(integer(1, MAX_ID, "1269"))] = Field(
+        None, ge=1, le=MAX_ID, description="The Bitrix24 user who answered (or USER_PHONE_INNER).",
+        examples=[1269],
+    )  # fmt: skip
+    USER_PHONE_INNER: Annotated[str | None, _v(one_extension)] = Field(
+        None,
+        max_length=64,
+        description="The extension that answered (or USER_ID), looked up in the portal's mapping.",
+        examples=["201"],
+    )
+
+
+def validate_answer(data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """The normalised answer (exactly one employee), or every reason it is refused."""
+
+    def rules(known: Mapping[str, Any]) -> list[FieldError]:
+        errors = _required(known, ["PBX_CALL_ID"], PBX_CALL_ID_WHY)
+        given = [name for name in EMPLOYEES if name in known]
+        if not given:
+            why = "USER_ID or USER_PHONE_INNER is required: who answered?"
+            errors += [FieldError(name, why) for name in EMPLOYEES]
+        elif len(given) > 1:
+            why = "give one employee, as USER_ID or as USER_PHONE_INNER, not both"
+            errors += [FieldError(name, why) for name in EMPLOYEES]
+        return errors
+
+    return _validate(AnswerRequest, data, cross=rules)
+
+
+def filename(value: Any) -> str:
+    """A file's name without a folder (the stored name gets the extension of its content)."""
+    name = text(255)(value)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise _refuse("must be a file name without a folder, such as 1709884800.42.mp3")
+    return name
+
+
+class RecordRequest(BaseModel):
+    """`POST /pbx/v1/calls/record`: the call's recording, attached after the finish with
+    telephony.externalCall.attachRecord. Exactly one of RECORD_URL (b24app downloads it) or the
+    multipart file part FILE (the intake's, not a field of this model)."""
+
+    model_config = ConfigDict(extra="forbid", title="RecordRequest")
+
+    PBX_CALL_ID: PbxCallId = _pbx_call_id("Required: " + PBX_CALL_ID_WHY + ".")
+    RECORD_URL: Annotated[str | None, _v(record_url)] = Field(
+        None,
+        max_length=RECORD_URL_LENGTH,
+        description="An http(s) URL of the recording (mp3 or wav), which b24app downloads; or "
+        "send the file itself as the multipart part FILE.",
+        examples=["https://pbx.example.com/recordings/1709884800.42.mp3"],
+    )
+    FILENAME: Annotated[str | None, _v(filename)] = Field(
+        None,
+        max_length=255,
+        description="The name the recording gets in Bitrix24 (its extension follows the "
+        "content: .mp3 or .wav). Default: the uploaded file's name, else PBX_CALL_ID.",
+        examples=["1709884800.42.mp3"],
+    )
+
+
+FILE = "FILE"  # the multipart part of /calls/record that holds the recording itself
+
+
+def validate_record(
+    data: Mapping[str, Any], *, files: int = 0
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """The normalised record fields, or every reason it is refused. `files` is how many
+    multipart file parts named FILE came with them (exactly one of RECORD_URL and one FILE)."""
+    text_fields = {name: value for name, value in data.items() if name != FILE}
+
+    def rules(known: Mapping[str, Any]) -> list[FieldError]:
+        errors = _required(known, ["PBX_CALL_ID"], PBX_CALL_ID_WHY)
+        if not _blank(data.get(FILE)):
+            why = "must be the file itself: a file part of a multipart/form-data body"
+            errors.append(FieldError(FILE, why))
+        elif files > 1:
+            errors.append(FieldError(FILE, "must be given once: one recording per call"))
+        elif ("RECORD_URL" in known) == (files == 1):
+            why = "give exactly one of RECORD_URL (b24app downloads it) and FILE (the file itself)"
+            errors += [FieldError("RECORD_URL", why), FieldError(FILE, why)]
+        return errors
+
+    return _validate(RecordRequest, text_fields, cross=rules)

@@ -8,16 +8,20 @@ admin always gets a readable answer.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from b24app import metrics, ratelimit
-from b24app.db import get_db
+from b24app.config import Settings
+from b24app.db import Database, get_db
 from b24app.logs import get_logger
 from b24app.pbx import auth, intake, openapi, problems
 from b24app.pbx.intake import Code, PortalContext, Result
+from b24app.pbx.schemas import FILE, FieldError
 from b24app.wiring import current_store
 
 log = get_logger(__name__)
@@ -35,6 +39,13 @@ TOO_LARGE = (
     "The body is larger than this API accepts: at most 1 MiB (1,048,576 bytes) "
     "and at most 1,000 form fields."
 )
+# What /calls/record takes beyond the recording itself: its other fields and the multipart framing
+FORM_OVERHEAD = 64 * 1024
+
+
+def current_settings() -> Settings:
+    settings: Settings = current_app.config["SETTINGS"]
+    return settings
 
 
 def _portal() -> PortalContext | Result:
@@ -46,21 +57,64 @@ def _portal() -> PortalContext | Result:
     return portal
 
 
+@bp.post("/calls/start")
+def start() -> Response:
+    """A call's start: 202 once durably stored (registered in Bitrix24 later, by the worker)."""
+    return _event(intake.accept_start)
+
+
+@bp.post("/calls/ring")
+def ring() -> Response:
+    """Employees whose phones ring: 202 once stored (the card is shown to them later)."""
+    return _event(intake.accept_ring)
+
+
+@bp.post("/calls/answer")
+def answer() -> Response:
+    """The employee who answered: 202 once stored (the card is hidden from the others later)."""
+    return _event(intake.accept_answer)
+
+
 @bp.post("/calls/finish")
 def finish() -> Response:
     """Finish a call: 202 once it is durably stored (delivery to Bitrix24 happens later)."""
+    return _event(intake.accept_finish)
+
+
+@bp.post("/calls/record")
+def record() -> Response:
+    """The call's recording, by RECORD_URL or as the multipart part FILE: 202 once stored.
+
+    This route alone takes bodies up to B24APP_RECORD_MAX_BYTES plus FORM_OVERHEAD (Flask's
+    per-request `max_content_length`); every other one keeps the API's 1 MiB.
+    """
+    settings = current_settings()
+    request.max_content_length = settings.record_max_bytes + FORM_OVERHEAD
+    uploads: list[intake.Upload] = []
+
+    def accept(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
+        return intake.accept_record(db, portal, fields, files=uploads, settings=settings)
+
+    return _event(accept, uploads)
+
+
+Accept = Callable[[Database, PortalContext, Mapping[str, Any]], Result]
+
+
+def _event(accept: Accept, uploads: list[intake.Upload] | None = None) -> Response:
+    """Authenticate, read the body's fields (the FILE parts into `uploads`, when given), accept."""
     portal = _portal()
     if isinstance(portal, Result):
         return _counted(portal)
     fields = intake.read_fields(
         request.mimetype,
         body=lambda: request.get_data(cache=False),
-        form=_form_pairs,
+        form=lambda: _form_pairs(uploads),
         charset=request.mimetype_params.get("charset"),
     )
     if isinstance(fields, Result):
         return _counted(fields)
-    return _counted(intake.accept_finish(get_db(), portal, fields))
+    return _counted(accept(get_db(), portal, fields))
 
 
 def _counted(result: Result) -> Response:
@@ -75,11 +129,17 @@ def _counted(result: Result) -> Response:
     return problems.answer(result)
 
 
-def _form_pairs() -> list[tuple[str, object]]:
-    """Form fields, and uploaded files by name (which then count as bad fields)."""
+def _form_pairs(uploads: list[intake.Upload] | None = None) -> list[tuple[str, object]]:
+    """Form fields, and uploaded files by name (which then count as bad fields); with `uploads`,
+    the files named FILE go there instead (/calls/record)."""
     pairs: list[tuple[str, object]] = list(request.form.items(multi=True))
-    pairs += [(name, {"file": upload.filename}) for name, upload in request.files.items(multi=True)]
-    if not pairs and request.mimetype == "multipart/form-data" and request.content_length:
+    for name, upload in request.files.items(multi=True):
+        if uploads is not None and name == FILE:
+            uploads.append(intake.Upload(upload.read(), upload.filename))
+        else:
+            pairs.append((name, {"file": upload.filename}))
+    multipart = request.mimetype == "multipart/form-data"
+    if not pairs and not uploads and multipart and request.content_length:
         raise _Unreadable(
             "The multipart body has no readable fields "
             "(check its boundary, its final boundary line, and that each part has a name)."
@@ -125,7 +185,10 @@ def _bug(error: Exception) -> Response:
 
 def _problem_for(error: HTTPException) -> Response:
     code = HTTP_CODES.get(error.code or 500, Code.INTERNAL_ERROR)
-    detail = TOO_LARGE if code is Code.BODY_TOO_LARGE else (error.description or "")
+    detail = error.description or ""
+    errors: tuple[FieldError, ...] = ()
+    if code is Code.BODY_TOO_LARGE:
+        detail, errors = _too_large()
     if code is Code.RATE_LIMITED:
         detail = f"Too many requests: the limit is {error.description}. Wait for Retry-After."
     if code is Code.NOT_FOUND:
@@ -135,7 +198,18 @@ def _problem_for(error: HTTPException) -> Response:
         allowed = list(getattr(error, "valid_methods", None) or [])
         headers["Allow"] = ", ".join(allowed)
         detail = f"{request.method} is not allowed here; use {', '.join(allowed)}."
-    return problems.answer(Result(code, detail), headers=headers)
+    return problems.answer(Result(code, detail, errors), headers=headers)
+
+
+def _too_large() -> tuple[str, tuple[FieldError, ...]]:
+    """413's words: the API's 1 MiB, or on /calls/record the recording's own cap (naming FILE)."""
+    if request.endpoint != "pbx.record":
+        return TOO_LARGE, ()
+    cap = current_settings().record_max_bytes
+    message = f"a recording may have at most {cap:,} bytes (B24APP_RECORD_MAX_BYTES)"
+    return f"The body is larger than this endpoint accepts: {message}.", (
+        FieldError(FILE, message),
+    )
 
 
 def _routing_error(error: HTTPException) -> Response | HTTPException:

@@ -12,9 +12,14 @@ from b24app.db import get_db
 from b24app.models import Call, Portal, PortalStatus
 from b24app.portals import pbx_keys
 from b24app.wiring import current_store
+from tests.call_events import event_request
 from tests.conftest import TEST_CLIENT_ID
 
+START = "/pbx/v1/calls/start"
+RING = "/pbx/v1/calls/ring"
+ANSWER = "/pbx/v1/calls/answer"
 FINISH = "/pbx/v1/calls/finish"
+RECORD = "/pbx/v1/calls/record"
 
 # A complete call Bitrix24 never saw (registered, then finished, by the delivery).
 UNREGISTERED: dict[str, Any] = {
@@ -77,3 +82,8 @@ def stored_calls(app: Flask) -> list[Call]:
 def stored_call(app: Flask, public_id: str) -> Call:
     with app.app_context(), get_db().read() as session:
         return session.scalars(select(Call).where(Call.public_id == public_id)).one()
+
+
+def finish_request(app: Flask, public_id: str) -> dict[str, Any]:
+    """The stored request of the call's finish."""
+    return event_request(app, public_id, "finish")

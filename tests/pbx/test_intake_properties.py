@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from b24app.pbx import status_codes
 from b24app.pbx.schemas import FIELDS, validate_finish
-from tests.pbx import FINISH, REGISTERED, UNREGISTERED, bearer, make_portal, stored_call
+from tests.pbx import FINISH, REGISTERED, UNREGISTERED, bearer, finish_request, make_portal
 
 CURRENCIES = ["RUB", "USD", "EUR"]
 ANSWERS = {202, 400, 409, 413, 415, 422}
@@ -195,7 +195,7 @@ def check(app: Flask, response: Any) -> None:
         if response.status_code == 422:
             assert body["errors"], "a 422 names at least one field"
         return
-    stored = stored_call(app, body["id"]).request
+    stored = finish_request(app, body["id"])
     again, errors = validate_finish(stored, currencies=CURRENCIES)
     assert errors == [], (stored, errors)
     assert again == stored, "a stored call validates to itself"

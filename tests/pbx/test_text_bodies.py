@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from b24app.pbx.intake import read_fields
-from tests.pbx import FINISH, REGISTERED, bearer, make_portal, stored_call, stored_calls
+from tests.pbx import FINISH, REGISTERED, bearer, finish_request, make_portal, stored_calls
 
 FORM = "application/x-www-form-urlencoded"
 PROBLEM = "application/problem+json"
@@ -123,7 +123,7 @@ def test_a_declared_charset_is_decoded_as_declared(app, client, key, charset):
     body = form_bytes(REGISTERED | {"FAILED_REASON": REASON}, charset)
     response = send(client, key, body, f"{FORM}; charset={charset}")
     assert response.status_code == 202, response.get_data(as_text=True)
-    assert stored_call(app, response.get_json()["id"]).request["FAILED_REASON"] == REASON
+    assert finish_request(app, response.get_json()["id"])["FAILED_REASON"] == REASON
 
 
 def test_cp1251_bytes_without_a_declared_charset_are_refused_not_stored_as_mojibake(
@@ -140,7 +140,7 @@ def test_json_with_a_declared_charset_is_decoded_as_declared(app, client, key):
     body = json.dumps(fields, ensure_ascii=False).encode("cp1251")
     response = send(client, key, body, "application/json; charset=windows-1251")
     assert response.status_code == 202, response.get_data(as_text=True)
-    assert stored_call(app, response.get_json()["id"]).request["FAILED_REASON"] == REASON
+    assert finish_request(app, response.get_json()["id"])["FAILED_REASON"] == REASON
 
 
 def test_a_multipart_part_in_its_declared_charset_is_decoded(app, client, key):
@@ -149,16 +149,14 @@ def test_a_multipart_part_in_its_declared_charset_is_decoded(app, client, key):
     body, content_type = multipart([*fields, reason])
     response = send(client, key, body, content_type)
     assert response.status_code == 202, response.get_data(as_text=True)
-    assert stored_call(app, response.get_json()["id"]).request["FAILED_REASON"] == REASON
+    assert finish_request(app, response.get_json()["id"])["FAILED_REASON"] == REASON
 
 
 def test_utf8_text_and_a_real_replacement_character_are_kept(app, client, key):
     body = form_bytes(REGISTERED | {"FAILED_REASON": REASON + " \ufffd"})
     response = send(client, key, body, FORM)
     assert response.status_code == 202
-    assert (
-        stored_call(app, response.get_json()["id"]).request["FAILED_REASON"] == REASON + " \ufffd"
-    )
+    assert finish_request(app, response.get_json()["id"])["FAILED_REASON"] == REASON + " \ufffd"
 
 
 @pytest.mark.parametrize("charset", ["no-such-charset", "utf-16", "utf-32", "cp037", "base64"])

@@ -17,6 +17,7 @@ from b24app.models import Call
 from b24app.settings_page import page_token
 from devportal.methods import Call as DevCall
 from devportal.methods.telephony import external_call_register
+from tests.call_events import event_request
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.security import FINISH, Installed, bearer, install, pbx_key, stored
 from tests.settings_page.conftest import Page, open_page
@@ -89,13 +90,13 @@ def test_another_portals_pbx_call_id_is_a_new_call_of_ones_own(
     """A with B's PBX_CALL_ID and other values: no 409 (that would confirm B's call and show
     its id and values), just A's own new call; B's stays as it was."""
     betas = send(live_app, beta.key, UNREGISTERED).json()["id"]
-    before = call_row(live_app, betas).request
+    before = event_request(live_app.app, betas, "finish")
 
     answer = send(live_app, alpha.key, {**UNREGISTERED, "DURATION": 1, "USER_ID": 2})
 
     assert answer.status_code == 202
     assert answer.json()["id"] != betas and betas not in answer.text
-    assert call_row(live_app, betas).request == before
+    assert event_request(live_app.app, betas, "finish") == before
     assert call_row(live_app, answer.json()["id"]).portal_id != call_row(live_app, betas).portal_id
 
 
