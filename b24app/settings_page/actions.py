@@ -28,7 +28,7 @@ from b24app.wiring import current_store
 
 log = get_logger(__name__)
 
-PAGE_SETTINGS = ("currency", "add_to_chat", "fallback_user_id", "timezone")
+PAGE_SETTINGS = ("currency", "add_to_chat", "fallback_user_id", "timezone", "show_card")
 
 
 @dataclass

@@ -7,11 +7,11 @@ the value, the portal's currencies), not by translating their English text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flask_babel import format_decimal, lazy_gettext
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
 
 from b24app.portals.mapping import MappingError
 
@@ -71,6 +71,8 @@ def setting_error(field: str, value: str, known_currencies: Sequence[str]) -> st
         return _("Choose whether calls are posted to the chat: on or off.")
     if field == "fallback_user_id":
         return _("Choose an employee of this portal (a Bitrix24 user id).")
+    if field == "show_card":
+        return _("Choose whether the call card is shown when a call starts: on or off.")
     if field == "timezone":
         return _(
             "%(value)s is not a time zone. Choose one from the list, for example Europe/Moscow.",
@@ -121,6 +123,14 @@ def not_failed() -> str:
 
 def call_not_found() -> str:
     return _("There is no such call on this portal.")
+
+
+def event_not_found() -> str:
+    return _("This call has no such event.")
+
+
+def event_not_failed() -> str:
+    return _("Only events that failed can be delivered again.")
 
 
 def confirm_redeliver() -> str:
@@ -179,6 +189,23 @@ PROBLEMS = {
     "INTERNAL_SERVER_ERROR": lazy_gettext("Bitrix24 had an internal error; trying again."),
     "NOT_SENT": lazy_gettext("Not sent: the portal failed just before; trying again."),
     "INTERNAL": lazy_gettext("An unexpected error in the delivery; trying again."),
+    # the whole call's own (delivery/lifecycle.py)
+    "NO_START": lazy_gettext(
+        "No start arrived for this call within an hour, and the finish does not say enough to "
+        "register it: Bitrix24 has no call to show or finish."
+    ),
+    "REGISTER_UNCERTAIN": lazy_gettext(
+        "Bitrix24 may have registered this call without our learning its CALL_ID; it was not "
+        "registered again, so as not to make a second call. Deliver it again to register it "
+        "anyway."
+    ),
+    "NOT_FINISHED": lazy_gettext(
+        "The call's finish failed, so Bitrix24 has no finished call to attach the recording to."
+    ),
+    "NO_FINISH": lazy_gettext(
+        "No finish arrived for this call within 24 hours; the recording was not attached."
+    ),
+    "NO_AUDIO": lazy_gettext("The recording could not be downloaded within 25 hours."),
 }
 
 STATUS_CODES = {
@@ -207,9 +234,13 @@ def problem(code: str | None, text: str | None) -> str:
     return ""
 
 
-def outcome(state: str, code: str | None, text: str | None, retry_at: str | None) -> str:
-    """One line for the journal: what happened to the call."""
+def outcome(
+    state: str, code: str | None, text: str | None, retry_at: str | None, *, finished: bool = True
+) -> str:
+    """One line for the journal: what happened to the call (`finished`: the PBX said it ended)."""
     if state == "delivered":
+        if not finished:
+            return _("Bitrix24 has every event so far; the call has not ended yet.")
         return _("Finished in Bitrix24.")
     if state == "delivering":
         return _("Being sent to Bitrix24 now.")
@@ -220,6 +251,125 @@ def outcome(state: str, code: str | None, text: str | None, retry_at: str | None
             "Will try again at %(time)s. %(problem)s", time=retry_at, problem=problem(code, text)
         )
     return _("Waiting to be sent to Bitrix24.")
+
+
+# --- the call's timeline: its events and its recording ------------------------------------------
+
+EVENT_KINDS = {
+    "start": lazy_gettext("Call started"),
+    "ring": lazy_gettext("Ringing"),
+    "answer": lazy_gettext("Answered"),
+    "finish": lazy_gettext("Call ended"),
+    "record": lazy_gettext("Recording"),
+}
+
+EVENT_STATES = {
+    "queued": STATES["queued"],
+    "delivered": STATES["delivered"],
+    "failed": STATES["failed"],
+}
+
+RECORDING_STATES = {
+    "fetching": lazy_gettext("Downloading from the PBX"),
+    "stored": lazy_gettext("Stored, to be attached to the call"),
+    "attached": lazy_gettext("Attached to the call in Bitrix24"),
+    "failed": lazy_gettext("Failed"),
+}
+
+# TYPE (telephony-external-call-register.md)
+CALL_TYPES = {
+    "1": lazy_gettext("outgoing"),
+    "2": lazy_gettext("incoming"),
+    "3": lazy_gettext("incoming, redirected"),
+    "4": lazy_gettext("callback"),
+    "5": lazy_gettext("information call"),
+}
+
+CRM_TYPES = {
+    "CONTACT": lazy_gettext("Contact"),
+    "COMPANY": lazy_gettext("Company"),
+    "LEAD": lazy_gettext("Lead"),
+}
+
+
+def N_(text: str) -> str:  # gettext's own name for "mark for translation"
+    """Marks a message for the catalogues (pybabel's default keywords) without translating it."""
+    return text
+
+
+# Event notes as the delivery writes them (delivery/lifecycle.py, deliver.py): said again in the
+# page's language; a note not listed here is shown as written.
+NOTES = frozenset(
+    (
+        N_("Nothing to register: the call carries Bitrix24's own CALL_ID."),
+        N_("Nothing to register: the call was registered already."),
+        N_("Waiting for the call's start (its CALL_ID) before it can be sent."),
+        N_("Arrived after the call was finished in Bitrix24 (which hides the card): nothing sent."),
+        N_("Arrived after the answer by one of its employees: nothing shown."),
+        N_("The card was already where this event puts it: nothing to send."),
+        N_("Attached to the call in Bitrix24."),
+        N_("Waiting for the call's finish: Bitrix24 attaches recordings to finished calls."),
+        N_("Waiting for the recording to be downloaded."),
+        N_("Settled: Bitrix24's statistics show the call already finished."),
+    )
+)
+
+
+def note(text: str | None) -> str:
+    """An event's note in the page's language when it is one of NOTES, else as written."""
+    if not text:
+        return ""
+    return _(text) if text in NOTES else text
+
+
+def event_details(kind: str, request: Mapping[str, Any]) -> list[str]:
+    """What an event said, in a few words each (the employees of a ring or answer are named by
+    the page, which knows their names)."""
+    said: list[str] = []
+    if request.get("PHONE_NUMBER"):
+        said.append(_("Number: %(number)s", number=request["PHONE_NUMBER"]))
+    call_type = str(request.get("TYPE") or "")
+    if call_type in CALL_TYPES:
+        said.append(str(CALL_TYPES[call_type]))
+    if request.get("LINE_NUMBER"):
+        said.append(_("Line: %(line)s", line=request["LINE_NUMBER"]))
+    if request.get("CALL_START_DATE"):
+        said.append(_("Started at: %(time)s", time=request["CALL_START_DATE"]))
+    if kind == "start" and request.get("CALL_ID"):
+        said.append(_("Bound to Bitrix24's call %(id)s", id=request["CALL_ID"]))
+    if request.get("DURATION") is not None:
+        said.append(_("Duration: %(seconds)s s", seconds=request["DURATION"]))
+    code = str(request.get("STATUS_CODE") or "")
+    if code:
+        said.append(_("Status: %(code)s %(text)s", code=code, text=STATUS_CODES.get(code, "")))
+    if request.get("COST") is not None:
+        cost = f"{request['COST']} {request.get('COST_CURRENCY') or ''}".strip()
+        said.append(_("Cost: %(cost)s", cost=cost))
+    if kind == "record":
+        said.append(
+            _("Downloaded by b24app from the PBX's address")
+            if request.get("RECORD_URL")
+            else _("Sent by the PBX as a file")
+        )
+        if request.get("FILENAME"):
+            said.append(_("File: %(name)s", name=request["FILENAME"]))
+    return [line.strip() for line in said]
+
+
+def size(size_bytes: int) -> str:
+    """A file's size in words: 812 B, 95.3 KB, 1.2 MB (the page's decimal separator)."""
+    if size_bytes < 1024:
+        return _("%(size)s B", size=format_decimal(size_bytes))
+    if size_bytes < 1024 * 1024:
+        return _("%(size)s KB", size=format_decimal(round(size_bytes / 1024, 1)))
+    return _("%(size)s MB", size=format_decimal(round(size_bytes / 1024 / 1024, 1)))
+
+
+def recording_problem(code: str | None, text: str | None) -> str:
+    """Why a recording failed: ours for codes we know, else the words recorded with it."""
+    if code and code in PROBLEMS:
+        return str(PROBLEMS[code])
+    return text or _("Failed.")
 
 
 # --- health ---------------------------------------------------------------------------------------
@@ -296,6 +446,16 @@ def client_messages() -> dict[str, Any]:
         "cancel": _("Cancel"),
         "deliver_again": _("Deliver again"),
         "requeued": _("The call is queued and will be sent again shortly."),
+        "event_requeued": _("The event is queued and will be sent again shortly."),
+        "timeline": _("Timeline"),
+        "timeline_of": _("Timeline of the call from %(number)s at %(time)s"),
+        "bitrix_call_id": _("Bitrix24 CALL_ID: %(id)s"),
+        "not_registered": _("Bitrix24 CALL_ID: not yet registered"),
+        "crm": _("CRM: %(type)s %(id)s"),
+        "recording": _("Recording: %(state)s"),
+        "delivered_at": _("delivered %(time)s"),
+        "line": _("line %(line)s"),
+        "no_events": _("The PBX has sent no events for this call."),
         "removed": _("Extension %(ext)s removed."),
         "mapped": _("Extension %(ext)s now goes to %(name)s."),
         "imported": _("Imported: %(count)s extensions."),

@@ -151,6 +151,7 @@ def page_state(viewer: Viewer) -> dict[str, Any]:
                 "add_to_chat": bool(s.add_to_chat),
                 "fallback_user_id": s.fallback_user_id,
                 "timezone": s.timezone,
+                "show_card": s.show_card is not False,
             },
             "currencies": currencies.stored_currencies(s),
             "mapping": _rows(mapping.load(session, portal)),
@@ -301,7 +302,11 @@ def calls(viewer: Viewer) -> Response:
         prefs = Preferences.of(portal.settings)
         lookup = mapping.load(session, portal).get
         rows = journal.latest(session, portal.id, show=show, tz=tz, now=now, limit=limit)
-        described = [journal.describe(row, tz=tz, prefs=prefs, lookup=lookup) for row in rows]
+        found = journal.recordings(session, rows)
+        described = [
+            journal.describe(row, tz=tz, prefs=prefs, lookup=lookup, recordings=found)
+            for row in rows
+        ]
         health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
     return jsonify(ok=True, show=show, calls=described, health=health.as_json())
 
@@ -426,6 +431,23 @@ def deliver_again(viewer: Viewer, public_id: str) -> Response:
         return _error("not_failed", messages.not_failed(), 409)
     _audit(viewer, "call requeued", call=public_id)
     return jsonify(ok=True, id=public_id, state="queued")
+
+
+@bp.post("/app/api/calls/<public_id>/events/<int:event_id>/deliver-again")
+@api(admin=True)
+def deliver_event_again(viewer: Viewer, public_id: str, event_id: int) -> Response:
+    """One failed event of a call back in the outbox (journal.requeue_event): `{"ok", "id",
+    "event", "state": "queued"}`; 404 when the portal's call has no such event, 409 when the
+    event has not failed."""
+    with get_db().write() as session:
+        portal = _find(session, viewer.member_id)
+        outcome = journal.requeue_event(session, portal.id, public_id, event_id, now=utcnow())
+    if outcome == "not_found":
+        return _error("not_found", messages.event_not_found(), 404)
+    if outcome == "not_failed":
+        return _error("not_failed", messages.event_not_failed(), 409)
+    _audit(viewer, "event requeued", call=public_id, event_id=event_id)
+    return jsonify(ok=True, id=public_id, event=event_id, state="queued")
 
 
 @bp.post("/app/api/calls/deliver-all-failed")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import requests
+from sqlalchemy import select
 
 from b24app.db import get_db
+from b24app.models import Call, CallEvent, CallRecording, utcnow
 from b24app.portals import pbx_keys, store
 from b24app.wiring import current_store
 from devportal.state import DevPortal, new_token
@@ -106,6 +109,7 @@ def stored_portal_settings(live: LiveApp, portal: DevPortal) -> dict[str, Any]:
             "add_to_chat": s.add_to_chat,
             "fallback_user_id": s.fallback_user_id,
             "timezone": s.timezone,
+            "show_card": s.show_card,
         }
 
 
@@ -117,3 +121,60 @@ def send_call(live: LiveApp, portal: DevPortal, **fields: Any) -> requests.Respo
         json=fields,
         timeout=30,
     )
+
+
+@dataclass
+class Event:
+    """One event of a call as the intake and the delivery leave it in the database."""
+
+    kind: str
+    request: dict[str, Any]
+    state: str = "delivered"
+    error_code: str | None = None
+    error: str | None = None
+    note: str | None = None
+    recording: dict[str, Any] | None = None  # CallRecording's columns, for a `record` event
+
+
+def insert_call(
+    live: LiveApp, portal: DevPortal, pbx_call_id: str, events: list[Event], **call: Any
+) -> tuple[str, list[int]]:
+    """A call with its events (in this order, a second apart) and its recording, written
+    straight to the database: (the call's public id, the events' ids)."""
+    started = utcnow() - timedelta(minutes=5)
+    with live.app.app_context(), get_db().write() as session:
+        row = store.find_portal(session, portal.member_id)
+        assert row is not None
+        stored = Call(portal_id=row.id, idempotency_key=pbx_call_id, created_at=started, **call)
+        session.add(stored)
+        session.flush()
+        ids = []
+        for n, event in enumerate(events):
+            at = started + timedelta(seconds=n)
+            added = CallEvent(
+                call_id=stored.id,
+                kind=event.kind,
+                dedupe_key=f"{n}" if event.kind in ("ring", "answer") else "",
+                request={"PBX_CALL_ID": pbx_call_id, **event.request},
+                state=event.state,
+                error_code=event.error_code,
+                error=event.error,
+                note=event.note,
+                created_at=at,
+                delivered_at=at + timedelta(milliseconds=300)
+                if event.state == "delivered"
+                else None,
+            )
+            session.add(added)
+            session.flush()
+            ids.append(added.id)
+            if event.recording is not None:
+                session.add(CallRecording(event_id=added.id, portal_id=row.id, **event.recording))
+        return stored.public_id, ids
+
+
+def event_rows(live: LiveApp, public_id: str) -> tuple[str, dict[int, tuple[str, str | None]]]:
+    """The call's state and each of its events' (state, error) as stored."""
+    with live.app.app_context(), get_db().read() as session:
+        call = session.scalars(select(Call).where(Call.public_id == public_id)).one()
+        return call.state, {e.id: (e.state, e.error) for e in call.events}

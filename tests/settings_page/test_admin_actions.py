@@ -51,21 +51,49 @@ def test_an_admin_changes_the_defaults(live_app: LiveApp):
                 "add_to_chat": True,
                 "fallback_user_id": "3",
                 "timezone": "Europe/Moscow",
+                "show_card": False,
             }
         },
     )
 
     assert answer.status_code == 200, answer.text
-    assert answer.json()["changed"] == ["add_to_chat", "currency", "fallback_user_id", "timezone"]
+    assert answer.json()["changed"] == [
+        "add_to_chat",
+        "currency",
+        "fallback_user_id",
+        "show_card",
+        "timezone",
+    ]
     expected = {
         "currency": "EUR",
         "add_to_chat": True,
         "fallback_user_id": 3,
         "timezone": "Europe/Moscow",
+        "show_card": False,
     }
     assert answer.json()["settings"] == expected
     assert stored_portal_settings(live_app, portal) == expected
     assert page.get("/state").json()["settings"] == expected
+
+
+def test_the_call_card_is_shown_by_default_and_can_be_turned_off_and_on(live_app: LiveApp):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, lang="ru")
+    assert page.state["settings"]["show_card"] is True  # the register page's default SHOW=1
+    assert 'id="show_card" name="show_card" checked' in page.response.text
+    assert "Показывать карточку звонка при его начале" in page.response.text
+
+    off = page.post("/settings", {"settings": {"show_card": False}})
+
+    assert off.status_code == 200, off.text
+    assert off.json()["changed"] == ["show_card"]
+    assert stored_portal_settings(live_app, portal)["show_card"] is False
+    reopened = open_page(live_app, portal)
+    assert reopened.state["settings"]["show_card"] is False
+    assert 'id="show_card" name="show_card" checked' not in reopened.response.text
+    assert "Show the call card when a call starts" in reopened.response.text
+    assert page.post("/settings", {"settings": {"show_card": "1"}}).status_code == 200
+    assert stored_portal_settings(live_app, portal)["show_card"] is True
 
 
 def test_fallback_can_be_cleared(live_app: LiveApp):
@@ -111,6 +139,12 @@ def test_fallback_can_be_cleared(live_app: LiveApp):
             "add_to_chat",
             "Choose whether calls are posted to the chat: on or off.",
             "Выберите, публиковать ли звонки в чат: включено или выключено.",
+        ),
+        (
+            {"show_card": "sometimes"},
+            "show_card",
+            "Choose whether the call card is shown when a call starts: on or off.",
+            "Выберите, показывать ли карточку звонка при его начале: включено или выключено.",
         ),
         (
             {"enterprise_limits": "1"},  # the CLI's, not the page's
@@ -363,6 +397,7 @@ CHANGES: list[tuple[str, dict[str, Any]]] = [
     ("/pbx-key/reveal", {}),
     ("/pbx-key/rotate", {"confirm": True}),
     ("/calls/0123/deliver-again", {}),
+    ("/calls/0123/events/1/deliver-again", {}),
     ("/reauthorize", {}),
 ]
 

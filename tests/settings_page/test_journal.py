@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from b24app.db import get_db
 from b24app.delivery.retry import OUTCOME_UNKNOWN, RetryPolicy
 from b24app.delivery.worker import Worker
-from b24app.models import Call, CallState, PortalStatus, utcnow
+from b24app.models import Call, CallEvent, CallState, EventState, PortalStatus, utcnow
 from b24app.portals import store
 from tests.conftest import TEST_CLIENT_ID, LiveApp
 from tests.settings_page.conftest import Page, open_page, send_call
@@ -143,6 +143,11 @@ def test_a_call_with_an_unknown_outcome_is_looked_up_before_it_is_sent_again(liv
             update(Call)
             .where(Call.public_id == call_id)
             .values(state=CallState.FAILED, error_code=OUTCOME_UNKNOWN, error="no answer")
+        )
+        session.execute(  # the call's one event, its finish, failed the same way
+            update(CallEvent)
+            .where(CallEvent.call_id.in_(select(Call.id).where(Call.public_id == call_id)))
+            .values(state=EventState.FAILED, error_code=OUTCOME_UNKNOWN, error="no answer")
         )
 
     assert page.post(f"/calls/{call_id}/deliver-again").status_code == 200

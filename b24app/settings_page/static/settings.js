@@ -284,7 +284,8 @@
         currency: $("currency").value,
         add_to_chat: $("add_to_chat").checked,
         fallback_user_id: $("fallback_user_id").value,
-        timezone: $("timezone").value
+        timezone: $("timezone").value,
+        show_card: $("show_card").checked
       };
       var changes = {};
       Object.keys(wanted).forEach(function (name) {
@@ -489,6 +490,7 @@
   // --- journal --------------------------------------------------------------------------------
 
   var journalCalls = null;
+  var openTimelines = {}; // call id -> true while its timeline is open (kept across reloads)
 
   function loadJournal() {
     if (!$("journal-rows")) return;
@@ -505,45 +507,126 @@
     if (!body || !journalCalls) return;
     body.textContent = "";
     if (!journalCalls.length) body.appendChild(el("tr", {}, [el("td", { colspan: "5", text: M.no_calls })]));
-    journalCalls.forEach(function (call) { body.appendChild(journalRow(call)); });
+    journalCalls.forEach(function (call) {
+      var timeline = timelineRow(call);
+      body.appendChild(journalRow(call, timeline));
+      body.appendChild(timeline);
+    });
     fit();
   }
 
-  function journalRow(call) {
+  function employeeText(named) {
+    if (named.user_id) {
+      var who = employeeName(named.user_id);
+      return named.extension ? who + " · " + named.extension : who;
+    }
+    return named.extension || "—";
+  }
+
+  function recordingText(recording) {
+    var parts = [t("recording", { state: recording.state_text })];
+    if (recording.audio) parts.push(recording.audio);
+    if (recording.size_text) parts.push(recording.size_text);
+    return parts.join(" · ");
+  }
+
+  function stateBadge(state, text) {
+    return el("span", { className: "state state-" + state, text: text });
+  }
+
+  function journalRow(call, timeline) {
     var who = call.employee_id ? employeeName(call.employee_id) : "";
     var employeeCell = el("td", {}, [who || call.extension || "—"]);
     if (who && call.extension) employeeCell.appendChild(el("span", { className: "sub", text: call.extension }));
+    var kind = [call.type_text, call.line_number ? t("line", { line: call.line_number }) : ""].filter(Boolean).join(" · ");
+    var numberCell = el("td", {}, [call.phone_number || "—", kind ? el("span", { className: "sub", text: kind }) : null]);
     var callCell = el("td", {}, [
       call.duration != null ? t("duration_s", { seconds: call.duration }) : "—",
-      call.status_code ? el("span", { className: "sub", text: call.status_code + (call.status_text ? " · " + call.status_text : "") }) : null
+      call.status_code ? el("span", { className: "sub", text: call.status_code + (call.status_text ? " · " + call.status_text : "") }) : null,
+      call.recording ? el("span", { className: "sub recording recording-" + call.recording.state, text: recordingText(call.recording) }) : null
     ]);
-    var delivery = el("td", { className: "delivery" }, [
-      el("span", { className: "state state-" + call.state, text: call.state_text }),
-      " ",
-      call.outcome
-    ]);
+    var delivery = el("td", { className: "delivery" }, [stateBadge(call.state, call.state_text), " ", call.outcome]);
     var details = [];
     Object.keys(call.answer || {}).forEach(function (key) {
       details.push(el("li", { text: key + ": " + JSON.stringify(call.answer[key]) }));
     });
     if (call.error) details.push(el("li", { text: call.error }));
+    if (call.note) details.push(el("li", { text: call.note }));
     details.push(el("li", { text: t("attempts", { count: call.attempts }) + (call.pbx_call_id ? " · PBX_CALL_ID " + call.pbx_call_id : "") }));
     delivery.appendChild(el("details", { className: "answer" }, [el("summary", { text: M.answer }), el("ul", {}, details)]));
     if (call.can_retry) {
-      var again = el("button", { type: "button", className: "btn btn-small", text: M.deliver_again });
-      again.addEventListener("click", function () {
-        again.disabled = true;
-        api("POST", "/calls/" + encodeURIComponent(call.id) + "/deliver-again", {}).then(function (result) {
-          if (!result.ok) { again.disabled = false; showFailure(result); return; }
-          flash(M.requeued);
-          loadJournal();
-        });
-      });
-      delivery.appendChild(el("div", {}, [again]));
+      delivery.appendChild(el("div", {}, [againButton(M.deliver_again, null, "/calls/" + encodeURIComponent(call.id) + "/deliver-again", M.requeued)]));
     }
+    var toggle = el("button", {
+      type: "button", className: "btn btn-small timeline-toggle", "aria-expanded": timeline.hidden ? "false" : "true",
+      "aria-controls": timeline.id, "aria-label": t("timeline_of", { number: call.phone_number || "—", time: call.created_at || "" }),
+      text: M.timeline + " (" + (call.events || []).length + ")"
+    });
+    toggle.addEventListener("click", function () {
+      timeline.hidden = !timeline.hidden;
+      toggle.setAttribute("aria-expanded", timeline.hidden ? "false" : "true");
+      if (timeline.hidden) delete openTimelines[call.id]; else openTimelines[call.id] = true;
+      fit();
+    });
     return el("tr", { "data-call": call.id, "data-state": call.state }, [
-      el("td", { text: call.created_at || "" }), el("td", { text: call.phone_number || "—" }), employeeCell, callCell, delivery
+      el("td", {}, [call.created_at || "", el("div", { className: "sub" }, [toggle])]), numberCell, employeeCell, callCell, delivery
     ]);
+  }
+
+  /* A button that puts something failed back in the outbox, then reloads the journal. */
+  function againButton(text, label, path, done) {
+    var again = el("button", { type: "button", className: "btn btn-small", "aria-label": label, text: text });
+    again.addEventListener("click", function () {
+      again.disabled = true;
+      api("POST", path, {}).then(function (result) {
+        if (!result.ok) { again.disabled = false; showFailure(result); return; }
+        flash(done);
+        loadJournal();
+      });
+    });
+    return again;
+  }
+
+  function timelineRow(call) {
+    var facts = [call.bitrix_call_id ? t("bitrix_call_id", { id: call.bitrix_call_id }) : M.not_registered];
+    if (call.crm) facts.push(t("crm", { type: call.crm.type_text, id: call.crm.id }));
+    if (call.pbx_call_id) facts.push("PBX_CALL_ID " + call.pbx_call_id);
+    var events = el("ol", { className: "events" });
+    (call.events || []).forEach(function (event) { events.appendChild(eventItem(call, event)); });
+    if (!(call.events || []).length) events.appendChild(el("li", { className: "event", text: M.no_events }));
+    var box = el("div", { className: "timeline" }, [el("p", { className: "timeline-facts", text: facts.join(" · ") }), events]);
+    var id = "timeline-" + call.id;
+    return el("tr", { className: "timeline-row", id: id, "data-timeline": call.id, hidden: !openTimelines[call.id] }, [
+      el("td", { colspan: "5" }, [box])
+    ]);
+  }
+
+  function eventItem(call, event) {
+    var head = el("div", { className: "event-head" }, [
+      el("span", { className: "event-time", text: event.created_at || "" }), " ",
+      el("strong", { text: event.kind_text }), " ",
+      stateBadge(event.state, event.state_text),
+      event.delivered_at ? el("span", { className: "event-when", text: " " + t("delivered_at", { time: event.delivered_at }) }) : null
+    ]);
+    var said = (event.details || []).concat((event.employees || []).map(employeeText));
+    var item = el("li", { className: "event", "data-event": String(event.id), "data-kind": event.kind, "data-state": event.state }, [
+      head, said.length ? el("div", { className: "sub", text: said.join(" · ") }) : null,
+      event.note ? el("p", { className: "event-note", text: event.note }) : null,
+      event.problem ? el("p", { className: "event-problem", text: event.problem }) : null
+    ]);
+    if (event.error && event.problem.indexOf(event.error) === -1) item.appendChild(el("p", { className: "sub", text: event.error }));
+    if (event.recording) {
+      item.appendChild(el("p", { className: "recording recording-" + event.recording.state }, [
+        stateBadge(event.recording.state === "attached" ? "delivered" : event.recording.state, recordingText(event.recording)),
+        event.recording.filename && said.join(" ").indexOf(event.recording.filename) === -1 ? " " + event.recording.filename : null
+      ]));
+      if (event.recording.problem) item.appendChild(el("p", { className: "event-problem", text: event.recording.problem }));
+    }
+    if (event.can_retry) {
+      var path = "/calls/" + encodeURIComponent(call.id) + "/events/" + encodeURIComponent(event.id) + "/deliver-again";
+      item.appendChild(el("div", {}, [againButton(M.deliver_again, M.deliver_again + ": " + event.kind_text, path, M.event_requeued)]));
+    }
+    return item;
   }
 
   function wireJournal() {
