@@ -41,6 +41,9 @@ TOO_LARGE = (
 )
 # What /calls/record takes beyond the recording itself: its other fields and the multipart framing
 FORM_OVERHEAD = 64 * 1024
+# app.config key: the body limit of POST /pbx/v1/calls/record (B24APP_RECORD_MAX_BYTES plus
+# FORM_OVERHEAD), for anything in front of the app that bounds bodies by path (web_worker.py)
+RECORD_BODY_LIMIT = "PBX_RECORD_BODY_LIMIT"
 
 
 def current_settings() -> Settings:
@@ -89,7 +92,7 @@ def record() -> Response:
     per-request `max_content_length`); every other one keeps the API's 1 MiB.
     """
     settings = current_settings()
-    request.max_content_length = settings.record_max_bytes + FORM_OVERHEAD
+    request.max_content_length = current_app.config[RECORD_BODY_LIMIT]
     uploads: list[intake.Upload] = []
 
     def accept(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
@@ -220,6 +223,8 @@ def _routing_error(error: HTTPException) -> Response | HTTPException:
 
 
 def init_app(app: Flask) -> None:
+    settings: Settings = app.config["SETTINGS"]
+    app.config[RECORD_BODY_LIMIT] = settings.record_max_bytes + FORM_OVERHEAD
     app.register_blueprint(bp)
     app.register_error_handler(404, _routing_error)
     app.register_error_handler(405, _routing_error)
