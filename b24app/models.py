@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Float,
@@ -129,6 +130,8 @@ class PortalSettings(Base):
     add_to_chat: Mapped[bool] = mapped_column(Boolean, default=False)
     fallback_user_id: Mapped[int | None] = mapped_column(Integer)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # SHOW of a start's register when the PBX does not say (register page: default 1)
+    show_card: Mapped[bool] = mapped_column(Boolean, default=True)
     pbx_key_encrypted: Mapped[str] = mapped_column(Text)
     pbx_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     pbx_key_rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -210,7 +213,15 @@ def new_public_id() -> str:
 
 
 class Call(Base):
-    """An ended call a PBX handed us, and its way to Bitrix24 (the outbox row)."""
+    """A call a PBX told us about, and its way to Bitrix24: the outbox row.
+
+    What the PBX said is in its events (`CallEvent`: start, ring, answer, finish, record); this
+    row is what the worker leases and what Bitrix24 confirmed of the call as a whole. `state` is
+    the outbox's: `queued` (an event is to be sent, due at `next_attempt_at`), `delivering`
+    (leased), `delivered` (nothing left to send), `failed` (nothing left to send, and an event
+    failed). Each new event bumps `events_version`, so a worker that claimed the call before the
+    event arrived cannot mark it done (delivery/outbox.record).
+    """
 
     __tablename__ = "calls"
     __table_args__ = (
@@ -222,15 +233,23 @@ class Call(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"))
-    idempotency_key: Mapped[str] = mapped_column(String(255))
-    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fields as the PBX sent them
+    idempotency_key: Mapped[str] = mapped_column(String(255))  # PBX_CALL_ID, else "call:"+CALL_ID
     state: Mapped[str] = mapped_column(String(16), default=CallState.QUEUED)
+    events_version: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None]
     leased_by: Mapped[str | None] = mapped_column(String(64))
     bitrix_call_id: Mapped[str | None] = mapped_column(String(255))
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Bitrix24's answer
+    # register's answer: the CRM entity Bitrix24 bound the call to
+    crm_entity_type: Mapped[str | None] = mapped_column(String(32))
+    crm_entity_id: Mapped[int | None] = mapped_column(BigInteger)
+    # when a register of this call was first sent: a repeat is safe only within the register
+    # page's 30-minute re-registration window (delivery/lifecycle.py)
+    register_sent_at: Mapped[datetime | None]
+    # the employees Bitrix24 was asked to show the card to, and not asked to hide it from since
+    shown_to: Mapped[list[int] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Bitrix24's finish answer
     error_code: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -239,3 +258,99 @@ class Call(Base):
     # Bitrix24 refused the call's employee as not active: send it to the portal's fallback user.
     use_fallback_user: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str | None] = mapped_column(Text)  # what the admin should know of a delivery
+
+    events: Mapped[list[CallEvent]] = relationship(
+        back_populates="call", order_by="CallEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class EventKind(enum.StrEnum):
+    """What a PBX can say about a call, in the order Bitrix24 hears it (PRODUCT.md "The whole
+    call"): register, show, hide, finish, attachRecord."""
+
+    START = "start"
+    RING = "ring"
+    ANSWER = "answer"
+    FINISH = "finish"
+    RECORD = "record"
+
+
+class EventState(enum.StrEnum):
+    QUEUED = "queued"  # to be sent (or waiting for an earlier event: see `note`)
+    DELIVERED = "delivered"  # Bitrix24 confirmed it (or it needed nothing sent: see `note`)
+    FAILED = "failed"
+
+
+# start, finish and record come once per call; ring and answer as often as the call needs them
+ONCE_PER_CALL = (EventKind.START, EventKind.FINISH, EventKind.RECORD)
+
+
+class CallEvent(Base):
+    """One event a PBX sent about a call, as it sent it (validated), and its own delivery.
+
+    Unique per call by (`kind`, `dedupe_key`): `dedupe_key` is "" for the events a call has
+    once (ONCE_PER_CALL: a repeat with other fields is a conflict), and a digest of the fields
+    for ring and answer (a repeat is the same event; other employees make a new one).
+    """
+
+    __tablename__ = "call_events"
+    __table_args__ = (UniqueConstraint("call_id", "kind", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    call_id: Mapped[int] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    dedupe_key: Mapped[str] = mapped_column(String(64), default="")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fields as the PBX sent them
+    state: Mapped[str] = mapped_column(String(16), default=EventState.QUEUED)
+    result: Mapped[Any] = mapped_column(JSON)  # Bitrix24's answer to the event's command(s)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. why it waits, why nothing was sent
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+class RecordingState(enum.StrEnum):
+    FETCHING = "fetching"  # RECORD_URL to be downloaded by a worker
+    STORED = "stored"  # the audio is here, waiting to be attached
+    ATTACHED = "attached"  # Bitrix24 has it; the audio is deleted
+    FAILED = "failed"
+
+
+class CallRecording(Base):
+    """The audio of a `record` event until Bitrix24 has it.
+
+    Kept in the database so any worker on any host can attach it (never on a local disk), and
+    deleted once attached; a portal's stored audio is capped (B24APP_RECORD_PORTAL_BYTES).
+    """
+
+    __tablename__ = "call_recordings"
+    __table_args__ = (Index("ix_call_recordings_due", "state", "next_attempt_at"),)
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("call_events.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    portal_id: Mapped[int] = mapped_column(
+        ForeignKey("portals.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), default=RecordingState.FETCHING)
+    url: Mapped[str | None] = mapped_column(Text)  # RECORD_URL, when fetched by us
+    filename: Mapped[str | None] = mapped_column(String(255))
+    audio: Mapped[str | None] = mapped_column(String(8))  # "mp3" or "wav", judged by content
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    file_id: Mapped[int | None] = mapped_column(BigInteger)  # attachRecord's FILE_ID
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,25 +1,27 @@
 """Delivering one portal's claimed calls: look up the uncertain ones, send the rest, record.
 
 1. Calls whose previous attempt has an unknown outcome (retry.ENDINGS: an answer we could not
-   read, a connection cut after sending, a timeout, a worker that stopped) are looked up first,
-   all in one batch of voximplant.statistic.get: one found finished is delivered (its result is
-   the statistics record); the others are sent again. finish is not idempotent, so this is what
-   keeps a call from being finished twice.
-2. The calls to send become one batch (register + finish, or finish), sent with
-   the portal's client (`PortalClient.batch`); each command's own answer decides its call's outcome.
-3. A request that failed for the portal as a whole pauses the portal (portal_health.py): its
+   read, a connection cut after sending, a timeout, a worker that stopped) and whose finish is
+   still to be sent are looked up first, all in one batch of voximplant.statistic.get: one found
+   finished has its finish (and the card events before it) settled, the others are sent again.
+   finish is not idempotent, so this is what keeps a call from being finished twice.
+2. Each call's queued events become commands in the call's order (lifecycle.plan: register,
+   show, hide, finish), all calls in one batch (`PortalClient.batch`); each command's own answer
+   decides its event's outcome (lifecycle.settle, retry.for_command).
+3. Recordings of finished calls are attached, one request each (recordings.attach), and their
+   audio deleted.
+4. A request that failed for the portal as a whole pauses the portal (portal_health.py): its
    calls wait, spending no attempt, until a probe finds it answering again.
-4. All outcomes are written in one transaction (outbox.record).
+5. All outcomes are written in one transaction (outbox.record).
 
 The look-up happens as soon as the portal answers again, without waiting out the 60 s a cloud
-request may still run after our timeout (limits.md). What the documentation guarantees makes that
-safe: a late finish and our repeated one cannot both succeed (the second answers "Call is not
-found", which sends the call to another look-up, for_command `after_unknown`), and a repeated
-register with the same EXTERNAL_CALL_ID (= PBX_CALL_ID), PHONE_NUMBER, TYPE, user and LINE_NUMBER
-within 30 minutes returns the CALL_ID of the first (register page, "Features of
-Re-registration"), so a late register and ours name one call. What is inferred, not documented:
-that this holds for a registration already finished; the look-up before resending is what
-covers that case when the first attempt had completed.
+request may still run after our timeout (limits.md), except for requests that may still be
+running (retry.RUNNING_LIMIT). What the documentation guarantees makes a repeat safe otherwise:
+a late finish and our repeated one cannot both succeed (the second answers "Call is not found",
+which sends the call to another look-up, for_command `after_unknown`); a repeated register with
+the same key fields within 30 minutes returns the CALL_ID of the first (lifecycle.py says why ours
+are the same, and refuses to repeat one later than that); show and hide only set who sees the
+card; attachRecord replaces an earlier recording (its page).
 
 Nothing raises out of here: whatever goes wrong becomes the calls' outcome (retry.py says
 which), and an unforeseen error leaves the calls leased, to be taken over and looked up once the
@@ -32,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,11 +43,13 @@ from flask import Flask
 
 from b24app.bitrix.client import BatchResult
 from b24app.db import Database
-from b24app.delivery import batching, metrics, outbox, portal_health, retry
-from b24app.delivery.batching import Answer, Commands
-from b24app.delivery.outbox import Claimed, Delivered, Failed, Outcome, Retry
+from b24app.delivery import batching, lifecycle, metrics, outbox, portal_health, recordings, retry
+from b24app.delivery.batching import MAX_COMMANDS, Commands
+from b24app.delivery.lifecycle import Change, Plan, Step
+from b24app.delivery.outbox import CallOutcome, Claimed, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
-from b24app.models import Portal, PortalStatus, utcnow
+from b24app.models import CallRecording, EventKind, EventState, Portal, PortalStatus, utcnow
+from b24app.portal_status import GONE
 from b24app.portals import currencies, mapping
 from b24app.portals.settings import Preferences
 from b24app.wiring import store_of
@@ -65,6 +69,10 @@ class Portal24(Protocol):
     in-process fake through Context.clients)."""
 
     def batch(self, commands: Commands, *, halt: bool = False) -> BatchResult: ...
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def upload(self, url: str, field: str, filename: str, data: bytes) -> dict[str, Any]: ...
 
     def probe(self, *, timeout: float, revive: tuple[str, ...] = ()) -> dict[str, Any]: ...
 
@@ -117,13 +125,14 @@ class PortalDelivery:
     ctx: Context
     portal_id: int
     calls: Sequence[Claimed]
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    outcomes: dict[int, CallOutcome] = field(default_factory=dict)
     reached: bool = False  # Bitrix24 answered a batch
     sent_at: datetime | None = None  # when the last batch request went out
 
     def __post_init__(self) -> None:
         self.was_unknown = {call.id for call in self.calls if call.unknown}
         self.unresolved = set(self.was_unknown)  # unknown and not yet looked up
+        self.outcomes = {call.id: CallOutcome() for call in self.calls}
 
     def run(self) -> Counter[str]:
         started = time.monotonic()
@@ -135,14 +144,24 @@ class PortalDelivery:
 
     def _run(self, view: PortalView, started: float) -> Counter[str]:
         client = self.ctx.client(view.member_id)
-        to_send = [call for call in self.calls if not call.unknown]
-        unknown = [call for call in self.calls if call.unknown]
-        if unknown:
-            to_send = self._look_up(client, view, unknown, to_send)
-        if to_send:
-            self._send(client, view, to_send)
+        calls = list(self.calls)
+        if view.status in GONE:  # nothing can reach Bitrix24 any more: the plain reason
+            verdict = retry.for_status(view.status)
+            for call in calls:
+                self._fail_queued(call, verdict.code, verdict.reason)
+            calls = []
+        uncertain = [c for c in calls if c.unknown and c.finish_pending]
+        self.unresolved &= {c.id for c in uncertain}
+        if uncertain:
+            calls = self._look_up(client, view, uncertain, calls)
+        if calls:
+            self._send(client, view, calls)
         outbox.record(
-            self.ctx.db, self.outcomes, worker_id=self.ctx.worker_id, now=self.ctx.clock()
+            self.ctx.db,
+            self.outcomes,
+            {call.id: call for call in self.calls},
+            worker_id=self.ctx.worker_id,
+            now=self.ctx.clock(),
         )
         counts = self._report(view, time.monotonic() - started)
         self._refresh_currencies(view)
@@ -150,72 +169,263 @@ class PortalDelivery:
 
     # --- 1. look up calls with an unknown outcome ------------------------------------------------
     def _look_up(
-        self, client: Portal24, view: PortalView, unknown: list[Claimed], fresh: list[Claimed]
+        self, client: Portal24, view: PortalView, uncertain: list[Claimed], calls: list[Claimed]
     ) -> list[Claimed]:
-        """Settle the unknown calls found finished; return the calls to send now."""
-        commands = batching.lookup_commands(unknown)
+        """Settle the calls found finished; return the calls to send now (those found with
+        their finish marked delivered, so only their recordings remain)."""
+        commands = batching.lookup_commands(uncertain)
         if not commands:  # nothing to look them up by (the intake always gives an id)
             self.unresolved.clear()
-            return [*fresh, *unknown]
+            return calls
         try:
-            batch = self._batch(client, view, commands, "lookup", len(unknown))
+            batch = self._batch(client, view, commands, "lookup", len(uncertain))
         except Exception as error:  # every failure becomes the calls' outcome
             verdict = self._failed_request(error)
-            for call in unknown:  # still unknown (self.unresolved), whatever the look-up met
-                self.outcomes[call.id] = self._settle(call, verdict)
-            for call in fresh:
-                self.outcomes[call.id] = self._settle(call, retry.not_sent(verdict))
+            for call in calls:
+                mine = verdict if call.id in self.unresolved else retry.not_sent(verdict)
+                self.outcomes[call.id].retry = self._settle(call, mine)
             return []
-        to_send = list(fresh)
-        answers = batching.found(unknown, batch)
-        for call in unknown:
+        answers = batching.found(uncertain, batch)
+        by_id = {call.id: call for call in calls}
+        for call in uncertain:
             look = answers[call.id]
             if look.record is not None:
-                call_id = look.record.get("CALL_ID")
-                self.outcomes[call.id] = Delivered(look.record, call_id or call.call_id)
+                by_id[call.id] = self._found_finished(call, look.record)
             elif look.error is not None:
                 reason = (
                     "Could not read Bitrix24's call statistics to check whether the call was "
                     f"finished ({look.error.code}: {look.error.description})."
                 )
-                self.outcomes[call.id] = self._settle(
-                    call, Verdict("retry", OUTCOME_UNKNOWN, reason, unknown=True)
-                )
+                verdict = Verdict("retry", OUTCOME_UNKNOWN, reason, unknown=True)
+                self.outcomes[call.id].retry = self._settle(call, verdict)
+                del by_id[call.id]
             else:
                 self.unresolved.discard(call.id)
-                to_send.append(call)
-        return to_send
+        return list(by_id.values())
+
+    def _found_finished(self, call: Claimed, record: dict[str, Any]) -> Claimed:
+        """The statistics show the call finished: its finish and the card events queued before
+        it are settled; what is left (recordings) goes on with the CALL_ID found."""
+        outcome = self.outcomes[call.id]
+        call_id = str(record.get("CALL_ID") or call.call_id or "") or None
+        outcome.finished = record
+        outcome.bitrix_call_id = call_id
+        outcome.shown_to = set()
+        outcome.register_known = True
+        self.unresolved.discard(call.id)
+        events = []
+        for event in call.events:
+            if event.state == EventState.QUEUED and event.kind != EventKind.RECORD:
+                is_finish = event.kind == EventKind.FINISH
+                outcome.events[event.id] = Change(
+                    EventState.DELIVERED,
+                    note=None if is_finish else FOUND_FINISHED,
+                    result=record if is_finish else None,
+                )
+                event = replace(event, state=EventState.DELIVERED)
+            events.append(event)
+        return replace(call, events=tuple(events), bitrix_call_id=call_id, shown_to=())
 
     # --- 2. send ---------------------------------------------------------------------------------
     def _send(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> None:
-        plan = batching.plan(calls, view.prefs, view.extensions.get)
-        for call_id, problem in plan.refused.items():
-            self.outcomes[call_id] = Failed(problem.code, problem.message)
+        plans = self._plan(view, calls)
         ours = outbox.extend_lease(
             self.ctx.db,
-            [call.id for call in plan.calls],
+            [call.id for call in calls if plans[call.id].steps or plans[call.id].attach],
             worker_id=self.ctx.worker_id,
             now=self.ctx.clock(),
             lease=self.ctx.lease,
         )
-        sendable = [call for call in plan.calls if call.id in ours]
-        commands = {
-            key: command
-            for key, command in plan.commands.items()
-            if int(key[1:]) in ours  # keys are r<id> and f<id>
+        sending = [call for call in calls if call.id in ours and plans[call.id].steps]
+        commands: Commands = {
+            step.key: (step.method, step.params)
+            for call in sending
+            for step in plans[call.id].steps
         }
-        if not commands:
-            return
-        try:
-            batch = self._batch(client, view, commands, "deliver", len(sendable))
-        except Exception as error:  # every failure becomes the calls' outcome
-            verdict = self._failed_request(error)
-            for call in sendable:
-                self.outcomes[call.id] = self._settle(call, verdict)
-            return
-        for call in sendable:
-            self.outcomes[call.id] = self._outcome(call, batching.answer(call, batch), view)
+        if commands:
+            try:
+                batch = self._batch(client, view, commands, "deliver", len(sending))
+            except Exception as error:  # every failure becomes the calls' outcome
+                self._request_failed(error, calls, plans, ours)
+                return
+            for call in sending:
+                self._settle_answers(call, plans[call.id], batch, view)
+        self._attach_all(client, view, [c for c in calls if c.id in ours], plans)
+        for call in calls:
+            self._waiting(call, plans[call.id])
 
+    def _plan(self, view: PortalView, calls: list[Claimed]) -> dict[int, Plan]:
+        plans: dict[int, Plan] = {}
+        budget = MAX_COMMANDS
+        now = self.ctx.clock()
+        for call in calls:
+            planned = lifecycle.plan(
+                call.facts, call.events, view.prefs, view.extensions.get, now=now, budget=budget
+            )
+            budget -= planned.cost
+            plans[call.id] = planned
+            outcome = self.outcomes[call.id]
+            outcome.events.update(planned.settled)
+            if planned.refused is not None:
+                for event in call.events:
+                    if event.state == EventState.QUEUED and event.id not in planned.settled:
+                        outcome.events[event.id] = Change(
+                            EventState.FAILED,
+                            error_code=planned.refused.code,
+                            error=planned.refused.message,
+                        )
+        return plans
+
+    def _request_failed(
+        self, error: Exception, calls: list[Claimed], plans: dict[int, Plan], ours: set[int]
+    ) -> None:
+        verdict = self._failed_request(error)
+        for call in calls:
+            planned = plans[call.id]
+            if call.id in ours and planned.steps:
+                self.outcomes[call.id].retry = self._settle(call, verdict)
+                if verdict.unknown and planned.registers:
+                    self.outcomes[call.id].register_sent_at = self.sent_at
+            elif planned.attach:
+                self.outcomes[call.id].retry = self._settle(call, retry.not_sent(verdict))
+
+    def _settle_answers(
+        self, call: Claimed, planned: Plan, batch: BatchResult, view: PortalView
+    ) -> None:
+        settled = lifecycle.settle(call.facts, planned, batch)
+        outcome = self.outcomes[call.id]
+        outcome.events.update(settled.changes)
+        outcome.bitrix_call_id = settled.bitrix_call_id or outcome.bitrix_call_id
+        outcome.crm = settled.crm or outcome.crm
+        outcome.shown_to = settled.shown_to
+        outcome.register_known = outcome.register_known or planned.registers
+        if settled.finished is not None:
+            outcome.finished = settled.finished
+            outcome.note = _fallback_note(call, view)
+        for step, error in settled.errors:
+            self._command_failed(call, step, error, view)
+
+    def _command_failed(self, call: Claimed, step: Step, error: Any, view: PortalView) -> None:
+        outcome = self.outcomes[call.id]
+        after_unknown = call.id in self.was_unknown and step.role == "finish"
+        verdict = retry.for_command(error, after_unknown=after_unknown)
+        if verdict.code == USER_NOT_FOUND and step.role in ("register", "finish"):
+            verdict = self._user_not_found(call, verdict, view)
+        if verdict.kind != "fail":
+            if outcome.retry is None:
+                outcome.retry = self._settle(call, verdict)
+                if outcome.retry is not None and verdict.code == USER_NOT_FOUND:
+                    outcome.retry = replace(outcome.retry, use_fallback_user=True)
+            return
+        if step.role == "register":
+            changes = lifecycle.failed_with_dependents(
+                call.events, step.event_id, verdict.code, verdict.reason
+            )
+            outcome.events.update(changes)
+        else:
+            outcome.events[step.event_id] = Change(
+                EventState.FAILED, error_code=verdict.code, error=verdict.reason
+            )
+
+    def _user_not_found(self, call: Claimed, verdict: Verdict, view: PortalView) -> Verdict:
+        """A departed employee: send the call to the portal's fallback employee, at once."""
+        fallback = view.prefs.fallback_user_id
+        if fallback and not call.use_fallback_user:
+            reason = (
+                f"Bitrix24 has no active employee for {_named_user(call)}; sending the call to "
+                f"the fallback employee (user {fallback})."
+            )
+            return Verdict("wait", USER_NOT_FOUND, reason)
+        if fallback:
+            words = (
+                f"Neither {_named_user(call)} nor the fallback employee (user {fallback}) is an "
+                "active employee in Bitrix24; choose an active fallback employee on the settings "
+                "page, then deliver the call again."
+            )
+            return Verdict("fail", USER_NOT_FOUND, words)
+        return verdict
+
+    # --- 3. recordings ---------------------------------------------------------------------------
+    def _attach_all(
+        self, client: Portal24, view: PortalView, calls: list[Claimed], plans: dict[int, Plan]
+    ) -> None:
+        for call in calls:
+            outcome = self.outcomes[call.id]
+            planned = plans[call.id]
+            if not planned.attach or outcome.retry is not None:
+                continue
+            finish = call.event(EventKind.FINISH)
+            done = finish is not None and (
+                finish.state == EventState.DELIVERED
+                or outcome.events.get(finish.id, Change(EventState.QUEUED)).state
+                == EventState.DELIVERED
+            )
+            call_id = outcome.bitrix_call_id or call.call_id
+            if not done or not call_id:
+                continue
+            for event_id in planned.attach:
+                if not self._attach(client, view, call, event_id, call_id):
+                    break
+
+    def _attach(
+        self, client: Portal24, view: PortalView, call: Claimed, event_id: int, call_id: str
+    ) -> bool:
+        with self.ctx.db.read() as session:
+            row = session.get(CallRecording, event_id)
+            if row is None or not row.content:
+                return True
+            session.expunge(row)
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            answer = recordings.attach(client, call_id=call_id, recording=row)
+        except Exception as error:  # every failure becomes the call's outcome
+            outcome = getattr(error, "code", type(error).__name__)
+            verdict = retry.for_exception(error)
+            if verdict.pause:
+                self._failed_request(error)
+            if verdict.kind == "fail" and not verdict.pause:
+                self.outcomes[call.id].events[event_id] = Change(
+                    EventState.FAILED, error_code=verdict.code, error=verdict.reason
+                )
+            else:  # attachRecord replaces an earlier record: sending it again is safe
+                self.outcomes[call.id].retry = self._settle(call, replace(verdict, unknown=False))
+            return False
+        finally:
+            metrics.batch_sent(
+                member_id=view.member_id,
+                purpose="record",
+                calls=1,
+                commands=1,
+                outcome=outcome,
+                seconds=time.monotonic() - started,
+            )
+        now = self.ctx.clock()
+        with self.ctx.db.write() as session:
+            recordings.attached(session, event_id, answer.get("FILE_ID"), now)
+        self.outcomes[call.id].events[event_id] = Change(
+            EventState.DELIVERED, note=lifecycle.ATTACHED, result=answer
+        )
+        return True
+
+    def _waiting(self, call: Claimed, planned: Plan) -> None:
+        """Events that wait (for a start, a finish, a download) keep their reason as a note; the
+        call is due again when the first may stop waiting, or at once if something else is left
+        (a batch that was full)."""
+        outcome = self.outcomes[call.id]
+        for event_id, words in planned.waiting.items():
+            if event_id not in outcome.events:
+                outcome.events[event_id] = Change(EventState.QUEUED, note=words)
+        left = [
+            e
+            for e in call.events
+            if e.state == EventState.QUEUED
+            and outcome.events.get(e.id, Change(EventState.QUEUED)).state == EventState.QUEUED
+        ]
+        if left and not planned.cut and all(e.id in planned.waiting for e in left):
+            outcome.wait_until = planned.wait_until
+
+    # --- shared ----------------------------------------------------------------------------------
     def _failed_request(self, error: Exception) -> Verdict:
         """The verdict for a request that failed as a whole; pause the portal if it failed for
         the portal rather than for these calls."""
@@ -229,44 +439,6 @@ class PortalDelivery:
                 now=self.ctx.clock(),
             )
         return verdict
-
-    def _outcome(self, call: Claimed, answer: Answer, view: PortalView) -> Outcome:
-        if answer.result is not None:
-            call_id = answer.result.get("CALL_ID") or answer.registered_call_id or call.call_id
-            return Delivered(answer.result, call_id, _fallback_note(call, view))
-        assert answer.error is not None
-        after_unknown = call.id in self.was_unknown and answer.failed_step == "finish"
-        verdict = retry.for_command(answer.error, after_unknown=after_unknown)
-        if verdict.code == USER_NOT_FOUND:
-            return self._user_not_found(call, verdict, view, answer.registered_call_id)
-        return self._settle(call, verdict, bitrix_call_id=answer.registered_call_id)
-
-    def _user_not_found(
-        self, call: Claimed, verdict: Verdict, view: PortalView, bitrix_call_id: str | None
-    ) -> Outcome:
-        """A departed employee: send the call to the portal's fallback employee, at once."""
-        fallback = view.prefs.fallback_user_id
-        if fallback and not call.use_fallback_user:
-            reason = (
-                f"Bitrix24 has no active employee for {_named_user(call)}; sending the call to "
-                f"the fallback employee (user {fallback})."
-            )
-            return Retry(
-                USER_NOT_FOUND,
-                reason,
-                self.ctx.clock(),
-                bitrix_call_id,
-                attempts=call.attempts - 1,
-                use_fallback_user=True,
-            )
-        if fallback:
-            words = (
-                f"Neither {_named_user(call)} nor the fallback employee (user {fallback}) is an "
-                "active employee in Bitrix24; choose an active fallback employee on the settings "
-                "page, then deliver the call again."
-            )
-            return Failed(USER_NOT_FOUND, words, bitrix_call_id)
-        return Failed(USER_NOT_FOUND, verdict.reason, bitrix_call_id)
 
     def _batch(
         self, client: Portal24, view: PortalView, commands: Commands, purpose: str, calls: int
@@ -291,44 +463,51 @@ class PortalDelivery:
                 seconds=time.monotonic() - started,
             )
 
-    # --- outcomes --------------------------------------------------------------------------------
-    def _settle(
-        self, call: Claimed, verdict: Verdict, bitrix_call_id: str | None = None
-    ) -> Outcome:
-        """A failed try: fail the call, or schedule the next try (or give up on it)."""
+    def _settle(self, call: Claimed, verdict: Verdict) -> Retry | None:
+        """A try that did not go through: when the call is tried again; or None when retrying
+        cannot help (or the call was retried for its own troubles past the retention period),
+        and its queued events fail with the reason."""
         policy = self.ctx.policy
         now = self.ctx.clock()
         if verdict.kind == "fail":
-            return Failed(verdict.code, verdict.reason, bitrix_call_id)
+            self._fail_queued(call, verdict.code, verdict.reason)
+            return None
         if retry.give_up(verdict, created_at=call.created_at, now=now, policy=policy):
             reason = retry.gave_up_reason(
                 verdict, attempts=call.attempts, created_at=call.created_at, now=now
             )
-            return Failed(verdict.code, reason, bitrix_call_id)
+            self._fail_queued(call, verdict.code, reason)
+            return None
         at = retry.next_attempt(
             verdict, attempts=call.attempts, now=now, policy=policy, sent_at=self.sent_at
         )
         unknown = verdict.unknown or call.id in self.unresolved
         code = OUTCOME_UNKNOWN if unknown else verdict.code
         attempts = call.attempts if verdict.counts else call.attempts - 1
-        return Retry(code, verdict.reason, at, bitrix_call_id, attempts=attempts)
+        return Retry(code, verdict.reason, at, attempts=attempts)
+
+    def _fail_queued(self, call: Claimed, code: str, reason: str) -> None:
+        outcome = self.outcomes[call.id]
+        for event in call.events:
+            if event.state == EventState.QUEUED and event.id not in outcome.events:
+                outcome.events[event.id] = Change(EventState.FAILED, error_code=code, error=reason)
 
     def _report(self, view: PortalView, seconds: float) -> Counter[str]:
         counts: Counter[str] = Counter()
         now = self.ctx.clock()
-        by_id = {call.id: call for call in self.calls}
-        for call_id, outcome in self.outcomes.items():
-            if isinstance(outcome, Delivered):
+        for call in self.calls:
+            outcome = self.outcomes[call.id]
+            failed = [c for c in outcome.events.values() if c.state == EventState.FAILED]
+            if outcome.finished is not None:
                 counts["delivered"] += 1
-                call = by_id[call_id]
                 latency = (now - call.created_at).total_seconds()
                 metrics.call_delivered(call=call.public_id, latency=latency)
-            elif isinstance(outcome, Failed):
+            if failed:
                 counts["failed"] += 1
-                metrics.call_failed(call=by_id[call_id].public_id, code=outcome.code)
-            else:
+                metrics.call_failed(call=call.public_id, code=failed[0].error_code or "UNKNOWN")
+            elif outcome.retry is not None:
                 counts["retrying"] += 1
-                metrics.call_retried(call=by_id[call_id].public_id, code=outcome.code)
+                metrics.call_retried(call=call.public_id, code=outcome.retry.code)
         metrics.calls_recorded(member_id=view.member_id, counts=counts, seconds=seconds)
         return counts
 
@@ -348,12 +527,17 @@ class PortalDelivery:
             metrics.worker_error("currencies", error)
 
 
+FOUND_FINISHED = "Settled: Bitrix24's statistics show the call already finished."
+
+
 def _named_user(call: Claimed) -> str:
-    """How the call named its employee, for the admin's words."""
-    if call.request.get("USER_ID"):
-        return f"USER_ID {call.request['USER_ID']}"
-    if call.request.get("USER_PHONE_INNER"):
-        return f"extension {call.request['USER_PHONE_INNER']}"
+    """How the call named its employee, for the admin's words (the finish's, else the start's)."""
+    for kind in (EventKind.FINISH, EventKind.START):
+        event = call.event(kind)
+        if event is not None and (
+            event.request.get("USER_ID") or event.request.get("USER_PHONE_INNER")
+        ):
+            return lifecycle.user_for_words(event.request)
     return "the call's employee"
 
 

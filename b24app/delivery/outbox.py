@@ -20,8 +20,8 @@ IMMEDIATE`, db.py) lets one claimer at a time in. Either way any number of worke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,11 +30,20 @@ from sqlalchemy.orm import Session
 
 from b24app.db import Database
 from b24app.delivery.batching import MAX_COMMANDS, fit
-from b24app.delivery.params import needs_register
+from b24app.delivery.lifecycle import CallFacts, Change, EventView, estimate_cost
 from b24app.delivery.portal_health import paused_ids
 from b24app.delivery.retry import OUTCOME_UNKNOWN, RUNNING_LIMIT
 from b24app.logs import get_logger
-from b24app.models import Call, CallState, Portal, PortalStatus
+from b24app.models import (
+    Call,
+    CallEvent,
+    CallRecording,
+    CallState,
+    EventKind,
+    EventState,
+    Portal,
+    PortalStatus,
+)
 from b24app.portal_status import GONE
 
 log = get_logger(__name__)
@@ -44,61 +53,105 @@ TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before 
 
 @dataclass(frozen=True)
 class Claimed:
-    """A claimed call, detached from the session: what delivery needs to know of it."""
+    """A claimed call with all its events, detached from the session: what delivery needs."""
 
     id: int
     public_id: str  # the id the PBX and the admin know the call by
     portal_id: int
-    request: Mapping[str, Any]
     attempts: int  # including this one
     created_at: datetime
     bitrix_call_id: str | None
     unknown: bool  # the previous attempt's outcome is unknown: look it up before sending
+    events: tuple[EventView, ...] = ()  # every event of the call, in arrival order
+    events_version: int = 0
     use_fallback_user: bool = False  # Bitrix24 refused the call's employee as not active
+    shown_to: tuple[int, ...] = ()
+    register_sent_at: datetime | None = None
+    recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
+
+    @property
+    def facts(self) -> CallFacts:
+        return CallFacts(
+            id=self.id,
+            bitrix_call_id=self.bitrix_call_id,
+            shown_to=self.shown_to,
+            register_sent_at=self.register_sent_at,
+            use_fallback_user=self.use_fallback_user,
+            recordings=self.recordings,
+        )
+
+    def event(self, kind: str) -> EventView | None:
+        return next((e for e in self.events if e.kind == kind), None)
 
     @property
     def call_id(self) -> str | None:
-        """The CALL_ID to finish: the PBX's, or the one our earlier register returned."""
-        return self.bitrix_call_id or self.request.get("CALL_ID") or None
+        """Bitrix24's CALL_ID as far as we know it: registered by us, or given by the PBX."""
+        if self.bitrix_call_id:
+            return self.bitrix_call_id
+        for kind in (EventKind.START, EventKind.FINISH):
+            event = self.event(kind)
+            if event is not None and event.request.get("CALL_ID"):
+                return str(event.request["CALL_ID"])
+        return None
 
     @property
     def external_call_id(self) -> str | None:
-        """EXTERNAL_CALL_ID we register the call with (calls the PBX did not register)."""
-        if not needs_register(self.request):
-            return None
-        return str(self.request.get("PBX_CALL_ID") or "") or None
+        """EXTERNAL_CALL_ID we register the call with: its PBX_CALL_ID."""
+        for event in self.events:
+            if event.request.get("PBX_CALL_ID"):
+                return str(event.request["PBX_CALL_ID"])
+        return None
 
     @property
-    def cost(self) -> int:
-        """Commands it takes: finish, or register + finish."""
-        return 1 if self.call_id else 2
-
-
-@dataclass(frozen=True)
-class Delivered:
-    result: dict[str, Any]  # Bitrix24's finish answer, or the statistics record found
-    bitrix_call_id: str | None
-    note: str | None = None  # what the admin should know (sent to the fallback employee, …)
+    def finish_pending(self) -> bool:
+        finish = self.event(EventKind.FINISH)
+        return finish is not None and finish.state == EventState.QUEUED
 
 
 @dataclass(frozen=True)
 class Retry:
+    """The call is tried again at `at` (its queued events stay queued)."""
+
     code: str
     reason: str
     at: datetime
-    bitrix_call_id: str | None = None
     attempts: int | None = None  # the attempts to keep (one less when this try did not count)
     use_fallback_user: bool = False  # send it to the portal's fallback employee next time
 
 
-@dataclass(frozen=True)
-class Failed:
-    code: str
-    reason: str
+@dataclass
+class CallOutcome:
+    """What one delivery attempt learnt about a call: each event's new state, what Bitrix24
+    confirmed of the call, and whether to try again."""
+
+    events: dict[int, Change] = field(default_factory=dict)
+    retry: Retry | None = None
     bitrix_call_id: str | None = None
+    crm: tuple[str | None, int | None] | None = None
+    shown_to: set[int] | None = None
+    finished: dict[str, Any] | None = None  # finish's answer, or the statistics record found
+    note: str | None = None  # what the admin should know (sent to the fallback employee, …)
+    register_sent_at: datetime | None = None  # a register of unknown outcome went at this time
+    register_known: bool = False  # Bitrix24 answered the register readably: forget the above
+    wait_until: datetime | None = None  # queued events wait until then (None: due at once)
 
 
-Outcome = Delivered | Retry | Failed
+def event_added(session: Session, call_id: int, now: datetime) -> None:
+    """A new event of this call was stored (the intake, a finished download): make the call due
+    now, unless a worker holds it; either way bump `events_version`, so that a worker that
+    claimed it before cannot record it done (record() leaves it queued)."""
+    leased = Call.state == CallState.DELIVERING
+    session.execute(
+        update(Call)
+        .where(Call.id == call_id)
+        .values(
+            events_version=Call.events_version + 1,
+            state=case((leased, CallState.DELIVERING), else_=CallState.QUEUED),
+            next_attempt_at=case((leased, Call.next_attempt_at), else_=now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
@@ -135,17 +188,19 @@ def claim(
     max_commands: int = MAX_COMMANDS,
 ) -> dict[int, list[Claimed]]:
     """One round: for each portal with due calls (oldest due first, at most `max_portals`, none
-    of `exclude`), its oldest due calls that fit one batch. A busy portal gets one batch per
-    round like any other, so it never starves the rest."""
+    of `exclude`), its oldest due calls whose commands fit one batch. A busy portal gets one
+    batch per round like any other, so it never starves the rest."""
     if max_portals <= 0:
         return {}
     claimed: dict[int, list[Claimed]] = {}
     with db.write() as session:
         for portal_id in _due_portals(session, now, max_portals, exclude):
             rows = _lock_due(session, db, portal_id, now, max_commands)
-            taken = fit(rows, key=_cost, budget=max_commands)
+            events = _events_of(session, [row.id for row in rows])
+            cost = {row.id: estimate_cost(events.get(row.id, ())) for row in rows}
+            taken = fit(rows, key=lambda row: min(cost[row.id], max_commands), budget=max_commands)
             if taken:
-                claimed[portal_id] = _take(session, taken, worker_id, now, lease)
+                claimed[portal_id] = _take(session, taken, events, worker_id, now, lease)
     return claimed
 
 
@@ -174,12 +229,46 @@ def _lock_due(
     return list(session.scalars(query))
 
 
-def _cost(row: Call) -> int:
-    return 1 if row.bitrix_call_id or not needs_register(row.request) else 2
+def _events_of(session: Session, call_ids: Sequence[int]) -> dict[int, list[EventView]]:
+    """Every event of these calls, in arrival order (one query)."""
+    found: dict[int, list[EventView]] = {}
+    if not call_ids:
+        return found
+    rows = session.execute(
+        select(
+            CallEvent.call_id,
+            CallEvent.id,
+            CallEvent.kind,
+            CallEvent.request,
+            CallEvent.state,
+            CallEvent.created_at,
+            CallEvent.error,
+        )
+        .where(CallEvent.call_id.in_(list(call_ids)))
+        .order_by(CallEvent.id)
+    )
+    for call_id, *view in rows:
+        found.setdefault(call_id, []).append(EventView(*view))
+    return found
+
+
+def _recordings_of(session: Session, events: Iterable[EventView]) -> dict[int, str]:
+    ids = [e.id for e in events if e.kind == EventKind.RECORD]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(CallRecording.event_id, CallRecording.state).where(CallRecording.event_id.in_(ids))
+    )
+    return {event_id: state for event_id, state in rows}
 
 
 def _take(
-    session: Session, rows: list[Call], worker_id: str, now: datetime, lease: float
+    session: Session,
+    rows: list[Call],
+    events: Mapping[int, list[EventView]],
+    worker_id: str,
+    now: datetime,
+    lease: float,
 ) -> list[Claimed]:
     """Lease the rows to us in one UPDATE (plus one for calls taken over from a stopped worker),
     not row by row through the ORM: a claim is on every batch's path."""
@@ -195,17 +284,24 @@ def _take(
     )
     if taken_over:
         _update(session, taken_over, error_code=OUTCOME_UNKNOWN, error=TAKEN_OVER)
+    recordings = _recordings_of(session, [e for row in rows for e in events.get(row.id, ())])
     return [
         Claimed(
             id=row.id,
             public_id=row.public_id,
             portal_id=row.portal_id,
-            request=dict(row.request or {}),
             attempts=(row.attempts or 0) + 1,
             created_at=row.created_at,
             bitrix_call_id=row.bitrix_call_id,
             unknown=row.id in taken_over or row.error_code == OUTCOME_UNKNOWN,
+            events=tuple(events.get(row.id, ())),
+            events_version=row.events_version or 0,
             use_fallback_user=bool(row.use_fallback_user),
+            shown_to=tuple(row.shown_to or ()),
+            register_sent_at=row.register_sent_at,
+            recordings={
+                e.id: recordings[e.id] for e in events.get(row.id, ()) if e.id in recordings
+            },
         )
         for row in rows
     ]
@@ -247,70 +343,164 @@ def extend_lease(
     return ours
 
 
-def record(db: Database, outcomes: Mapping[int, Outcome], *, worker_id: str, now: datetime) -> int:
-    """Write each call's outcome in one transaction; return how many were written.
+def record(
+    db: Database,
+    outcomes: Mapping[int, CallOutcome],
+    claimed: Mapping[int, Claimed],
+    *,
+    worker_id: str,
+    now: datetime,
+) -> int:
+    """Write each call's outcome in one transaction; return how many calls were written.
 
-    Reads only what decides whether an outcome may be written (state, lease holder), then
-    writes them all as one bulk UPDATE by primary key."""
+    Events change only from `queued` (a repeated or late answer never undoes a delivery). The
+    call's own row is written only while we hold its lease; a worker that lost it (another took
+    the call over) still records what Bitrix24 confirmed: delivered events and the CALL_ID. The
+    call's new state follows from its events: something still queued → `queued` (due at once, or
+    when a waiting event's time is up), else `failed` if an event failed, else `delivered`; and
+    `queued` at once whenever an event arrived since the claim (`events_version` moved).
+    A handful of statements whatever the number of calls: one read, one bulk UPDATE of the
+    events, one read of their states, one bulk UPDATE of the calls."""
     if not outcomes:
         return 0
-    changes = []
     with db.write() as session:
         query = (
-            select(Call.id, Call.state, Call.leased_by)
+            select(
+                Call.id,
+                Call.state,
+                Call.leased_by,
+                Call.events_version,
+                Call.bitrix_call_id,
+                Call.register_sent_at,
+            )
             .where(Call.id.in_(list(outcomes)))
             .order_by(Call.id)
         )
         if not db.is_sqlite:
             query = query.with_for_update()
-        for call_id, state, leased_by in session.execute(query):
-            outcome = outcomes[call_id]
-            if _still_ours(state, leased_by, worker_id) or _late_delivery(state, outcome):
-                changes.append(_changes(call_id, outcome, now))
-            else:
-                log.warning("lease lost; outcome dropped", call=call_id, worker=worker_id)
-        if changes:
-            session.execute(update(Call), changes)
-    return len(changes)
+        current = {row.id: row for row in session.execute(query)}
+        ours = {
+            call_id
+            for call_id, row in current.items()
+            if row.state == CallState.DELIVERING and row.leased_by == worker_id
+        }
+        for call_id in set(current) - ours:
+            log.warning("lease lost; only confirmed facts kept", call=call_id, worker=worker_id)
+        _write_events(session, outcomes, ours, now)
+        states = _event_states(session, ours)
+        rows = []
+        for call_id in sorted(current):
+            outcome, row = outcomes[call_id], current[call_id]
+            if call_id in ours:
+                moved = row.events_version != claimed[call_id].events_version
+                rows.append(_call_row(row, outcome, states.get(call_id, []), moved, now))
+            elif outcome.bitrix_call_id and not row.bitrix_call_id:
+                rows.append({"id": call_id, "bitrix_call_id": outcome.bitrix_call_id})
+        if rows:
+            session.execute(update(Call), rows)
+    return len(ours)
 
 
-def _still_ours(state: str, leased_by: str | None, worker_id: str) -> bool:
-    return state == CallState.DELIVERING and leased_by == worker_id
+def _write_events(
+    session: Session, outcomes: Mapping[int, CallOutcome], ours: Collection[int], now: datetime
+) -> None:
+    """One bulk UPDATE by primary key, each only from `queued`; a call no longer ours gets only
+    its confirmed deliveries."""
+    rows = [
+        {
+            "id": event_id,
+            "state": change.state,
+            "note": change.note,
+            "result": change.result,
+            "error_code": change.error_code,
+            "error": change.error,
+            "delivered_at": now if change.state == EventState.DELIVERED else None,
+        }
+        for call_id, outcome in outcomes.items()
+        for event_id, change in outcome.events.items()
+        if call_id in ours or change.state == EventState.DELIVERED
+    ]
+    if rows:
+        session.execute(
+            update(CallEvent).where(CallEvent.state == EventState.QUEUED),
+            rows,
+            execution_options={"synchronize_session": None},
+        )
 
 
-def _late_delivery(state: str, outcome: Outcome) -> bool:
-    """We lost the lease but Bitrix24 confirmed the finish: record it, since it is true."""
-    return isinstance(outcome, Delivered) and state != CallState.DELIVERED
+def _event_states(
+    session: Session, call_ids: Collection[int]
+) -> dict[int, list[tuple[str, str | None, str | None]]]:
+    found: dict[int, list[tuple[str, str | None, str | None]]] = {}
+    if not call_ids:
+        return found
+    rows = session.execute(
+        select(CallEvent.call_id, CallEvent.state, CallEvent.error_code, CallEvent.error)
+        .where(CallEvent.call_id.in_(list(call_ids)))
+        .order_by(CallEvent.id)
+    )
+    for call_id, state, code, error in rows:
+        found.setdefault(call_id, []).append((state, code, error))
+    return found
 
 
-def _changes(call_id: int, outcome: Outcome, now: datetime) -> dict[str, Any]:
-    """The columns an outcome sets, keyed for a bulk UPDATE by primary key."""
-    row: dict[str, Any] = {"id": call_id, "lease_until": None, "leased_by": None}
+def _call_row(
+    row: Any,
+    outcome: CallOutcome,
+    states: Sequence[tuple[str, str | None, str | None]],
+    moved: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "id": row.id,
+        "lease_until": None,
+        "leased_by": None,
+        "note": outcome.note,
+        "updated_at": now,
+    }
     if outcome.bitrix_call_id:
-        row["bitrix_call_id"] = outcome.bitrix_call_id
-    if isinstance(outcome, Delivered):
-        row.update(
-            state=CallState.DELIVERED,
-            result=outcome.result,
-            delivered_at=now,
-            error_code=None,
-            error=None,
-            note=outcome.note,
-        )
-    elif isinstance(outcome, Retry):
-        row.update(
-            state=CallState.QUEUED,
-            next_attempt_at=outcome.at,
-            error_code=outcome.code,
-            error=outcome.reason,
-        )
-        if outcome.attempts is not None:
-            row["attempts"] = outcome.attempts
-        if outcome.use_fallback_user:
-            row["use_fallback_user"] = True
-    else:
-        row.update(state=CallState.FAILED, error_code=outcome.code, error=outcome.reason)
-    return row
+        values["bitrix_call_id"] = outcome.bitrix_call_id
+    if outcome.crm is not None:
+        values["crm_entity_type"], values["crm_entity_id"] = outcome.crm
+    if outcome.shown_to is not None:
+        values["shown_to"] = sorted(outcome.shown_to)
+    if outcome.finished is not None:
+        values.update(result=outcome.finished, delivered_at=now)
+    if outcome.register_known:
+        values["register_sent_at"] = None
+    elif outcome.register_sent_at is not None and row.register_sent_at is None:
+        values["register_sent_at"] = outcome.register_sent_at
+    values.update(_next_state(outcome, states, moved=moved, now=now))
+    return values
+
+
+def _next_state(
+    outcome: CallOutcome,
+    states: Sequence[tuple[str, str | None, str | None]],
+    *,
+    moved: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    retry = outcome.retry
+    if retry is not None:
+        values: dict[str, Any] = {
+            "state": CallState.QUEUED,
+            "next_attempt_at": now if moved else retry.at,
+            "error_code": retry.code,
+            "error": retry.reason,
+        }
+        if retry.attempts is not None:
+            values["attempts"] = retry.attempts
+        if retry.use_fallback_user:
+            values["use_fallback_user"] = True
+        return values
+    if moved or any(state == EventState.QUEUED for state, _, _ in states):
+        at = now if moved or outcome.wait_until is None else outcome.wait_until
+        return {"state": CallState.QUEUED, "next_attempt_at": at, "error_code": None, "error": None}
+    failed = [(code, error) for state, code, error in states if state == EventState.FAILED]
+    if failed:
+        return {"state": CallState.FAILED, "error_code": failed[0][0], "error": failed[0][1]}
+    return {"state": CallState.DELIVERED, "error_code": None, "error": None}
 
 
 # --- delivering failed calls again (the journal's buttons, `flask calls redeliver`) -------------
@@ -335,57 +525,89 @@ def requeue(
     until: datetime | None = None,
     now: datetime,
     dry_run: bool = False,
+    event_ids: Collection[int] | None = None,
 ) -> list[str]:
-    """Put failed calls back in the outbox as if they had just arrived; return their public ids.
+    """Put failed events back in the outbox as if they had just arrived; return the public ids
+    of their calls.
 
-    In: `portal_id` (None: every portal), and optional filters: `public_ids`, the last
-    `error_code`, `since` <= arrival (`created_at`) < `until` (aware datetimes). Only `failed`
-    calls of portals that are not gone (uninstalled, deleted) move: to `queued`, due `now`, no
-    lease, `attempts` 0 (the retry limits count anew). A call already queued, delivering or
-    delivered is untouched, and the change is one conditional UPDATE, so two clicks or two
-    commands at once never queue a call twice. `bitrix_call_id` is kept (a registered call is
-    finished, not registered again), and a call that may have reached Bitrix24 (it has a
-    `bitrix_call_id`, or its last error is one of MAY_HAVE_RUN) is marked OUTCOME_UNKNOWN, so the
-    worker looks it up in voximplant.statistic.get before sending it (Claimed.unknown). `dry_run`
-    changes nothing and returns the ids that would move. Raises ValueError when since >= until.
+    In: `portal_id` (None: every portal), and optional filters on the calls: `public_ids`, the
+    call's last `error_code`, `since` <= arrival (`created_at`) < `until` (aware datetimes); or
+    `event_ids`: only these events (of the portal's calls). Only `failed` events of calls of
+    portals that are not gone (uninstalled, deleted) move: to `queued`; their call becomes
+    `queued`, due `now`, `attempts` 0 (a call being delivered right now keeps its lease and is
+    queued again when the worker records it). Each change is conditional on the event still being
+    failed, so two clicks or two commands at once never queue an event twice. `bitrix_call_id` is
+    kept (a registered call is finished, not registered again), and a call that may have reached
+    Bitrix24 (it has a `bitrix_call_id`, or its last error is one of MAY_HAVE_RUN) is marked
+    OUTCOME_UNKNOWN, so the worker looks it up in voximplant.statistic.get before sending its
+    finish (Claimed.unknown). The mark that a register's outcome is unknown is cleared: the admin
+    chose to register it again. `dry_run` changes nothing and returns the ids that would move.
+    Raises ValueError when since >= until.
     """
     if since is not None and until is not None and since >= until:
         raise ValueError("since must be earlier than until")
-    if public_ids is not None and not public_ids:
+    if (public_ids is not None and not public_ids) or (event_ids is not None and not event_ids):
         return []
-    conditions = _failed_matching(portal_id, public_ids, error_code, since, until)
-    if dry_run:
-        found = session.scalars(select(Call.public_id).where(*conditions).order_by(Call.id))
-        return list(found)
-    may_have_run = or_(Call.bitrix_call_id.is_not(None), Call.error_code.in_(MAY_HAVE_RUN))
-    done = session.scalars(
-        update(Call)
-        .where(*conditions)
-        .values(
-            state=CallState.QUEUED,
-            next_attempt_at=now,
-            attempts=0,
-            lease_until=None,
-            leased_by=None,
-            error_code=case((may_have_run, OUTCOME_UNKNOWN), else_=None),
-            error=case((may_have_run, CHECK_FIRST), else_=None),
-            updated_at=now,
+    failed_events = _failed_events(portal_id, public_ids, error_code, since, until, event_ids)
+    found = session.execute(
+        select(CallEvent.id, Call.id, Call.public_id)
+        .join(Call, Call.id == CallEvent.call_id)
+        .where(*failed_events)
+        .order_by(Call.id, CallEvent.id)
+    ).all()
+    if dry_run or not found:
+        return sorted({public_id for _, _, public_id in found})
+    moved = session.scalars(
+        update(CallEvent)
+        .where(
+            CallEvent.id.in_([event_id for event_id, _, _ in found]),
+            CallEvent.state == EventState.FAILED,
         )
-        .returning(Call.public_id)
+        .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
+        .returning(CallEvent.call_id)
         .execution_options(synchronize_session=False)
     )
-    return sorted(done)
+    call_ids = sorted(set(moved))
+    if not call_ids:
+        return []
+    _requeue_calls(session, call_ids, now)
+    return sorted({public_id for _, call_id, public_id in found if call_id in call_ids})
 
 
-def _failed_matching(
+def _requeue_calls(session: Session, call_ids: Sequence[int], now: datetime) -> None:
+    may_have_run = or_(Call.bitrix_call_id.is_not(None), Call.error_code.in_(MAY_HAVE_RUN))
+    leased = Call.state == CallState.DELIVERING
+    session.execute(
+        update(Call)
+        .where(Call.id.in_(list(call_ids)))
+        .values(
+            state=case((leased, CallState.DELIVERING), else_=CallState.QUEUED),
+            next_attempt_at=case((leased, Call.next_attempt_at), else_=now),
+            events_version=Call.events_version + 1,
+            attempts=case((leased, Call.attempts), else_=0),
+            register_sent_at=None,
+            error_code=case((leased, Call.error_code), (may_have_run, OUTCOME_UNKNOWN), else_=None),
+            error=case((leased, Call.error), (may_have_run, CHECK_FIRST), else_=None),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _failed_events(
     portal_id: int | None,
     public_ids: Collection[str] | None,
     error_code: str | None,
     since: datetime | None,
     until: datetime | None,
+    event_ids: Collection[int] | None,
 ) -> list[ColumnElement[bool]]:
     gone = select(Portal.id).where(Portal.status.in_(GONE))
-    conditions = [Call.state == CallState.FAILED, Call.portal_id.not_in(gone)]
+    conditions = [CallEvent.state == EventState.FAILED, Call.portal_id.not_in(gone)]
+    if event_ids is None:
+        conditions.append(Call.state == CallState.FAILED)
+    else:
+        conditions.append(CallEvent.id.in_(list(event_ids)))
     if portal_id is not None:
         conditions.append(Call.portal_id == portal_id)
     if public_ids is not None:

@@ -16,10 +16,11 @@ gets the fixed values. Rules (PRODUCT.md "User resolution order", docs/issue 4 d
   The request's value, else the portal's `add_to_chat`.
 - CALL_START_DATE without a UTC offset is read in the portal's `timezone` and sent with its
   offset (telephony-external-call-register.md: ISO-8601 with a time zone).
-- A call without CALL_ID is registered first: register gets the user, PHONE_NUMBER, TYPE,
-  CALL_START_DATE, LINE_NUMBER, CRM_CREATE, SHOW (0 unless given: the call is over, no card
-  should pop up), EXTERNAL_CALL_ID = PBX_CALL_ID (a unique id also defeats the register page's
-  30-minute re-registration rule) and the same ADD_TO_CHAT as the finish.
+- A call without CALL_ID is registered first (from its start, else from a finish carrying the
+  registration fields; lifecycle.py decides): register gets the user, PHONE_NUMBER, TYPE,
+  CALL_START_DATE, LINE_NUMBER, the CRM fields, SHOW (as given; a start's default is the portal's
+  `show_card`, a finish's 0: the call is over, no card should pop up), EXTERNAL_CALL_ID =
+  PBX_CALL_ID and the same ADD_TO_CHAT as the finish.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ FINISH_FIELDS = (
     "COST_CURRENCY",
     "STATUS_CODE",
     "FAILED_REASON",
-    "RECORD_URL",
     "VOTE",
+)  # never RECORD_URL: finish's RECORD_URL is deprecated; recordings go by attachRecord
+REGISTER_FIELDS = (
+    "PHONE_NUMBER",
+    "TYPE",
+    "LINE_NUMBER",
+    "CRM_CREATE",
+    "CRM_SOURCE",
+    "CRM_ENTITY_TYPE",
+    "CRM_ENTITY_ID",
 )
-REGISTER_FIELDS = ("PHONE_NUMBER", "TYPE", "LINE_NUMBER", "CRM_CREATE")
 
 UserLookup = Callable[[str], int | None]  # extension -> Bitrix24 user id
 
@@ -52,11 +60,6 @@ class ParamsError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def needs_register(request: Mapping[str, Any]) -> bool:
-    """A call the PBX never registered: no CALL_ID, so we register it (EXTERNAL_CALL_ID)."""
-    return not request.get("CALL_ID")
 
 
 def user_params(

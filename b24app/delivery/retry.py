@@ -223,7 +223,11 @@ def for_exception(error: Exception) -> Verdict:
 def for_portal(error: PortalUnavailable) -> Verdict:
     """The portal's status forbids calls: gone for good, or waiting for its admin (its calls
     stay queued and are not claimed until the portal is active again, outbox.due_condition)."""
-    status = error.portal_status
+    return for_status(error.portal_status)
+
+
+def for_status(status: str) -> Verdict:
+    """A portal status that forbids calls (for_portal)."""
     if status not in set(PortalStatus):
         return Verdict("fail", status.upper(), NEVER_SEEN)
     known = PortalStatus(status)

@@ -21,12 +21,14 @@ from b24app.portals.store import InstallationStore
 @dataclass(frozen=True)
 class Preferences:
     """A portal's preferences as delivery reads them (delivery/params.py), detached from the
-    session: the currency, ADD_TO_CHAT, the fallback employee and the IANA time zone."""
+    session: the currency, ADD_TO_CHAT, the fallback employee, the IANA time zone and the default
+    SHOW of a start's register (`show_card`; register page: default 1)."""
 
     currency: str | None = None
     add_to_chat: bool = False
     fallback_user_id: int | None = None
     timezone: str = "UTC"
+    show_card: bool = True
 
     @classmethod
     def of(cls, settings: PortalSettings | None) -> Preferences:
@@ -38,6 +40,7 @@ class Preferences:
             add_to_chat=bool(settings.add_to_chat),
             fallback_user_id=settings.fallback_user_id,
             timezone=settings.timezone or "UTC",
+            show_card=settings.show_card is not False,
         )
 
 
@@ -111,6 +114,10 @@ SETTINGS: dict[str, tuple[Validator, Callable[[Portal, Any], None]]] = {
         lambda p, v: setattr(p.settings, "fallback_user_id", v),
     ),
     "timezone": (lambda _m, v: _timezone(v), lambda p, v: setattr(p.settings, "timezone", v)),
+    "show_card": (
+        lambda _m, v: _flag("show_card", v),
+        lambda p, v: setattr(p.settings, "show_card", v),
+    ),
     "enterprise_limits": (
         lambda _m, v: _flag("enterprise_limits", v),
         lambda p, v: setattr(p, "enterprise_limits", v),
@@ -155,5 +162,6 @@ def describe(portal: Portal) -> dict[str, Any]:
         "add_to_chat": int(s.add_to_chat),
         "fallback_user_id": s.fallback_user_id,
         "timezone": s.timezone,
+        "show_card": int(s.show_card is not False),
         "enterprise_limits": int(portal.enterprise_limits),
     }

@@ -24,6 +24,7 @@ from devportal.methods import Call as DevCall
 from devportal.methods.telephony import external_call_register
 from devportal.state import Bucket, DevPortal, DevState
 from tests.conftest import TEST_CLIENT_ID, LiveApp
+from tests.stored import add_finish
 
 # The default policy: a failed call is not due again within the same `--once` run.
 TEST_POLICY = RetryPolicy()
@@ -39,16 +40,10 @@ def portal_id(live: LiveApp, portal: DevPortal) -> int:
 
 
 def queue(live: LiveApp, portal: DevPortal, requests: list[dict[str, Any]]) -> list[int]:
-    """Store calls as the intake does: queued, due now, `request` keyed by Bitrix24's names."""
+    """Store finished calls as the intake does: queued, due now, a finish event each."""
     pid = portal_id(live, portal)
     with live.app.app_context(), get_db().write() as session:
-        rows = []
-        for request in requests:
-            key = request.get("PBX_CALL_ID") or f"call:{request['CALL_ID']}"
-            rows.append(Call(portal_id=pid, idempotency_key=key, request=request))
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]
+        return [add_finish(session, pid, request).id for request in requests]
 
 
 def register_on_portal(dev: DevState, portal: DevPortal, count: int, **params: Any) -> list[str]:

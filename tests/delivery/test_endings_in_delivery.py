@@ -29,6 +29,7 @@ from b24app.models import Call, CallState, PortalHealth, utcnow
 from b24app.portals import store
 from tests.delivery.fake import FakePortal
 from tests.pbx import make_portal
+from tests.stored import add_finish
 
 
 def _calls(app: Flask) -> list[Call]:
@@ -47,9 +48,7 @@ def _queue(app: Flask) -> None:
                 request["CALL_ID"] = f"registered.{n}"
             else:
                 request.update(PHONE_NUMBER=f"+7495000000{n}", TYPE=2)
-            session.add(
-                Call(portal_id=portal_id, idempotency_key=request["PBX_CALL_ID"], request=request)
-            )
+            add_finish(session, portal_id, request)
 
 
 def _run(app: Flask, fake: FakePortal, ahead: float = 0.0) -> Counter[str]:

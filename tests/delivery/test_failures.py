@@ -206,19 +206,18 @@ def test_call_not_found_right_after_an_unknown_outcome_is_checked_again_not_fail
     an answer that most likely means our attempt finished it: the call stays queued and is looked
     up again instead of failing. Without an unknown outcome the same answer fails the call."""
     portal = live_app.install("alpha")
+    (registered,) = register_on_portal(live_app.dev, portal, 1)
     (uncertain, unknown_to_bitrix) = queue(
         live_app,
         portal,
-        finished_requests(register_on_portal(live_app.dev, portal, 1))
-        + finished_requests(["externalCall.0000.1"]),
+        finished_requests([registered]) + finished_requests(["externalCall.0000.1"]),
     )
     with live_app.app.app_context():
         with get_db().write() as session:
             session.execute(
                 update(Call).where(Call.id == uncertain).values(error_code=OUTCOME_UNKNOWN)
             )
-        (row,) = calls(live_app, [uncertain])
-        finish = {"CALL_ID": row.request["CALL_ID"], "USER_ID": 2}
+        finish = {"CALL_ID": registered, "USER_ID": 2}
         current_store().client(portal.member_id).call(
             FINISH, finish
         )  # the attempt that got no answer
@@ -236,7 +235,7 @@ def test_call_not_found_right_after_an_unknown_outcome_is_checked_again_not_fail
     assert run_worker(live_app.app) == Counter(delivered=1)
     (row,) = calls(live_app, [uncertain])
     assert row.state == CallState.DELIVERED and row.result is not None
-    assert row.result["CALL_ID"] == row.request["CALL_ID"]
+    assert row.result["CALL_ID"] == registered
     assert len(portal.statistics) == 1
 
 

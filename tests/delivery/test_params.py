@@ -74,6 +74,7 @@ def test_no_user_at_all_is_a_plain_error() -> None:
 
 
 def test_finish_passes_the_pbx_fields_and_leaves_absent_ones_out() -> None:
+    """RECORD_URL is never passed to finish (deprecated there): the recording is attached."""
     request = {
         "CALL_ID": "externalCall.1",
         "PBX_CALL_ID": "asterisk-1",
@@ -91,7 +92,6 @@ def test_finish_passes_the_pbx_fields_and_leaves_absent_ones_out() -> None:
         "STATUS_CODE": "200",
         "FAILED_REASON": "",
         "VOTE": 5,
-        "RECORD_URL": "https://pbx.example/r/1.mp3",
         "ADD_TO_CHAT": 0,
     }
 

@@ -17,7 +17,7 @@ from b24app.db import get_db
 from b24app.delivery import outbox
 from b24app.delivery.retry import OUTCOME_UNKNOWN
 from b24app.delivery.worker import Worker
-from b24app.models import Call, CallState, Portal, utcnow
+from b24app.models import Call, CallEvent, CallState, Portal, utcnow
 from devportal.state import DevPortal
 from tests.conftest import LiveApp
 from tests.settings_page.conftest import send_call
@@ -61,9 +61,17 @@ def states(live: LiveApp) -> dict[str, str]:
 
 
 def force(live: LiveApp, public_id: str, **values: Any) -> None:
-    """Put a stored call in a state the delivery leaves behind (issue 9's wrong records)."""
+    """Put a stored call in a state the delivery leaves behind (issue 9's wrong records); a
+    call forced to `failed` has its finish failed too, with the same error."""
     with live.app.app_context(), get_db().write() as session:
         session.execute(update(Call).where(Call.public_id == public_id).values(**values))
+        if values.get("state") == "failed":
+            call_id = select(Call.id).where(Call.public_id == public_id).scalar_subquery()
+            session.execute(
+                update(CallEvent)
+                .where(CallEvent.call_id == call_id, CallEvent.kind == "finish")
+                .values(state="failed", error_code=values.get("error_code"))
+            )
 
 
 def requeue(live: LiveApp, **filters: Any) -> list[str]:

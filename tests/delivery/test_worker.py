@@ -69,9 +69,8 @@ def test_120_calls_go_in_three_batches_each_finished_once(live_app: LiveApp) -> 
         assert record["_warnings"] == []
     rows = calls(live_app, ids)
     assert {row.state for row in rows} == {CallState.DELIVERED}
-    for row in rows:
-        assert row.result is not None and row.result["CALL_ID"] == row.bitrix_call_id
-        assert row.bitrix_call_id == row.request["CALL_ID"]
+    for row, call_id in zip(rows, call_ids, strict=True):
+        assert row.result is not None and row.result["CALL_ID"] == call_id
         assert row.delivered_at is not None and row.attempts == 1
         assert row.lease_until is None and row.error is None
 
@@ -88,13 +87,12 @@ def test_unregistered_calls_are_registered_and_finished_in_one_batch(live_app: L
     assert run_worker(live_app.app) == Counter(delivered=3)
 
     (batch,) = batches(live_app.dev, portal)
-    assert sorted(batch["params"]["cmd"]) == sorted(
-        f"{kind}{call_id}" for call_id in ids for kind in "rf"
-    )
+    methods = [command.split("?")[0] for command in batch["params"]["cmd"].values()]
+    assert methods == ["telephony.externalCall.register", "telephony.externalCall.finish"] * 3
     by_external = {record["EXTERNAL_CALL_ID"]: record for record in portal.statistics}
     assert sorted(by_external) == sorted(request["PBX_CALL_ID"] for request in requests)
-    for row in calls(live_app, ids):
-        record = by_external[row.request["PBX_CALL_ID"]]
+    for row, request in zip(calls(live_app, ids), requests, strict=True):
+        record = by_external[request["PBX_CALL_ID"]]
         assert row.bitrix_call_id == record["CALL_ID"]
         assert record["_call_start_date"] == "2026-03-07T10:20:30+03:00"
         assert record["_params"]["ADD_TO_CHAT"] == "1" and record["_warnings"] == []
@@ -180,14 +178,17 @@ def test_calls_of_a_worker_that_died_after_sending_are_looked_up_not_sent_again(
             get_db(), worker_id="dead", now=utcnow(), lease=0.2, max_portals=4
         ).values()
         sent = claimed[:3] + claimed[6:8]  # three registered, two unregistered calls
-        from b24app.delivery.batching import call_commands
+        from b24app.delivery import lifecycle
         from b24app.delivery.deliver import load_portal
 
         view = load_portal(get_db(), portal_id(live_app, portal))
         assert view is not None
         cmd = {}
         for call in sent:
-            cmd.update(call_commands(call, view.prefs, view.extensions.get))
+            planned = lifecycle.plan(
+                call.facts, call.events, view.prefs, view.extensions.get, now=utcnow()
+            )
+            cmd.update({step.key: (step.method, step.params) for step in planned.steps})
         current_store().client(portal.member_id).batch(cmd)  # …and then the worker died
     assert len(portal.statistics) == 5
 
