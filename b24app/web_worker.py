@@ -53,6 +53,9 @@ BODY_SECONDS = 20.0
 MIN_RATE = 500  # bytes per second that earn one more second
 DEFAULT_BODY_LIMIT = 1024 * 1024  # when the app does not say (b24app's create_app says 1 MiB)
 RECV_SIZE = 64 * 1024
+# app.config key of the recording upload's body limit (set by pbx/views.py; named here, not
+# imported: the worker class loads before the app)
+RECORD_BODY_LIMIT = "PBX_RECORD_BODY_LIMIT"
 
 
 def _reading_per_address() -> int:
@@ -79,6 +82,7 @@ class _Reading:
     head_end: int | None = None  # index just past the blank line ending the head
     body_started: float = 0.0
     continued: bool = False  # "100 Continue" sent
+    body_limit: int = DEFAULT_BODY_LIMIT  # this request's (the path decides, _body_limit)
 
     def deadline(self) -> float:
         if self.head_end is None:
@@ -101,11 +105,22 @@ class BufferingThreadWorker(ThreadWorker):
         self.reading: dict[TConn, _Reading] = {}
         self.reading_by_address: collections.Counter[str] = collections.Counter()
         self.body_limit = DEFAULT_BODY_LIMIT
+        self.path_limits: dict[bytes, int] = {}
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         config = getattr(self.wsgi, "config", None) or {}
         self.body_limit = int(config.get("MAX_CONTENT_LENGTH") or DEFAULT_BODY_LIMIT)
+        record = config.get(RECORD_BODY_LIMIT)  # pbx/views.py: recordings come as uploads
+        if record:
+            self.path_limits[b"POST /pbx/v1/calls/record"] = int(record)
+
+    def _body_limit(self, head: bytes) -> int:
+        """The body limit of the request whose head this is: the app's MAX_CONTENT_LENGTH, or a
+        larger one the app set for a path (recording uploads)."""
+        method, _, rest = head.partition(b" ")
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        return self.path_limits.get(method + b" " + path, self.body_limit)
 
     def enqueue_req(self, conn: TConn) -> None:
         if getattr(conn, "complete", False) or self.cfg.is_ssl:
@@ -154,14 +169,15 @@ class BufferingThreadWorker(ThreadWorker):
                 return
             state.head_end = end + 4
             state.body_started = time.monotonic()
+            state.body_limit = self._body_limit(bytes(state.data[start : start + 512]))
         end_of_message = _message_end(state.data, state.head_end)
         if end_of_message is None:
             length = _content_length(state.data, state.head_end)
-            if length is not None and length > self.body_limit:
+            if length is not None and length > state.body_limit:
                 self._stop_reading(conn)
-                self._answer_too_large(conn)
+                self._answer_too_large(conn, state.body_limit)
                 return
-            if len(state.data) - state.head_end > self.body_limit:
+            if len(state.data) - state.head_end > state.body_limit:
                 end_of_message = _MALFORMED  # chunked past the limit: the app answers 413
             else:
                 self._continue(conn, state)
@@ -209,14 +225,14 @@ class BufferingThreadWorker(ThreadWorker):
 
     # --- answers written by the event loop itself ----------------------------------------------
 
-    def _answer_too_large(self, conn: TConn) -> None:
-        mib = self.body_limit / (1024 * 1024)
+    def _answer_too_large(self, conn: TConn, limit: int) -> None:
+        mib = limit / (1024 * 1024)
         problem = {
             "type": "urn:b24app:pbx:problem:body-too-large",
             "title": "Body too large",
             "status": 413,
             "detail": f"The body is larger than this server accepts: at most {mib:g} MiB "
-            f"({self.body_limit:,} bytes).",
+            f"({limit:,} bytes).",
             "errors": [],
         }
         self._answer_and_close(conn, 413, json.dumps(problem), "application/problem+json")

@@ -169,7 +169,8 @@ def _exchange(host: str, port: int, raw: bytes, *, expect: int = 1) -> bytes:
 def test_the_buffering_worker_serves_every_framing_and_refuses_what_it_must(drill: Drill) -> None:
     """The web process's worker (b24app/web_worker.py) as a client meets it: a chunked body,
     Expect: 100-continue, two pipelined requests on one connection, a body over 1 MiB announced
-    (413 at once, nothing read), and more than READING_PER_ADDRESS slow connections of one
+    (413 at once, nothing read), a recording upload of 3 MiB (its path's own limit) read whole,
+    and more than READING_PER_ADDRESS slow connections of one
     address (429 for the rest, while another address is served)."""
     from b24app.web_worker import READING_PER_ADDRESS
 
@@ -194,6 +195,16 @@ def test_the_buffering_worker_serves_every_framing_and_refuses_what_it_must(dril
     too_large = _exchange(host, port, (post + "Content-Length: 2000000\r\n\r\n").encode())
     assert too_large.startswith(b"HTTP/1.1 413 ") and b"problem+json" in too_large
     assert time.monotonic() - began < 5
+
+    # recordings come as uploads up to B24APP_RECORD_MAX_BYTES (50 MiB): read whole, not 413
+    record = "POST /pbx/v1/calls/record HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data"
+    body = b"x" * (3 * 1024 * 1024)
+    upload = _exchange(
+        host, port, f"{record}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    assert upload.startswith(b"HTTP/1.1 401"), upload[:200]  # the whole body read, no key
+    huge = _exchange(host, port, f"{record}\r\nContent-Length: {60 * 1024 * 1024}\r\n\r\n".encode())
+    assert huge.startswith(b"HTTP/1.1 413 ") and b"at most 50." in huge, huge[:300]
 
     slow = []
     for _ in range(READING_PER_ADDRESS + 5):
