@@ -169,7 +169,7 @@ class Settings(BaseSettings):
 
     @property
     def record_private_allowed(self) -> bool:
-        """Whether a RECORD_URL may be http:// or on a private/loopback address:
+        """Whether a RECORD_URL may be on a private/loopback address:
         B24APP_RECORD_ALLOW_PRIVATE, or B24APP_ALLOW_LOCAL_PORTALS (development)."""
         return self.record_allow_private or self.allow_local_portals
 

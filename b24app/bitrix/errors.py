@@ -135,6 +135,7 @@ KNOWN_CODES = frozenset(
         *(ending.value.upper() for ending in Ending),
         "INTERNAL_SERVER_ERROR",
         "ERROR_UNEXPECTED_ANSWER",
+        "BAD_UPLOAD_URL",
         "QUERY_LIMIT_EXCEEDED",
         "OPERATION_TIME_LIMIT",
         "OVERLOAD_LIMIT",

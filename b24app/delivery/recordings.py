@@ -344,7 +344,7 @@ def download(
     """GET `url` and return the body, at most `max_bytes`.
 
     Rules: `parse_url` (http/https, no credentials, printable ASCII, ≤ MAX_URL_LENGTH); unless
-    `allow_private`, https only and every connection to a public address (safety.portal_session,
+    `allow_private`, every connection to a public address (safety.portal_session,
     checked after resolving, so DNS rebinding cannot lead elsewhere). Redirects are followed,
     at most MAX_REDIRECTS, each hop checked by the same rules as the first URL (recording
     servers and object stores often answer 302 to the file itself; a hop goes nowhere the PBX
@@ -361,7 +361,7 @@ def download(
     current = url
     with session:
         for _ in range(MAX_REDIRECTS + 1):
-            _check_url(current, allow_private=allow_private)
+            _check_url(current)
             response = _get(session, current)
             with response:
                 if response.is_redirect:
@@ -376,17 +376,13 @@ def download(
     )
 
 
-def _check_url(url: str, *, allow_private: bool) -> None:
+def _check_url(url: str) -> None:
+    """http or https alike (PRODUCT.md): what keeps the fetch safe is where it may connect
+    (portal_session's address rules), checked for every hop."""
     try:
-        parts = parse_url(url, max_length=MAX_URL_LENGTH, query=True)
+        parse_url(url, max_length=MAX_URL_LENGTH, query=True)
     except InvalidURL as error:
         raise DownloadFailed("BAD_URL", f"RECORD_URL {error}", transient=False) from None
-    if parts.scheme != "https" and not allow_private:
-        raise DownloadFailed(
-            "ADDRESS_REFUSED",
-            "RECORD_URL must use https (http only with B24APP_RECORD_ALLOW_PRIVATE=1)",
-            transient=False,
-        )
 
 
 def _get(session: requests.Session, url: str) -> requests.Response:

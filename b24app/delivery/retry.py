@@ -126,6 +126,7 @@ NOT_RUN = frozenset(
         "ERROR_BATCH_METHOD_NOT_ALLOWED",
         "ERROR_METHOD_NOT_FOUND",
         "UNSAFE_ADDRESS",  # our own refusal to connect (safety.py): nothing was sent
+        "BAD_UPLOAD_URL",  # an uploadUrl off the portal's address: refused before sending
         "BAD_REDIRECT",
     }
 )
