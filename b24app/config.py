@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     record_portal_bytes: int = Field(
         1024 * MiB, alias="B24APP_RECORD_PORTAL_BYTES", ge=1024, le=1024 * 1024 * MiB
     )
-    # 1: RECORD_URL may be http:// and on a private or loopback address (a PBX on the same
+    # 1: RECORD_URL may be on a private or loopback address (a PBX on the same
     # private network). Off by default: a RECORD_URL is an address a PBX merely claims, and
     # b24app must not be made to fetch from its own network (server-side request forgery).
     # B24APP_ALLOW_LOCAL_PORTALS=1 (development) implies it.

@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    LargeBinary,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -297,9 +297,7 @@ class CallEvent(Base):
     __table_args__ = (UniqueConstraint("call_id", "kind", "dedupe_key"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    call_id: Mapped[int] = mapped_column(
-        ForeignKey("calls.id", ondelete="CASCADE"), index=True
-    )
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     dedupe_key: Mapped[str] = mapped_column(String(64), default="")
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fields as the PBX sent them
@@ -336,9 +334,7 @@ class CallRecording(Base):
         ForeignKey("call_events.id", ondelete="CASCADE"),
         primary_key=True,
     )
-    portal_id: Mapped[int] = mapped_column(
-        ForeignKey("portals.id", ondelete="CASCADE"), index=True
-    )
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
     state: Mapped[str] = mapped_column(String(16), default=RecordingState.FETCHING)
     url: Mapped[str | None] = mapped_column(Text)  # RECORD_URL, when fetched by us
     filename: Mapped[str | None] = mapped_column(String(255))
