@@ -39,7 +39,9 @@ def db_upgrade(revision: str) -> None:
 
 
 def init_app(app: Flask) -> None:
+    from b24app.pbx import simulate
     from b24app.portals import cli as portals_cli
 
     app.cli.add_command(db_group)
     portals_cli.init_app(app)
+    simulate.init_app(app)

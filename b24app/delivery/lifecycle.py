@@ -34,7 +34,8 @@ The rules, and why:
   answer's own ring arriving late: it shows nothing (so a late ring never puts the card back on
   the others' screens); a ring naming others is a transfer ringing them, shown beside the current
   one. Users are Bitrix24 ids: USER_ID, or an extension through the portal's mapping (show and
-  hide take only USER_ID); an extension nobody is mapped to is left out, with a note.
+  hide take only USER_ID); an extension nobody is mapped to is left out, with a note, and an
+  answer by one leaves the card as it was (never hiding it from the one who answered).
 - The finish's employee: the finish's own USER_ID/USER_PHONE_INNER, else the last answerer, else
   the start's, else the portal's fallback user (params.user_params).
 - Recordings are attached (deliver.py, recordings.attach) once the finish is confirmed and the
@@ -214,6 +215,8 @@ def plan(
         _plan_records(call, events, pending, finish, result, now)
         return result
     card = _Card(shown=set(call.shown_to))
+    if result.registers:  # the register in this batch opens the card (SHOW=1) for its user
+        card.shown |= set(result.steps[0].users)
     _replay_answers(events, card, lookup)
     finished = finish is not None and finish.state == EventState.DELIVERED
     for event in pending:
@@ -356,8 +359,10 @@ def _replay_answers(events: Sequence[EventView], card: _Card, lookup: UserLookup
     """Who answered last among the answers already sent (the card's starting point)."""
     for event in events:
         if event.kind == EventKind.ANSWER and event.state == EventState.DELIVERED:
-            card.answered = True
-            card.answerer = _one_user(event.request, lookup)
+            answerer = _one_user(event.request, lookup)
+            if answerer is not None:  # an unmapped answerer changed nothing (_plan_card)
+                card.answered = True
+                card.answerer = answerer
 
 
 def _plan_card(
@@ -370,9 +375,12 @@ def _plan_card(
             result.settled[event.id] = Change(EventState.DELIVERED, note=LATE_RING)
             return
         target = card.shown | set(users)
+    elif not users:  # who answered is not known by a Bitrix24 id: leave the card as it is
+        result.settled[event.id] = Change(EventState.DELIVERED, note=note or UNKNOWN_ANSWERER)
+        return
     else:
         card.answered = True
-        card.answerer = users[0] if users else None
+        card.answerer = users[0]
         target = set(users)
     show = sorted(target - card.shown)
     hide = sorted(card.shown - target)
@@ -391,6 +399,7 @@ def _plan_card(
 AFTER_FINISH = (
     "Arrived after the call was finished in Bitrix24 (which hides the card): nothing sent."
 )
+UNKNOWN_ANSWERER = "The employee who answered has no Bitrix24 id here: the card was left as it was."
 LATE_RING = "Arrived after the answer by one of its employees: nothing shown."
 NOTHING_TO_CHANGE = "The card was already where this event puts it: nothing to send."
 

@@ -248,10 +248,16 @@ class Listener:
         self.sock.close()
 
 
-def test_record_url_is_passed_to_bitrix24_and_never_fetched_by_us(
-    live_app: LiveApp, network: Network
+def test_record_url_to_an_internal_service_is_never_fetched_nor_passed_on(
+    live_app: LiveApp, network: Network, monkeypatch: pytest.MonkeyPatch
 ):
-    """RECORD_URL pointing at an internal service reaches Bitrix24 as text; we never open it."""
+    """RECORD_URL is an address a PBX merely claims. Without B24APP_RECORD_ALLOW_PRIVATE (as in
+    production; the tests' local development portal otherwise implies it) b24app refuses to
+    download from loopback or link-local addresses: the record event fails with the reason,
+    nothing connects, and the URL is never handed to Bitrix24 as finish's deprecated RECORD_URL."""
+    from b24app.config import Settings
+
+    monkeypatch.setattr(Settings, "record_private_allowed", property(lambda _self: False))
     network.allow(live_app.url)
     network.allow(live_app.dev.base_url)
     listener = Listener()
@@ -261,6 +267,7 @@ def test_record_url_is_passed_to_bitrix24_and_never_fetched_by_us(
         f"http://127.0.0.1:{listener.port}/recording.mp3",
         "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
     ]
+    ids = []
     for number, url in enumerate(urls):
         body = {
             "PBX_CALL_ID": f"rec-{number}",
@@ -275,11 +282,19 @@ def test_record_url_is_passed_to_bitrix24_and_never_fetched_by_us(
             live_app.url + FINISH, json=body, headers=bearer(alpha.key), timeout=10
         )
         assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
 
     Worker(live_app.app).run(once=True)
 
-    finished = {entry["_params"].get("RECORD_URL") for entry in alpha.portal.statistics}
-    assert finished == set(urls)  # Bitrix24 got the URLs, to fetch them itself
+    assert len(alpha.portal.statistics) == 2  # the calls themselves are finished
+    assert all("RECORD_URL" not in entry["_params"] for entry in alpha.portal.statistics)
+    assert alpha.portal.records == {}
+    for public_id in ids:
+        shown = requests.get(
+            f"{live_app.url}/pbx/v1/calls/{public_id}", headers=bearer(alpha.key), timeout=10
+        ).json()
+        assert shown["recording"]["state"] == "failed", shown
+        assert "address" in (shown["recording"]["error"] or "").lower(), shown
     listener.close()
     assert listener.accepted == 0
     assert network.outside() == []
