@@ -91,6 +91,8 @@ class Context:
     clients: Callable[[str], Portal24] | None = None  # member_id → client; default: the store's
     _clients: dict[str, Portal24] = field(default_factory=dict)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock)
+    # member_id → extension → (Bitrix24 user id or None, when asked): profiles.py
+    profiles: dict[str, dict[str, tuple[int | None, float]]] = field(default_factory=dict)
 
     def client(self, member_id: str) -> Portal24:
         """One client per portal for the worker's life, so its HTTPS connections are reused
@@ -228,7 +230,7 @@ class PortalDelivery:
 
     # --- 2. send ---------------------------------------------------------------------------------
     def _send(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> None:
-        plans = self._plan(view, calls)
+        plans = self._plan(client, view, calls)
         ours = outbox.extend_lease(
             self.ctx.db,
             [call.id for call in calls if plans[call.id].steps or plans[call.id].attach],
@@ -254,13 +256,14 @@ class PortalDelivery:
         for call in calls:
             self._waiting(call, plans[call.id])
 
-    def _plan(self, view: PortalView, calls: list[Claimed]) -> dict[int, Plan]:
+    def _plan(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> dict[int, Plan]:
         plans: dict[int, Plan] = {}
         budget = MAX_COMMANDS
         now = self.ctx.clock()
+        lookup = self._users_by_extension(client, view, calls)
         for call in calls:
             planned = lifecycle.plan(
-                call.facts, call.events, view.prefs, view.extensions.get, now=now, budget=budget
+                call.facts, call.events, view.prefs, lookup, now=now, budget=budget
             )
             budget -= planned.cost
             plans[call.id] = planned
@@ -275,6 +278,64 @@ class PortalDelivery:
                             error=planned.refused.message,
                         )
         return plans
+
+    def _users_by_extension(
+        self, client: Portal24, view: PortalView, calls: list[Claimed]
+    ) -> lifecycle.UserLookup:
+        """Extension → Bitrix24 user: the portal's mapping, else the employee whose profile has
+        that inner number (UF_PHONE_INNER), asked once per PROFILE_TTL per worker in one batch
+        of user.get. show and hide take only USER_ID (their pages), so a PBX that knows only
+        extensions gets the card to the right screens without the admin importing a mapping."""
+        known = self.ctx.profiles.setdefault(view.member_id, {})
+        now = time.monotonic()
+        wanted = sorted(
+            {
+                str(extension)
+                for call in calls
+                for event in call.events
+                if event.state == EventState.QUEUED
+                for extension in lifecycle.extensions_of(event.request)
+                if str(extension) not in view.extensions
+                and now - known.get(str(extension), (None, -PROFILE_TTL))[1] >= PROFILE_TTL
+            }
+        )[:MAX_COMMANDS]
+        if wanted:
+            self._ask_profiles(client, view, wanted, known, now)
+
+        def lookup(extension: str) -> int | None:
+            mapped = view.extensions.get(extension)
+            return mapped if mapped else known.get(extension, (None, 0.0))[0]
+
+        return lookup
+
+    def _ask_profiles(
+        self,
+        client: Portal24,
+        view: PortalView,
+        extensions: list[str],
+        known: dict[str, tuple[int | None, float]],
+        now: float,
+    ) -> None:
+        commands: Commands = {
+            f"u{n}": (
+                "user.get",
+                {"FILTER": {"UF_PHONE_INNER": ext, "ACTIVE": True}, "select": ["ID"]},
+            )
+            for n, ext in enumerate(extensions)
+        }
+        try:
+            batch = self._batch(client, view, commands, "profiles", 0)
+        except Exception as error:  # the card is a comfort: the calls go on without it
+            metrics.worker_error("profiles", error)
+            return
+        for n, extension in enumerate(extensions):
+            rows = batch.result.get(f"u{n}")
+            ids = [
+                int(row["ID"])
+                for row in (rows if isinstance(rows, list) else [])
+                if isinstance(row, dict) and str(row.get("ID") or "").isdigit()
+            ]
+            known[extension] = (ids[0] if len(ids) == 1 else None, now)
 
     def _request_failed(
         self, error: Exception, calls: list[Claimed], plans: dict[int, Plan], ours: set[int]
@@ -527,6 +588,7 @@ class PortalDelivery:
             metrics.worker_error("currencies", error)
 
 
+PROFILE_TTL = 600.0  # seconds an employee's inner number is believed (a new hire shows up after)
 FOUND_FINISHED = "Settled: Bitrix24's statistics show the call already finished."
 
 

@@ -135,6 +135,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     settled: dict[int, Change] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)  # event id → why it waits
+    notes: dict[int, str] = field(default_factory=dict)  # event id → a note for its delivery
     wait_until: datetime | None = None  # when a waiting event must be looked at again
     attach: list[int] = field(default_factory=list)  # record events to attach after a finish
     finish_event: int | None = None
@@ -384,6 +385,8 @@ def _plan_card(
         target = set(users)
     show = sorted(target - card.shown)
     hide = sorted(card.shown - target)
+    if note:
+        result.notes[event.id] = note
     if show:
         key = f"e{event.id}" if event.kind == EventKind.RING else f"e{event.id}s"
         params = {"CALL_ID": call_id, "USER_ID": show}
@@ -418,6 +421,11 @@ def _users(request: Mapping[str, Any], lookup: UserLookup) -> tuple[list[int], l
         else:
             unmapped.append(str(extension))
     return list(dict.fromkeys(ids)), unmapped
+
+
+def extensions_of(request: Mapping[str, Any]) -> list[str]:
+    """The extensions an event names (USER_PHONE_INNER, one or a list)."""
+    return [str(value) for value in _as_list(request.get("USER_PHONE_INNER"))]
 
 
 def _one_user(request: Mapping[str, Any], lookup: UserLookup) -> int | None:
@@ -548,6 +556,9 @@ def settle(call: CallFacts, planned: Plan, batch: BatchResult) -> Settled:
             out.errors.append((step, error))
             continue
         _took_effect(step, answer, out)
+    for event_id, note in planned.notes.items():
+        if event_id in out.changes:
+            out.changes[event_id] = replace(out.changes[event_id], note=note)
     return out
 
 
