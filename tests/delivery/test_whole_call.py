@@ -317,6 +317,29 @@ def test_a_ring_group_of_twenty_is_one_show_with_twenty_users(live_app: LiveApp)
     assert finished(pbx.portal)[0]["PORTAL_USER_ID"] == 7
 
 
+def test_a_finish_naming_its_employee_wins_over_the_last_answer(pbx: Pbx) -> None:
+    pbx.send("start", **START)
+    pbx.send("answer", PBX_CALL_ID=CALL, USER_ID=3)
+    pbx.send("finish", **FINISH, USER_ID=4)
+
+    pbx.deliver()
+
+    assert finished(pbx.portal)[0]["PORTAL_USER_ID"] == 4
+
+
+def test_a_ring_or_answer_after_the_finish_shows_no_card(pbx: Pbx) -> None:
+    public_id = pbx.send("start", **START)
+    pbx.send("finish", **FINISH)
+    pbx.deliver()
+    pbx.send("ring", PBX_CALL_ID=CALL, USER_ID=[3, 4])
+    pbx.send("answer", PBX_CALL_ID=CALL, USER_ID=3)
+
+    pbx.deliver()
+
+    assert methods(steps(pbx)) == ["register", "finish"]
+    assert {state for _, state in kinds_and_states(pbx, public_id)} == {"delivered"}
+
+
 # --- out of order ------------------------------------------------------------------------------
 
 
@@ -530,6 +553,22 @@ def test_a_lost_register_answer_is_not_resent_after_25_minutes_until_requeued(pb
     assert registers(pbx) == 2
 
 
+def test_a_lost_answer_to_register_and_finish_is_looked_up_not_sent_again(
+    pbx: Pbx,
+) -> None:
+    public_id = pbx.send("start", **START)
+    pbx.send("finish", **FINISH)
+    faults.spoil_answers(pbx.live.dev, pbx.portal, "truncated", times=1)
+    pbx.deliver()  # the register and the finish ran; their answer was lost
+    finished_call = finished(pbx.portal)[0]["CALL_ID"]
+
+    pbx.deliver(ahead=61)  # looked up in the statistics: found finished
+
+    assert methods(steps(pbx)) == ["register", "finish"]
+    shown = pbx.call(public_id)
+    assert shown["state"] == "delivered" and shown["CALL_ID"] == finished_call
+
+
 # --- recordings --------------------------------------------------------------------------------
 
 
@@ -566,6 +605,23 @@ def test_a_recording_by_url_is_downloaded_and_attached(
     recording = stored_recording(pbx.live.app, public_id)
     assert recording is not None
     assert (recording.state, recording.audio, recording.content) == ("attached", audio, None)
+
+
+def test_a_finishs_record_url_is_attached_never_sent_with_the_finish(
+    pbx: Pbx, record_server: RecordServer
+) -> None:
+    """finish's RECORD_URL parameter is deprecated: b24app fetches the file and attaches it."""
+    record_server.routes["/rec/call.wav"] = Route(body=wav_bytes(0.3))
+    public_id = pbx.send("start", **START)
+    pbx.send("finish", **FINISH, RECORD_URL=f"{record_server.url}/rec/call.wav")
+
+    pbx.deliver()
+    pbx.deliver()  # (a download that ends within the first run's round: bugs-E.md E3)
+
+    found = steps(pbx)
+    assert methods(found) == ["register", "finish", "attachrecord"]
+    assert "RECORD_URL" not in found[1].params
+    assert pbx.call(public_id)["recording"]["state"] == "attached"
 
 
 @pytest.mark.parametrize(
