@@ -104,6 +104,7 @@ class Worker:
         self._probes: dict[int, Future[None]] = {}
         self._next_probe_poll = float("-inf")
         self._downloads: dict[int, Future[str]] = {}
+        self._downloaded = False  # a download ended since the last claim (run: --once)
         self._next_download_poll = float("-inf")
 
     @property
@@ -132,6 +133,7 @@ class Worker:
                 if not once:
                     self._housekeeping()
                 room = self.portals_per_round - len(inflight)
+                self._downloaded = False  # set when a download ends after this claim
                 claimed = self._claim(room, exclude=set(inflight) | set(self._probes))
                 for portal_id, calls in claimed.items():
                     inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
@@ -145,8 +147,9 @@ class Worker:
                     *self._downloads.values(),
                 ]
                 if not pending:
-                    if once and not self._start_downloads(downloads, force=True):
-                        break
+                    started = once and self._start_downloads(downloads, force=True)
+                    if once and not started and not self._downloaded:
+                        break  # (a download that ended after the claim made its call due)
                     if once:
                         continue
                     self._stop.wait(self.idle_sleep)
@@ -246,6 +249,7 @@ class Worker:
         for event_id, future in list(self._downloads.items()):
             if future.done():
                 del self._downloads[event_id]
+                self._downloaded = True
         room = DOWNLOAD_THREADS - len(self._downloads)
         now = time.monotonic()
         if room <= 0 or (now < self._next_download_poll and not force):
