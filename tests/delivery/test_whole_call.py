@@ -486,6 +486,21 @@ def test_a_finish_without_any_start_waits_an_hour_then_fails_no_start(pbx: Pbx) 
     assert [e for e in pbx.live.dev.journal if str(e.get("method")).startswith("telephony.")] == []
 
 
+def test_a_start_arriving_after_its_finish_gave_up_leaves_no_card_open(pbx: Pbx) -> None:
+    """The finish waited its hour for the start and failed NO_START; then the start arrives
+    (a PBX replaying its backlog). Bitrix24 must not be left with a call whose card pops up
+    and never closes: the call ends up finished once, or not registered at all."""
+    public_id = pbx.send("finish", **FINISH)
+    pbx.deliver(ahead=HOUR + 60)
+    assert pbx.call(public_id)["error_code"] == "NO_START"
+
+    pbx.send("start", **START)
+    pbx.deliver(ahead=HOUR + 60)
+
+    assert pbx.portal.calls == {}  # no registered call left open, no card on anyone's screen
+    assert len(finished(pbx.portal)) <= 1
+
+
 def test_a_click_to_call_start_binds_bitrix24s_call_and_registers_nothing(pbx: Pbx) -> None:
     (call_id,) = register_on_portal(pbx.live.dev, pbx.portal, 1, SHOW=0)
     public_id = pbx.send("start", **START, CALL_ID=call_id)
