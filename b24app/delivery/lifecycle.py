@@ -58,10 +58,9 @@ from b24app.delivery.params import (
     UserLookup,
     finish_params,
     register_params,
-    start_date,
 )
 from b24app.models import EventKind, EventState, RecordingState
-from b24app.portals.settings import Preferences
+from b24app.portals.settings import Preferences, zone
 
 REGISTER = "telephony.externalCall.register"
 SHOW = "telephony.externalCall.show"
@@ -287,8 +286,8 @@ def _call_id(
     params = register_params(
         _register_request(source, prefs), prefs, lookup, fallback=call.use_fallback_user
     )
-    if source.request.get("CALL_START_DATE") is None:
-        params["CALL_START_DATE"] = start_date(source.created_at.isoformat(), prefs.timezone)
+    if source.request.get("CALL_START_DATE") is None:  # when we heard of it, in the portal's zone
+        params["CALL_START_DATE"] = source.created_at.astimezone(zone(prefs.timezone)).isoformat()
     users = (params["USER_ID"],) if params.get("SHOW") and "USER_ID" in params else ()
     step = Step(f"r{call.id}", REGISTER, params, source.id, "register", users)
     result.steps.append(replace(step, settles=source.kind == EventKind.START))

@@ -48,6 +48,8 @@ from b24app.portal_status import GONE
 
 log = get_logger(__name__)
 
+# lifecycle.py's codes for "waited for an event that did not come"
+WAITED_IN_VAIN = ("NO_START", "NO_FINISH", "NOT_FINISHED")
 TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
 
 
@@ -139,7 +141,18 @@ class CallOutcome:
 def event_added(session: Session, call_id: int, now: datetime) -> None:
     """A new event of this call was stored (the intake, a finished download): make the call due
     now, unless a worker holds it; either way bump `events_version`, so that a worker that
-    claimed it before cannot record it done (record() leaves it queued)."""
+    claimed it before cannot record it done (record() leaves it queued). Events that failed only
+    because the start (or the finish) never came are queued again: this may be it."""
+    session.execute(  # what failed only for want of a start (or of its finish) may go now
+        update(CallEvent)
+        .where(
+            CallEvent.call_id == call_id,
+            CallEvent.state == EventState.FAILED,
+            CallEvent.error_code.in_(WAITED_IN_VAIN),
+        )
+        .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
+        .execution_options(synchronize_session=False)
+    )
     leased = Call.state == CallState.DELIVERING
     session.execute(
         update(Call)
@@ -550,17 +563,17 @@ def requeue(
         return []
     failed_events = _failed_events(portal_id, public_ids, error_code, since, until, event_ids)
     found = session.execute(
-        select(CallEvent.id, Call.id, Call.public_id)
+        select(CallEvent.id, Call.id, Call.public_id, CallEvent.error_code, CallEvent.kind)
         .join(Call, Call.id == CallEvent.call_id)
         .where(*failed_events)
         .order_by(Call.id, CallEvent.id)
     ).all()
     if dry_run or not found:
-        return sorted({public_id for _, _, public_id in found})
+        return sorted({row.public_id for row in found})
     moved = session.scalars(
         update(CallEvent)
         .where(
-            CallEvent.id.in_([event_id for event_id, _, _ in found]),
+            CallEvent.id.in_([row[0] for row in found]),
             CallEvent.state == EventState.FAILED,
         )
         .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
@@ -570,8 +583,28 @@ def requeue(
     call_ids = sorted(set(moved))
     if not call_ids:
         return []
+    if event_ids is not None:
+        starts = {(row[1], row.error_code) for row in found if row.kind == EventKind.START}
+        _requeue_dependents(session, {(call_id, code) for call_id, code in starts if code})
     _requeue_calls(session, call_ids, now)
-    return sorted({public_id for _, call_id, public_id in found if call_id in call_ids})
+    return sorted({row.public_id for row in found if row[1] in call_ids})
+
+
+def _requeue_dependents(session: Session, failed_with: Collection[tuple[int, str]]) -> None:
+    """Events that failed with a requeued start (lifecycle.failed_with_dependents gives them its
+    code: a start that could not be registered fails the ring, answer and finish too) go back
+    with it."""
+    for call_id, code in failed_with:
+        session.execute(
+            update(CallEvent)
+            .where(
+                CallEvent.call_id == call_id,
+                CallEvent.state == EventState.FAILED,
+                CallEvent.error_code == code,
+            )
+            .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _requeue_calls(session: Session, call_ids: Sequence[int], now: datetime) -> None:

@@ -544,6 +544,7 @@ def test_a_lost_register_answer_is_not_resent_after_25_minutes_until_requeued(pb
     public_id = pbx.send("start", **START)
     faults.spoil_answers(pbx.live.dev, pbx.portal, "truncated", times=1)
     pbx.deliver()
+    pbx.send("finish", **FINISH)
 
     pbx.deliver(ahead=26 * 60)
 
@@ -552,7 +553,8 @@ def test_a_lost_register_answer_is_not_resent_after_25_minutes_until_requeued(pb
     assert shown["CALL_ID"] is None
     assert registers(pbx) == 1  # nothing registered again
 
-    (start,) = stored_events(pbx.live.app, public_id)
+    start, finish = stored_events(pbx.live.app, public_id)
+    assert finish.state == "failed"  # it needed the start's CALL_ID
     with pbx.live.app.app_context(), get_db().write() as session:
         moved = outbox.requeue(
             session,
@@ -563,9 +565,10 @@ def test_a_lost_register_answer_is_not_resent_after_25_minutes_until_requeued(pb
     assert moved == [public_id]
     pbx.deliver(ahead=26 * 60)
 
-    shown = pbx.call(public_id)
+    shown = pbx.call(public_id)  # the finish went back with its start ("deliver again" once)
     assert shown["state"] == "delivered" and shown["CALL_ID"] is not None
     assert registers(pbx) == 2
+    assert len(finished(pbx.portal)) == 1
 
 
 def test_a_lost_answer_to_register_and_finish_is_looked_up_not_sent_again(
