@@ -185,11 +185,16 @@ class _PublicHTTPSPool(HTTPSConnectionPool):
 
 
 class PublicOnlyAdapter(HTTPAdapter):
-    """requests' adapter for portal addresses in production: https to public addresses only.
+    """requests' adapter for portal addresses in production: https to public addresses only
+    (`https_only=False`: http too, for what PRODUCT.md lets be either, a PBX's RECORD_URL).
 
     UnsafeAddress is raised before any byte is sent. A proxy configured in the environment
     (HTTPS_PROXY) resolves names itself; its own egress rules then apply.
     """
+
+    def __init__(self, *args: Any, https_only: bool = True, **kwargs: Any) -> None:
+        self.https_only = https_only
+        super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -199,16 +204,18 @@ class PublicOnlyAdapter(HTTPAdapter):
         }
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        if urlsplit(request.url or "").scheme != "https":
+        scheme = urlsplit(request.url or "").scheme
+        if scheme != "https" and (self.https_only or scheme != "http"):
             raise UnsafeAddress("portal addresses must use https")
         return super().send(request, *args, **kwargs)
 
 
-def portal_session(*, allow_local: bool) -> requests.Session:
-    """A requests session for calling portals: address-checked unless local portals are allowed."""
+def portal_session(*, allow_local: bool, https_only: bool = True) -> requests.Session:
+    """A requests session for calling portals: address-checked unless local portals are allowed;
+    `https_only=False` lets plain http go to public addresses too (public_session)."""
     session = requests.Session()
     if not allow_local:
-        adapter = PublicOnlyAdapter()
+        adapter = PublicOnlyAdapter(https_only=https_only)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
     return session

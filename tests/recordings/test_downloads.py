@@ -207,16 +207,25 @@ def test_private_addresses_are_refused_without_the_setting(
     assert record_server.hits == []
     http_row, https_row = recording(live_app.app, over_http), recording(live_app.app, over_https)
     assert http_row.error_code == https_row.error_code == "ADDRESS_REFUSED"
-    assert "https" in (http_row.error or "") and "B24APP_RECORD_ALLOW_PRIVATE" in (
-        http_row.error or ""
-    )
-    assert "non-public address" in (https_row.error or "")
+    for row in (http_row, https_row):  # refused for where it points, not for being http
+        assert "non-public address" in (row.error or "")
+        assert "B24APP_RECORD_ALLOW_PRIVATE" in (row.error or "")
     assert event(live_app.app, over_https).state == "failed"
 
     private_ok = strict.model_copy(update={"record_allow_private": True})
     _, allowed = record_event(live_app, portal, url=f"{record_server.url}/r.mp3")
     assert run_downloads(live_app.app, settings=private_ok) == ["stored"]
     assert recording(live_app.app, allowed).audio == "mp3"
+
+
+def test_plain_http_to_a_public_address_is_not_refused_for_its_scheme() -> None:
+    """PRODUCT.md: RECORD_URL is http or https. Under the production rules an http URL on a
+    public address goes out: whatever then happens (no route, an answer that is not audio), it
+    is never refused for its scheme."""
+    try:
+        recordings.download("http://93.184.215.14/r.wav", max_bytes=1000, allow_private=False)
+    except recordings.DownloadFailed as error:
+        assert error.code != "ADDRESS_REFUSED", error
 
 
 def test_redirects_are_followed_each_hop_checked(
@@ -242,3 +251,23 @@ def test_redirects_are_followed_each_hop_checked(
 
 
 MP3_CHUNK = mp3_bytes(256 * 1024)
+
+
+def test_one_download_per_portal_at_a_time_so_a_slow_pbx_holds_up_only_its_own(
+    live_app: LiveApp,
+) -> None:
+    """Beta's PBX posted three recordings first; alpha's one still gets the second download
+    slot at once, and while beta's download runs no other worker takes another of beta's."""
+    beta, alpha = live_app.install("beta"), live_app.install("alpha")
+    beta_events = [record_event(live_app, beta, url=f"http://pbx.beta.test/{n}.wav")[1]
+                   for n in range(3)]  # fmt: skip
+    _, alpha_event = record_event(live_app, alpha, url="http://pbx.alpha.test/1.wav")
+    later = utcnow() + timedelta(seconds=1)
+    with live_app.app.app_context():
+        from b24app.db import get_db
+
+        first = recordings.claim_downloads(get_db(), worker_id="w1", now=later, limit=2)
+        again = recordings.claim_downloads(get_db(), worker_id="w2", now=later, limit=2)
+
+    assert sorted(job.event_id for job in first) == sorted([beta_events[0], alpha_event])
+    assert again == []  # beta's others wait for its running download; alpha has no more
