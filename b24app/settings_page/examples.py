@@ -20,8 +20,22 @@ KEY_PLACEHOLDER = "YOUR_PBX_KEY"  # the page puts the real key in once it is sho
 DURATION = "${IF(${ISNULL(${ANSWEREDTIME})}?0:${ANSWEREDTIME})}"
 
 
+# the events of a call, each POSTed to base_url + its name (PRODUCT.md "The whole call")
+EVENTS = ("start", "ring", "answer", "finish", "record")
+
+
+def base_url(public_url: str) -> str:
+    """`{PUBLIC_URL}/pbx/v1/calls/`: the events' endpoints are this plus the event's name."""
+    return f"{public_url.rstrip('/')}/pbx/v1/calls/"
+
+
+def endpoints(public_url: str) -> dict[str, str]:
+    """Each event's address: {"start": ".../pbx/v1/calls/start", ..., "record": ...}."""
+    return {event: base_url(public_url) + event for event in EVENTS}
+
+
 def finish_url(public_url: str) -> str:
-    return f"{public_url.rstrip('/')}/pbx/v1/calls/finish"
+    return endpoints(public_url)["finish"]
 
 
 def curl(url: str) -> str:

@@ -194,6 +194,40 @@ def describe_recording(recording: CallRecording | None) -> dict[str, Any] | None
     }
 
 
+def _note(event: CallEvent) -> str:
+    """The event's note in the page's language; a note that it waits (for the start, the
+    finish, the download) only while it is queued: a failed or delivered event waits no more."""
+    if event.note in messages.WAITING_NOTES and event.state != EventState.QUEUED:
+        return ""
+    return messages.note(event.note)
+
+
+def _problem(event: CallEvent, recording: CallRecording | None) -> str:
+    """Why the event failed: the recording's reason when its download failed it (the same
+    code), else the event's own (messages.problem)."""
+    download_failed = (
+        recording is not None
+        and recording.state == RecordingState.FAILED
+        and recording.error_code == event.error_code
+    )
+    if download_failed:
+        return messages.recording_problem(event.error_code, event.error)
+    return messages.problem(event.error_code, event.error)
+
+
+def _download_problem(call: Call, found: Mapping[int, CallRecording]) -> str | None:
+    """Why the call failed when a recording's failed download failed it (the same code)."""
+    for event in call.events:
+        recording = found.get(event.id)
+        if (
+            recording is not None
+            and recording.state == RecordingState.FAILED
+            and recording.error_code == call.error_code
+        ):
+            return messages.recording_problem(call.error_code, call.error)
+    return None
+
+
 def describe_event(
     event: CallEvent,
     *,
@@ -215,10 +249,8 @@ def describe_event(
         "employees": _employees(event, lookup)
         if event.kind in (EventKind.RING, EventKind.ANSWER)
         else [],
-        "note": messages.note(event.note),
-        "problem": messages.problem(event.error_code, event.error)
-        if failed or event.error_code
-        else "",
+        "note": _note(event),
+        "problem": _problem(event, recording) if failed or event.error_code else "",
         "error": event.error or "",
         "recording": describe_recording(recording) if event.kind == EventKind.RECORD else None,
         "can_retry": failed,
@@ -267,6 +299,7 @@ def describe(
             call.error,
             local_time(call.next_attempt_at, tz),
             finished=finish is not None,
+            reason=_download_problem(call, found),
         ),
         "error": call.error or "",
         "note": call.note or "",

@@ -7,6 +7,7 @@ the value, the portal's currencies), not by translating their English text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -205,8 +206,86 @@ PROBLEMS = {
     "NO_FINISH": lazy_gettext(
         "No finish arrived for this call within 24 hours; the recording was not attached."
     ),
-    "NO_AUDIO": lazy_gettext("The recording could not be downloaded within 25 hours."),
+    "NO_AUDIO": lazy_gettext(
+        "The recording was not downloaded from the PBX within 25 hours, so it was not attached."
+    ),
+    "NOT_REGISTERED": lazy_gettext(
+        "The call's registration in Bitrix24 failed (see its first event), so this event had no "
+        "call to go to."
+    ),
+    # our own refusals and failed connections to the portal (bitrix/client.py, retry.py)
+    "UNSAFE_ADDRESS": lazy_gettext(
+        "The portal's address leads to a private or local network, which b24app's address rules "
+        "forbid: nothing was sent."
+    ),
+    "BAD_UPLOAD_URL": lazy_gettext(
+        "Bitrix24 gave an upload address off the portal's own address; b24app's address rules "
+        "refused to send the recording there."
+    ),
+    "BAD_REDIRECT": lazy_gettext(
+        "The portal's address redirected somewhere unexpected; b24app did not follow: nothing "
+        "was sent."
+    ),
+    "TIMED_OUT": lazy_gettext("Bitrix24 did not answer in time."),
+    "CUT_OFF": lazy_gettext("The connection to Bitrix24 broke off before its answer."),
+    "UNREADABLE_ANSWER": lazy_gettext("Bitrix24's answer could not be read (it was not its JSON)."),
 }
+
+# CallRecording.error_code (delivery/recordings.py): the download from the PBX's address, or a
+# file the PBX sent; whose problem it is, in plain words.
+RECORDING_PROBLEMS = {
+    "NOT_AUDIO": lazy_gettext(
+        "What the PBX gave is not an mp3 or wav recording (judged by its content): check what "
+        "the PBX's recording server serves at RECORD_URL."
+    ),
+    "TOO_LARGE": lazy_gettext(
+        "The recording is larger than b24app accepts (its B24APP_RECORD_MAX_BYTES setting, made "
+        "by whoever runs b24app)."
+    ),
+    "PORTAL_FULL": lazy_gettext(
+        "There was no room for it: this portal's recordings waiting for Bitrix24 filled the room "
+        "b24app keeps for them (B24APP_RECORD_PORTAL_BYTES) for 24 hours."
+    ),
+    "BAD_URL": lazy_gettext(
+        "The PBX's RECORD_URL is not a usable http or https address, so it was not downloaded."
+    ),
+    "ADDRESS_REFUSED": lazy_gettext(
+        "The PBX's RECORD_URL leads to a private or local network address, which b24app's address "
+        "rules forbid (allowed only with B24APP_RECORD_ALLOW_PRIVATE=1 on a trusted network)."
+    ),
+    "TOO_MANY_REDIRECTS": lazy_gettext(
+        "The PBX's recording server redirected the download more times than b24app follows."
+    ),
+    "NO_CONNECTION": lazy_gettext(
+        "b24app could not connect to the PBX's recording server (its name did not resolve or it "
+        "refused the connection) during 24 hours of tries."
+    ),
+    "TIMED_OUT": lazy_gettext(
+        "The PBX's recording server did not send the recording in time during 24 hours of tries."
+    ),
+    "CUT_OFF": lazy_gettext(
+        "The PBX's recording server broke the download off during 24 hours of tries."
+    ),
+}
+
+# codes of b24app's own, not Bitrix24's: an unknown one of these is shown neutrally
+OWN_CODES = frozenset(
+    {
+        *RECORDING_PROBLEMS,
+        "STOPPED",
+        "NO_ANSWER",
+        "UNKNOWN",
+        "PORTAL_PAUSED",
+        "NO_START",
+        "NO_FINISH",
+        "NOT_FINISHED",
+        "NO_AUDIO",
+        "REGISTER_UNCERTAIN",
+        "NOT_REGISTERED",
+    }
+)
+
+_HTTP_CODE = re.compile(r"HTTP_(\d{3})")  # delivery/recordings.py: the recording server's status
 
 STATUS_CODES = {
     "200": lazy_gettext("answered"),
@@ -226,18 +305,32 @@ STATUS_CODES = {
 
 
 def problem(code: str | None, text: str | None) -> str:
-    """Plain words for a call's error: ours for codes we know, Bitrix24's text otherwise."""
+    """Plain words for a call's or an event's error (`code` Call/CallEvent.error_code, `text`
+    its error): ours for codes we know; for another code, Bitrix24's text when the code is
+    Bitrix24's, else "Failed: <text>"; "" without either."""
     if code and code in PROBLEMS:
         return str(PROBLEMS[code])
-    if text:
+    if code and (code in RECORDING_PROBLEMS or _HTTP_CODE.fullmatch(code)):
+        return recording_problem(code, text)
+    if not text:
+        return ""
+    if code and code not in OWN_CODES and not _HTTP_CODE.fullmatch(code):
         return _("Bitrix24 answered: %(text)s", text=text)
-    return ""
+    return _("Failed: %(text)s", text=text)
 
 
 def outcome(
-    state: str, code: str | None, text: str | None, retry_at: str | None, *, finished: bool = True
+    state: str,
+    code: str | None,
+    text: str | None,
+    retry_at: str | None,
+    *,
+    finished: bool = True,
+    reason: str | None = None,
 ) -> str:
-    """One line for the journal: what happened to the call (`finished`: the PBX said it ended)."""
+    """One line for the journal: what happened to the call (`finished`: the PBX said it ended;
+    `reason`: why it failed when the caller knows better than `problem(code, text)`, e.g. a
+    recording's download)."""
     if state == "delivered":
         if not finished:
             return _("Bitrix24 has every event so far; the call has not ended yet.")
@@ -245,7 +338,7 @@ def outcome(
     if state == "delivering":
         return _("Being sent to Bitrix24 now.")
     if state == "failed":
-        return problem(code, text) or _("Failed.")
+        return reason or problem(code, text) or _("Failed.")
     if code or text:
         return _(
             "Will try again at %(time)s. %(problem)s", time=retry_at, problem=problem(code, text)
@@ -299,17 +392,22 @@ def N_(text: str) -> str:  # gettext's own name for "mark for translation"
 
 # Event notes as the delivery writes them (delivery/lifecycle.py, deliver.py): said again in the
 # page's language; a note not listed here is shown as written.
-NOTES = frozenset(
+# the notes of an event that waits (delivery/lifecycle.py WAITING_FOR_*): true only while queued
+WAITING_NOTES = frozenset(
+    (
+        N_("Waiting for the call's start (its CALL_ID) before it can be sent."),
+        N_("Waiting for the call's finish: Bitrix24 attaches recordings to finished calls."),
+        N_("Waiting for the recording to be downloaded."),
+    )
+)
+NOTES = WAITING_NOTES | frozenset(
     (
         N_("Nothing to register: the call carries Bitrix24's own CALL_ID."),
         N_("Nothing to register: the call was registered already."),
-        N_("Waiting for the call's start (its CALL_ID) before it can be sent."),
         N_("Arrived after the call was finished in Bitrix24 (which hides the card): nothing sent."),
         N_("Arrived after the answer by one of its employees: nothing shown."),
         N_("The card was already where this event puts it: nothing to send."),
         N_("Attached to the call in Bitrix24."),
-        N_("Waiting for the call's finish: Bitrix24 attaches recordings to finished calls."),
-        N_("Waiting for the recording to be downloaded."),
         N_("Settled: Bitrix24's statistics show the call already finished."),
     )
 )
@@ -366,10 +464,41 @@ def size(size_bytes: int) -> str:
 
 
 def recording_problem(code: str | None, text: str | None) -> str:
-    """Why a recording failed: ours for codes we know, else the words recorded with it."""
+    """Why a recording failed (`code` CallRecording.error_code: delivery/recordings.py's, e.g.
+    HTTP_403, NOT_AUDIO, ADDRESS_REFUSED; or the delivery's NO_FINISH, NO_AUDIO), saying whose
+    problem it is; an unknown code reads "Failed: <text>"."""
+    if code and code in RECORDING_PROBLEMS:
+        return str(RECORDING_PROBLEMS[code])
+    status = _HTTP_CODE.fullmatch(code or "")
+    if status:
+        return http_problem(int(status.group(1)))
     if code and code in PROBLEMS:
         return str(PROBLEMS[code])
-    return text or _("Failed.")
+    return _("Failed: %(text)s", text=text) if text else _("Failed.")
+
+
+def http_problem(status: int) -> str:
+    """The PBX's recording server answered `status` (not 200) to the download."""
+    if status in (401, 403):
+        return _(
+            "The PBX's recording server refused to give the recording (HTTP %(status)s): its "
+            "RECORD_URL must be downloadable without signing in (a signed link works).",
+            status=status,
+        )
+    if status in (404, 410):
+        return _(
+            "The PBX's recording server has no recording at RECORD_URL (HTTP %(status)s).",
+            status=status,
+        )
+    if status >= 500:
+        return _(
+            "The PBX's recording server kept failing (HTTP %(status)s) during 24 hours of tries.",
+            status=status,
+        )
+    return _(
+        "The PBX's recording server answered HTTP %(status)s instead of the recording.",
+        status=status,
+    )
 
 
 # --- health ---------------------------------------------------------------------------------------
@@ -474,5 +603,6 @@ def client_messages() -> dict[str, Any]:
         "mapping_for": _("Extension %(ext)s"),
         "attempts": _("attempts: %(count)s"),
         "answer": _("Bitrix24's answer"),
+        "delivery_details": _("Delivery details"),
         "duration_s": _("%(seconds)s s"),
     }

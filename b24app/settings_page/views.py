@@ -122,9 +122,16 @@ def _refused(refusal: EntryRefused) -> Response:
     return response
 
 
-def _examples() -> dict[str, str]:
-    url = examples.finish_url(current_app.config["SETTINGS"].public_url or request.host_url)
-    return {"url": url, "curl": examples.curl(url), "asterisk": examples.asterisk(url)}
+def _examples() -> dict[str, Any]:
+    public_url = current_app.config["SETTINGS"].public_url or request.host_url
+    url = examples.finish_url(public_url)
+    return {
+        "url": url,
+        "base_url": examples.base_url(public_url),
+        "endpoints": examples.endpoints(public_url),
+        "curl": examples.curl(url),
+        "asterisk": examples.asterisk(url),
+    }
 
 
 def _refresh_currencies(member_id: str) -> None:

@@ -93,3 +93,50 @@ def test_non_admins_get_no_examples_and_no_key(live_app: LiveApp):
     page = open_page(live_app, portal, user_id=2)
     assert page.state["examples"] is None
     assert "Bearer" not in page.response.text
+
+
+@pytest.mark.parametrize(
+    ("lang", "label", "names"),
+    [
+        (
+            "en",
+            "Base address of the call events",
+            [
+                "The call started",
+                "Employees' phones ring",
+                "An employee answered",
+                "The call ended",
+                "The call's recording",
+            ],
+        ),
+        (
+            "ru",
+            "Базовый адрес событий звонка",
+            [
+                "Звонок начался",
+                "Звонят телефоны сотрудников",
+                "Сотрудник ответил",
+                "Звонок завершился",
+                "Запись разговора",
+            ],
+        ),
+    ],
+)
+def test_the_connection_names_every_events_endpoint(
+    live_app: LiveApp, lang: str, label: str, names: list[str]
+):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, lang=lang)
+    base = f"{live_app.url}/pbx/v1/calls/"
+    events = ["start", "ring", "answer", "finish", "record"]
+
+    assert page.state["examples"]["base_url"] == base
+    assert page.state["examples"]["endpoints"] == {e: base + e for e in events}
+    html = page.response.text
+    assert label in html and "Address for finished calls" not in html
+    assert f'id="endpoint" type="text" readonly value="{base}"' in html
+    shown = re.findall(r'<dt>([^<]+)</dt>\s*<dd><code data-endpoint="(\w+)">([^<]+)</code>', html)
+    assert [(e, url) for _, e, url in shown] == [(e, base + e) for e in events]
+    assert [name.replace("&#39;", "'") for name, _, _ in shown] == names
+    for event in events:  # each address is one the PBX API takes (401 without the key)
+        assert requests.post(base + event, json={}, timeout=30).status_code == 401

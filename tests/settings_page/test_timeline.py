@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from b24app.models import utcnow
 from tests.conftest import LiveApp
 from tests.settings_page.conftest import Event, Page, event_rows, insert_call, open_page
@@ -196,7 +198,7 @@ def test_waiting_and_failed_events_and_recordings_say_why(live_app: LiveApp):
     assert finish["error"] == "User is not found"
     assert record["details"] == ["АТС прислала файл", "Файл: big.wav"]
     assert record["recording"]["state_text"] == "Ошибка"
-    assert record["recording"]["problem"] == "The PBX answered 404 Not Found."
+    assert record["recording"]["problem"] == "Ошибка: The PBX answered 404 Not Found."
     assert record["recording"]["size_text"] == "900 Б"
     assert call["bitrix_call_id"] == "" and call["crm"] is None
 
@@ -299,3 +301,246 @@ def test_read_only_users_see_no_timeline_and_cannot_deliver_an_event_again(live_
     assert admin.state["messages"]["event_requeued"] == (
         "The event is queued and will be sent again shortly."
     )
+
+
+WAITING_FOR_FINISH = (
+    "Waiting for the call's finish: Bitrix24 attaches recordings to finished calls."
+)
+
+
+def failed_download(live: LiveApp, portal: Any, pbx_call_id: str, code: str, reason: str) -> str:
+    """A call the PBX only sent a recording for, whose download failed as
+    delivery/recordings.py leaves it: the recording and its event failed with the download's
+    code, the event still holding the note it got while it waited; never sent to Bitrix24."""
+    public_id, _ = insert_call(
+        live,
+        portal,
+        pbx_call_id,
+        [
+            Event(
+                "record",
+                {"RECORD_URL": "https://pbx.example.com/rec/2.mp3"},
+                state="failed",
+                error_code=code,
+                error=f"The recording: {reason}.",
+                note=WAITING_FOR_FINISH,
+                recording={
+                    "state": "failed",
+                    "url": "https://pbx.example.com/rec/2.mp3",
+                    "error_code": code,
+                    "error": reason,
+                },
+            )
+        ],
+        state="failed",
+        error_code=code,
+        error=f"The recording: {reason}.",
+    )
+    return public_id
+
+
+# delivery/recordings.py's codes: whose problem each is, in both languages
+DOWNLOADS = {
+    "HTTP_403": (
+        "the recording's server answered HTTP 403",
+        "The PBX's recording server refused to give the recording (HTTP 403)",
+        "Сервер записей АТС отказался отдать запись (HTTP 403)",
+    ),
+    "HTTP_404": (
+        "the recording's server answered HTTP 404",
+        "The PBX's recording server has no recording at RECORD_URL (HTTP 404).",
+        "На сервере записей АТС нет записи по адресу RECORD_URL (HTTP 404).",
+    ),
+    "HTTP_503": (
+        "gave up after 24 h: the recording's server answered HTTP 503",
+        "The PBX's recording server kept failing (HTTP 503)",
+        "Сервер записей АТС отвечал ошибкой (HTTP 503)",
+    ),
+    "HTTP_418": (
+        "the recording's server answered HTTP 418",
+        "The PBX's recording server answered HTTP 418 instead of the recording.",
+        "Сервер записей АТС ответил HTTP 418 вместо записи.",
+    ),
+    "NOT_AUDIO": (
+        "RECORD_URL is not an mp3 or wav recording (judged by its content)",
+        "What the PBX gave is not an mp3 or wav recording",
+        "АТС отдала не запись mp3 или wav",
+    ),
+    "TOO_LARGE": (
+        "the recording is larger than B24APP_RECORD_MAX_BYTES (104857600 bytes)",
+        "The recording is larger than b24app accepts (its B24APP_RECORD_MAX_BYTES",
+        "Запись больше, чем принимает b24app (его настройка B24APP_RECORD_MAX_BYTES",
+    ),
+    "PORTAL_FULL": (
+        "gave up after 24 h: this portal's recordings waiting to be attached already take ...",
+        "There was no room for it",
+        "Для неё не нашлось места",
+    ),
+    "ADDRESS_REFUSED": (
+        "RECORD_URL refused: 10.0.0.5 is a private address",
+        "The PBX's RECORD_URL leads to a private or local network address, which b24app's "
+        "address rules forbid",
+        "RECORD_URL от АТС ведёт на адрес частной или локальной сети, а правила адресов b24app",
+    ),
+    "BAD_URL": (
+        "RECORD_URL must be an http or https address",
+        "The PBX's RECORD_URL is not a usable http or https address",
+        "RECORD_URL от АТС — не пригодный адрес http или https",
+    ),
+    "TOO_MANY_REDIRECTS": (
+        "RECORD_URL redirected more than 5 times",
+        "The PBX's recording server redirected the download more times than b24app follows.",
+        "Сервер записей АТС перенаправлял скачивание больше раз",
+    ),
+    "NO_CONNECTION": (
+        "gave up after 24 h: could not download from pbx.example.com (ConnectionError)",
+        "b24app could not connect to the PBX's recording server",
+        "b24app не смог подключиться к серверу записей АТС",
+    ),
+    "TIMED_OUT": (
+        "gave up after 24 h: pbx.example.com did not answer in time",
+        "The PBX's recording server did not send the recording in time",
+        "Сервер записей АТС не отдавал запись вовремя",
+    ),
+    "CUT_OFF": (
+        "gave up after 24 h: the download broke off (ChunkedEncodingError)",
+        "The PBX's recording server broke the download off",
+        "Сервер записей АТС обрывал скачивание",
+    ),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_a_failed_download_says_whose_problem_it_is_never_bitrix24s(live_app: LiveApp, lang: str):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, lang=lang)
+    made = {
+        code: failed_download(live_app, portal, f"rec-{code}", code, reason)
+        for code, (reason, _, _) in DOWNLOADS.items()
+    }
+
+    calls = {c["id"]: c for c in page.get("/calls").json()["calls"]}
+
+    for code, (_, english, russian) in DOWNLOADS.items():
+        call = calls[made[code]]
+        (record,) = call["events"]
+        said = english if lang == "en" else russian
+        assert said in record["recording"]["problem"], code
+        assert said in record["problem"], code  # the event says the recording's reason
+        assert said in call["outcome"], code  # and so does the journal's row
+        for shown in (record["recording"]["problem"], record["problem"], call["outcome"]):
+            assert "Bitrix24 answered" not in shown and "Ответ Битрикс24" not in shown, code
+        # it waits for nothing any more, and Bitrix24 never answered: no answer to show
+        assert record["note"] == "" and record["state"] == "failed", code
+        assert call["answer"] == {} and call["bitrix_call_id"] == "", code
+        assert record["can_retry"] is True and call["can_retry"] is True
+
+
+@pytest.mark.parametrize(
+    ("lang", "failed", "bitrix24s"),
+    [
+        ("en", "Failed: ", "Bitrix24 answered: "),
+        ("ru", "Ошибка: ", "Ответ Битрикс24: "),
+    ],
+)
+def test_unknown_codes_read_neutrally_unless_they_are_bitrix24s(
+    live_app: LiveApp, lang: str, failed: str, bitrix24s: str
+):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, lang=lang)
+    ours = failed_download(live_app, portal, "odd-1", "SOMETHING_NEW", "a new kind of failure")
+    theirs, _ = insert_call(
+        live_app,
+        portal,
+        "odd-2",
+        [
+            Event("start", {"PHONE_NUMBER": "+74951234567", "TYPE": 2, "USER_ID": 1}),
+            Event(
+                "finish",
+                {"DURATION": 5, "STATUS_CODE": "200"},
+                state="failed",
+                error_code="ERROR_CORE",
+                error="Something Bitrix24 said",
+            ),
+        ],
+        state="failed",
+        error_code="ERROR_CORE",
+        error="Something Bitrix24 said",
+        bitrix_call_id="externalCall.odd2",
+    )
+
+    calls = {c["id"]: c for c in page.get("/calls").json()["calls"]}
+
+    assert calls[ours]["events"][0]["recording"]["problem"] == failed + "a new kind of failure"
+    assert calls[theirs]["events"][1]["problem"] == bitrix24s + "Something Bitrix24 said"
+    assert calls[theirs]["outcome"] == bitrix24s + "Something Bitrix24 said"
+
+
+# the delivery's own reasons (delivery/lifecycle.py): plain words, never Bitrix24's
+LIFECYCLE = {
+    "NO_START": ("No start arrived for this call within an hour", "Начало звонка не пришло за час"),
+    "NO_FINISH": ("No finish arrived for this call within 24 hours", None),
+    "NOT_FINISHED": ("The call's finish failed", None),
+    "NO_AUDIO": ("The recording was not downloaded from the PBX within 25 hours", None),
+    "REGISTER_UNCERTAIN": ("Bitrix24 may have registered this call", None),
+    "NOT_REGISTERED": ("The call's registration in Bitrix24 failed", None),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_the_deliverys_own_reasons_are_explained(live_app: LiveApp, lang: str):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal, lang=lang)
+    made = {}
+    for code in LIFECYCLE:
+        made[code], _ = insert_call(
+            live_app,
+            portal,
+            f"life-{code}",
+            [
+                Event(
+                    "record",
+                    {"FILENAME": "a.mp3"},
+                    state="failed",
+                    error_code=code,
+                    error=f"the delivery's words for {code}",
+                    note=WAITING_FOR_FINISH,
+                )
+            ],
+            state="failed",
+            error_code=code,
+            error=f"the delivery's words for {code}",
+        )
+
+    calls = {c["id"]: c for c in page.get("/calls").json()["calls"]}
+
+    for code, (english, russian) in LIFECYCLE.items():
+        (record,) = calls[made[code]]["events"]
+        shown = record["problem"]
+        assert "Bitrix24 answered" not in shown and "Ответ Битрикс24" not in shown, code
+        assert f"for {code}" not in shown, code  # our explanation, not the stored words
+        if lang == "en":
+            assert shown.startswith(english), code
+        elif russian:
+            assert shown.startswith(russian), code
+        assert record["note"] == "", code  # a failed event waits for nothing
+
+
+def test_a_waiting_note_is_shown_while_the_event_waits(live_app: LiveApp):
+    portal = live_app.install("alpha")
+    page = open_page(live_app, portal)
+    public_id, _ = insert_call(
+        live_app,
+        portal,
+        "wait-1",
+        [
+            Event("record", {"FILENAME": "a.mp3"}, state="queued", note=WAITING_FOR_FINISH),
+        ],
+        state="queued",
+    )
+
+    (record,) = the_call(page, public_id)["events"]
+
+    assert record["note"] == WAITING_FOR_FINISH
+    assert page.state["messages"]["answer"] == "Bitrix24's answer"
+    assert page.state["messages"]["delivery_details"] == "Delivery details"

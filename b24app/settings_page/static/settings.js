@@ -553,7 +553,9 @@
     if (call.error) details.push(el("li", { text: call.error }));
     if (call.note) details.push(el("li", { text: call.note }));
     details.push(el("li", { text: t("attempts", { count: call.attempts }) + (call.pbx_call_id ? " · PBX_CALL_ID " + call.pbx_call_id : "") }));
-    delivery.appendChild(el("details", { className: "answer" }, [el("summary", { text: M.answer }), el("ul", {}, details)]));
+    // "Bitrix24's answer" only when Bitrix24 answered something; else the delivery's own details
+    var answered = Object.keys(call.answer || {}).length > 0;
+    delivery.appendChild(el("details", { className: "answer" }, [el("summary", { text: answered ? M.answer : M.delivery_details }), el("ul", {}, details)]));
     if (call.can_retry) {
       delivery.appendChild(el("div", {}, [againButton(M.deliver_again, null, "/calls/" + encodeURIComponent(call.id) + "/deliver-again", M.requeued)]));
     }
@@ -620,7 +622,7 @@
         stateBadge(event.recording.state === "attached" ? "delivered" : event.recording.state, recordingText(event.recording)),
         event.recording.filename && said.join(" ").indexOf(event.recording.filename) === -1 ? " " + event.recording.filename : null
       ]));
-      if (event.recording.problem) item.appendChild(el("p", { className: "event-problem", text: event.recording.problem }));
+      if (event.recording.problem && event.recording.problem !== event.problem) item.appendChild(el("p", { className: "event-problem", text: event.recording.problem }));
     }
     if (event.can_retry) {
       var path = "/calls/" + encodeURIComponent(call.id) + "/events/" + encodeURIComponent(event.id) + "/deliver-again";
