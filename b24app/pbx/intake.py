@@ -162,12 +162,17 @@ def read_fields(
 
 
 def _collect(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Form pairs as fields; a name given more than once becomes the list of its values (in
+    order, appended in place: tens of thousands of repeats cost linear time)."""
     fields: dict[str, Any] = {}
+    repeated: set[str] = set()
     for key, value in pairs:
         name = "" if key is None else str(key)  # a multipart part may come without a name
-        if name in fields:
-            previous = fields[name]
-            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        if name in repeated:
+            fields[name].append(value)
+        elif name in fields:
+            fields[name] = [fields[name], value]
+            repeated.add(name)
         else:
             fields[name] = value
     return fields

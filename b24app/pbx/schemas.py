@@ -29,10 +29,11 @@ of a CALL_START_DATE without an offset.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -460,13 +461,13 @@ def _validate(
     examples: str = "PBX_CALL_ID, USER_ID",
 ) -> tuple[dict[str, Any] | None, list[FieldError]]:
     """Unknown fields, the model's own checks and the `cross` rules, all at once, in the model's
-    field order (at most MAX_ERRORS); else the model's values without the absent ones."""
+    field order (at most MAX_ERRORS; unknown fields, which come last, are not even looked at
+    past the first MAX_ERRORS); else the model's values without the absent ones."""
     fields = tuple(model.model_fields)
     present = {name: value for name, value in data.items() if not _blank(value)}
+    unknown = itertools.islice((name for name in data if name not in fields), MAX_ERRORS)
     errors = [
-        FieldError(str(name)[:100], _unknown(str(name), fields, examples))
-        for name in data
-        if name not in fields
+        FieldError(str(name)[:100], _unknown(str(name), fields, examples)) for name in unknown
     ]
     known = {name: value for name, value in present.items() if name in fields}
     instance: BaseModel | None = None
@@ -673,15 +674,12 @@ def validate_start(
 def employees(check: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
     """One employee or several: a single value, a JSON array, a repeated form key, or values
     separated by commas; each checked by `check`. Order kept, duplicates and blanks dropped;
-    None when none is left; at most MAX_RUNG."""
+    None when none is left; at most MAX_RUNG distinct ones, refused as soon as one more is read
+    (so a list of thousands costs no more than MAX_RUNG + 1 checks)."""
 
     def check_all(value: Any) -> list[Any] | None:
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        pieces: list[Any] = []
-        for item in items:
-            pieces += item.split(",") if isinstance(item, str) else [item]
-        found: list[Any] = []
-        for piece in pieces:
+        found: dict[Any, None] = {}  # an ordered set
+        for piece in _pieces(value):
             if _blank(piece):
                 continue
             try:
@@ -689,13 +687,22 @@ def employees(check: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
             except PydanticCustomError as error:
                 shown, message = _show(piece), error.message()
                 raise _refuse(message if shown in message else f"{shown}: {message}") from None
-            if one not in found:
-                found.append(one)
-        if len(found) > MAX_RUNG:
-            raise _refuse(f"must name at most {MAX_RUNG} employees")
-        return found or None
+            found[one] = None
+            if len(found) > MAX_RUNG:
+                raise _refuse(f"must name at most {MAX_RUNG} employees")
+        return list(found) or None
 
     return check_all
+
+
+def _pieces(value: Any) -> Iterator[Any]:
+    """The values of a single value, a list (JSON array or repeated form key) and of each
+    string's comma-separated parts, lazily."""
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if isinstance(item, str):
+            yield from item.split(",")
+        else:
+            yield item
 
 
 class RingRequest(BaseModel):

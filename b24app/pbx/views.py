@@ -39,6 +39,8 @@ TOO_LARGE = (
     "The body is larger than this API accepts: at most 1 MiB (1,048,576 bytes) "
     "and at most 1,000 form fields."
 )
+CALLS = "/pbx/v1/calls/"
+EVENTS = ("start", "ring", "answer", "finish", "record")  # the POST /calls/<event> endpoints
 # What /calls/record takes beyond the recording itself: its other fields and the multipart framing
 FORM_OVERHEAD = 64 * 1024
 # app.config key: the body limit of POST /pbx/v1/calls/record (B24APP_RECORD_MAX_BYTES plus
@@ -89,10 +91,12 @@ def record() -> Response:
     """The call's recording, by RECORD_URL or as the multipart part FILE: 202 once stored.
 
     This route alone takes bodies up to B24APP_RECORD_MAX_BYTES plus FORM_OVERHEAD (Flask's
-    per-request `max_content_length`); every other one keeps the API's 1 MiB.
+    per-request `max_content_length`), and only as multipart/form-data, the one type that can
+    carry a file; its JSON or url-encoded bodies, like every other route's, keep the API's 1 MiB.
     """
     settings = current_settings()
-    request.max_content_length = current_app.config[RECORD_BODY_LIMIT]
+    if request.mimetype == "multipart/form-data":
+        request.max_content_length = current_app.config[RECORD_BODY_LIMIT]
     uploads: list[intake.Upload] = []
 
     def accept(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
@@ -194,8 +198,10 @@ def _problem_for(error: HTTPException) -> Response:
         detail, errors = _too_large()
     if code is Code.RATE_LIMITED:
         detail = f"Too many requests: the limit is {error.description}. Wait for Retry-After."
+    if code is Code.METHOD_NOT_ALLOWED and _unknown_event():
+        code = Code.NOT_FOUND
     if code is Code.NOT_FOUND:
-        detail = f"{request.path} is not an endpoint of the PBX API (see /pbx/v1/openapi.json)."
+        detail = _not_found()
     headers = {}
     if code is Code.METHOD_NOT_ALLOWED:  # Werkzeug's MethodNotAllowed knows the methods
         allowed = list(getattr(error, "valid_methods", None) or [])
@@ -204,9 +210,28 @@ def _problem_for(error: HTTPException) -> Response:
     return problems.answer(Result(code, detail, errors), headers=headers)
 
 
+def _unknown_event() -> bool:
+    """A POST to /calls/<name> that is no event: it only matched `GET /calls/<id>`'s shape."""
+    return (
+        request.method == "POST"
+        and request.path.startswith(CALLS)
+        and "/" not in (request.path[len(CALLS) :])
+    )
+
+
+def _not_found() -> str:
+    """404's words; for a POST under /calls/, the event endpoints there are."""
+    detail = f"{request.path[:200]} is not an endpoint of the PBX API"
+    if request.method == "POST" and request.path.startswith(CALLS):
+        events = ", ".join(CALLS + name for name in EVENTS)
+        return f"{detail}. The call events are POST {events} (see /pbx/v1/openapi.json)."
+    return f"{detail} (see /pbx/v1/openapi.json)."
+
+
 def _too_large() -> tuple[str, tuple[FieldError, ...]]:
-    """413's words: the API's 1 MiB, or on /calls/record the recording's own cap (naming FILE)."""
-    if request.endpoint != "pbx.record":
+    """413's words: the API's 1 MiB, or for an upload to /calls/record the recording's own cap
+    (naming FILE)."""
+    if request.endpoint != "pbx.record" or request.mimetype != "multipart/form-data":
         return TOO_LARGE, ()
     cap = current_settings().record_max_bytes
     message = f"a recording may have at most {cap:,} bytes (B24APP_RECORD_MAX_BYTES)"
