@@ -49,7 +49,7 @@ from b24app.portal_status import GONE
 log = get_logger(__name__)
 
 # lifecycle.py's codes for "waited for an event that did not come"
-WAITED_IN_VAIN = ("NO_START", "NO_FINISH", "NOT_FINISHED")
+WAITED_IN_VAIN = ("NO_START", "NOT_FINISHED")
 TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
 
 
@@ -138,21 +138,14 @@ class CallOutcome:
     wait_until: datetime | None = None  # queued events wait until then (None: due at once)
 
 
-def event_added(session: Session, call_id: int, now: datetime) -> None:
+def event_added(session: Session, call_id: int, now: datetime, *, kind: str | None = None) -> None:
     """A new event of this call was stored (the intake, a finished download): make the call due
     now, unless a worker holds it; either way bump `events_version`, so that a worker that
-    claimed it before cannot record it done (record() leaves it queued). Events that failed only
-    because the start (or the finish) never came are queued again: this may be it."""
-    session.execute(  # what failed only for want of a start (or of its finish) may go now
-        update(CallEvent)
-        .where(
-            CallEvent.call_id == call_id,
-            CallEvent.state == EventState.FAILED,
-            CallEvent.error_code.in_(WAITED_IN_VAIN),
-        )
-        .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
-        .execution_options(synchronize_session=False)
-    )
+    claimed it before cannot record it done (record() leaves it queued). A start (the event's
+    `kind`) brings back the events that failed only because it had not come (NO_START, and the
+    recording that then had no finish): one statement more, for starts only."""
+    if kind == EventKind.START:
+        _waited_in_vain(session, call_id)
     leased = Call.state == CallState.DELIVERING
     session.execute(
         update(Call)
@@ -163,6 +156,20 @@ def event_added(session: Session, call_id: int, now: datetime) -> None:
             next_attempt_at=case((leased, Call.next_attempt_at), else_=now),
             updated_at=now,
         )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _waited_in_vain(session: Session, call_id: int) -> None:
+    """What failed only for want of the start may go now."""
+    session.execute(
+        update(CallEvent)
+        .where(
+            CallEvent.call_id == call_id,
+            CallEvent.state == EventState.FAILED,
+            CallEvent.error_code.in_(WAITED_IN_VAIN),
+        )
+        .values(state=EventState.QUEUED, error_code=None, error=None, note=None)
         .execution_options(synchronize_session=False)
     )
 

@@ -453,7 +453,7 @@ def _refused(refused: recordings.RecordingRefused) -> Result:
     portal's stored audio is at its cap), naming the field."""
     code = REFUSED_STATUSES.get(refused.status, Code.INVALID_FIELDS)
     words = refused.message.removeprefix(refused.field + " ")  # the field is named beside them
-    log.info("recording refused", code=refused.code, field=refused.field)
+    log.info("recording refused", error_code=refused.code, field=refused.field)
     detail = (
         f"{refused.field} {words}."
         if words != refused.message
@@ -476,7 +476,7 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
             _refuse_contradiction(session, call_id, event)
             if after is not None:
                 after(session, portal.portal_id, event_id, now)
-            outbox.event_added(session, call_id, now)
+            outbox.event_added(session, call_id, now, kind=event.kind)
         public_id, state = session.execute(
             select(Call.public_id, Call.state).where(Call.id == call_id)
         ).one()
