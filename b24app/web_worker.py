@@ -68,6 +68,7 @@ def _reading_per_address() -> int:
 
 READING_PER_ADDRESS = _reading_per_address()
 
+_MULTIPART = re.compile(rb"\r\ncontent-type:[ \t]*multipart/form-data")
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _MALFORMED = -1  # "hand it to gunicorn's parser now": it answers 400 from the bytes it has
 
@@ -117,9 +118,11 @@ class BufferingThreadWorker(ThreadWorker):
 
     def _body_limit(self, head: bytes) -> int:
         """The body limit of the request whose head this is: the app's MAX_CONTENT_LENGTH, or a
-        larger one the app set for a path (recording uploads)."""
+        larger one the app set for a path (recording uploads, multipart only: pbx/views.py)."""
         method, _, rest = head.partition(b" ")
         path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if not _MULTIPART.search(head.lower()):
+            return self.body_limit
         return self.path_limits.get(method + b" " + path, self.body_limit)
 
     def enqueue_req(self, conn: TConn) -> None:
@@ -169,7 +172,7 @@ class BufferingThreadWorker(ThreadWorker):
                 return
             state.head_end = end + 4
             state.body_started = time.monotonic()
-            state.body_limit = self._body_limit(bytes(state.data[start : start + 512]))
+            state.body_limit = self._body_limit(bytes(state.data[start : state.head_end]))
         end_of_message = _message_end(state.data, state.head_end)
         if end_of_message is None:
             length = _content_length(state.data, state.head_end)

@@ -205,6 +205,9 @@ def test_the_buffering_worker_serves_every_framing_and_refuses_what_it_must(dril
     assert upload.startswith(b"HTTP/1.1 401"), upload[:200]  # the whole body read, no key
     huge = _exchange(host, port, f"{record}\r\nContent-Length: {60 * 1024 * 1024}\r\n\r\n".encode())
     assert huge.startswith(b"HTTP/1.1 413 ") and b"at most 50." in huge, huge[:300]
+    form = record.replace("multipart/form-data", "application/x-www-form-urlencoded")
+    not_multipart = _exchange(host, port, f"{form}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    assert not_multipart.startswith(b"HTTP/1.1 413 ") and b"at most 1 MiB" in not_multipart
 
     slow = []
     for _ in range(READING_PER_ADDRESS + 5):
