@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -468,6 +468,8 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
     now = utcnow()
     with db.write() as session:  # committed when the block ends, before anyone is answered
         call_id = _call_row(session, portal.portal_id, event.key, now)
+        if event.kind == EventKind.ANSWER:
+            event = _answer_in_turn(session, call_id, event)
         event_id = _insert_event(session, call_id, event, now)
         differing: list[FieldError] = []
         if event_id is None:
@@ -523,6 +525,24 @@ def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> int:
     return session.execute(
         select(Call.id).where(Call.portal_id == portal_id, Call.idempotency_key == key)
     ).scalar_one()
+
+
+def _answer_in_turn(session: Session, call_id: int, event: Event) -> Event:
+    """An answer is a repeat only of the call's latest answer: the same employee answering
+    again after someone else is a transfer back (A → B → A), a new event. Its key then counts
+    the answers before it, so concurrent copies of one answer still end in one row. (A copy of
+    an earlier answer delayed past a later one reads as a transfer back: a PBX retries within
+    seconds, transfers take longer.)"""
+    answers = session.execute(
+        select(CallEvent.dedupe_key, CallEvent.request)
+        .where(CallEvent.call_id == call_id, CallEvent.kind == EventKind.ANSWER)
+        .order_by(CallEvent.id)
+    ).all()
+    if answers and answers[-1].request == event.request:
+        return replace(event, dedupe_key=answers[-1].dedupe_key)
+    if not answers:
+        return event
+    return replace(event, dedupe_key=f"{event.dedupe_key}:{len(answers)}")
 
 
 def _insert_event(session: Session, call_id: int, event: Event, now: datetime) -> int | None:

@@ -467,6 +467,32 @@ def test_a_transfer_moves_the_card_and_the_finish_to_the_new_employee(pbx: Pbx) 
     ]
 
 
+def test_a_transfer_back_returns_the_card_and_the_finish_while_repeats_change_nothing(
+    pbx: Pbx,
+) -> None:
+    """A → B → A (a consultation that comes back): the third answer is a new event, not a
+    repeat of the first; a repeat of the latest answer is still nothing new."""
+    public_id = pbx.send("start", **START, SHOW=0)
+    for user in (2, 4, 4, 2, 2):  # Boris, Dmitri (sent twice), Boris again (sent twice)
+        pbx.send("answer", PBX_CALL_ID=CALL, USER_ID=user)
+        pbx.deliver()
+    assert card(pbx.portal) == [2]
+    pbx.send("finish", **FINISH)
+    pbx.deliver()
+
+    assert [e for e in kinds_and_states(pbx, public_id) if e[0] == "answer"] == [
+        ("answer", "delivered")
+    ] * 3
+    assert finished(pbx.portal)[0]["PORTAL_USER_ID"] == 2
+    assert [(s.method, s.users) for s in steps(pbx) if s.method in ("show", "hide")] == [
+        ("show", (2,)),
+        ("show", (4,)),
+        ("hide", (2,)),
+        ("show", (2,)),
+        ("hide", (4,)),
+    ]
+
+
 # --- a call that never started; a call Bitrix24 registered --------------------------------------
 
 
