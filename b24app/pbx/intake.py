@@ -466,22 +466,19 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
     """One short write transaction (the module docstring): the call's row, the event's row, what
     the event brings, and the call marked due (delivery/outbox.event_added)."""
     now = utcnow()
+    differing: list[FieldError] = []
     with db.write() as session:  # committed when the block ends, before anyone is answered
-        call_id = _call_row(session, portal.portal_id, event.key, now)
-        if event.kind == EventKind.ANSWER:
-            event = _answer_in_turn(session, call_id, event)
-        event_id = _insert_event(session, call_id, event, now)
-        differing: list[FieldError] = []
-        if event_id is None:
-            differing = _differences(session, call_id, event)
-        else:
-            _refuse_contradiction(session, call_id, event)
-            if after is not None:
+        call_id, new_call = _call_row(session, portal.portal_id, event.key, now)
+        if new_call is not None:  # the call's first event: nothing to compare, already due
+            event_id = _insert_event(session, call_id, event, now)
+            if after is not None and event_id is not None:
                 after(session, portal.portal_id, event_id, now)
-            outbox.event_added(session, call_id, now, kind=event.kind)
-        public_id, state = session.execute(
-            select(Call.public_id, Call.state).where(Call.id == call_id)
-        ).one()
+            public_id, state = new_call, str(CallState.QUEUED)
+        else:
+            event_id, differing = _add_to_call(session, portal, call_id, event, after, now)
+            public_id, state = session.execute(
+                select(Call.public_id, Call.state).where(Call.id == call_id)
+            ).one()
     view = {"id": public_id, "state": state}
     if event_id is not None:
         log.info("event queued", member_id=portal.member_id, call=public_id, kind=event.kind)
@@ -504,27 +501,53 @@ def _insert_statement(session: Session, table: type[Call] | type[CallEvent]) -> 
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> int:
-    """The id of the portal's call with this key, inserted now if there is none: INSERT … ON
+def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> tuple[int, str | None]:
+    """The id of the portal's call with this key, and its public id when inserted now (its first
+    event: queued, due now, events_version 1, as outbox.event_added would leave it): INSERT … ON
     CONFLICT DO NOTHING, so concurrent first events of one call make one row."""
+    public_id = new_public_id()
     inserted = session.execute(
         _insert_statement(session, Call)
         .values(
             portal_id=portal_id,
             idempotency_key=key,
-            public_id=new_public_id(),
+            public_id=public_id,
             state=CallState.QUEUED,
             next_attempt_at=now,
             created_at=now,
+            events_version=1,
         )
         .on_conflict_do_nothing(index_elements=["portal_id", "idempotency_key"])
         .returning(Call.id)
     ).scalar_one_or_none()
     if inserted is not None:
-        return int(inserted)
-    return session.execute(
+        return int(inserted), public_id
+    found = session.execute(
         select(Call.id).where(Call.portal_id == portal_id, Call.idempotency_key == key)
     ).scalar_one()
+    return int(found), None
+
+
+def _add_to_call(
+    session: Session,
+    portal: PortalContext,
+    call_id: int,
+    event: Event,
+    after: AfterInsert | None,
+    now: datetime,
+) -> tuple[int | None, list[FieldError]]:
+    """A later event of a known call: stored unless it repeats one (then the fields in which it
+    differs), checked against the call's CALL_ID, and the call marked due."""
+    if event.kind == EventKind.ANSWER:
+        event = _answer_in_turn(session, call_id, event)
+    event_id = _insert_event(session, call_id, event, now)
+    if event_id is None:
+        return None, _differences(session, call_id, event)
+    _refuse_contradiction(session, call_id, event)
+    if after is not None:
+        after(session, portal.portal_id, event_id, now)
+    outbox.event_added(session, call_id, now, kind=event.kind)
+    return event_id, []
 
 
 def _answer_in_turn(session: Session, call_id: int, event: Event) -> Event:
