@@ -203,6 +203,8 @@ def plan(
     pending = [e for e in events if e.state == EventState.QUEUED]
     if not pending:
         return result
+    if budget <= 0:
+        return Plan(cut=True)  # the batch is full: next round
     start = _first(events, EventKind.START)
     finish = _first(events, EventKind.FINISH)
     try:
@@ -243,6 +245,9 @@ def plan(
             return result
         result.steps.append(Step(f"e{finish.id}", FINISH, params, finish.id, "finish"))
         result.finish_event = finish.id
+    elif finish is not None and finish.state == EventState.QUEUED:
+        result.cut = True  # no room left for the finish in this batch
+        return result
     _plan_records(call, events, pending, finish, result, now)
     return result
 
