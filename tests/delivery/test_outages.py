@@ -9,6 +9,7 @@ import math
 import time
 from collections import Counter
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from b24app.bitrix.throttle import STANDARD
@@ -76,6 +77,7 @@ def states(live: LiveApp, ids: list[int]) -> Counter[str]:
     return Counter(row.state for row in calls(live, ids))
 
 
+@pytest.mark.alone  # a bound in seconds: measured on a machine not running three drills beside it
 def test_ten_minutes_down_then_back_drains_within_the_ideal_time_plus_5_s(
     live_app: LiveApp,
 ) -> None:

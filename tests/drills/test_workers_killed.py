@@ -45,6 +45,7 @@ DRAIN_TIMEOUT = 120.0
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # its send deadline measures our intake, not the other lanes' load on 2 cores
 @pytest.mark.timeout(600)  # the bounds above add up to more than the suite's 300 s
 def test_5000_calls_through_3_web_and_3_workers_killed_at_random_finish_exactly_once(
     drill: Drill,
