@@ -587,11 +587,13 @@ def _failed_in(
     if error.transient:
         row.error = f"gave up after {RETRY_FOR.total_seconds() / 3600:g} h: {error.reason}"
     row.state = RecordingState.FAILED
+    # The call's row first, then its event's: the order outbox.record locks them in (FOR UPDATE
+    # on calls, then the events), or a delivery recording this call meanwhile deadlocks with us.
+    outbox.event_added(session, job.call_id, now)
     event = session.get(CallEvent, job.event_id)
     if event is not None:
         event.state = EventState.FAILED
         event.error_code, event.error = row.error_code, f"The recording: {row.error}."
-    outbox.event_added(session, job.call_id, now)
     log.info(
         "recording download failed",
         event_id=job.event_id,
