@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # b24app must not be made to fetch from its own network (server-side request forgery).
     # B24APP_ALLOW_LOCAL_PORTALS=1 (development) implies it.
     record_allow_private: bool = Field(False, alias="B24APP_RECORD_ALLOW_PRIVATE")
+    # 1: a portal's originate_url (click-to-call webhooks, originate/) may be on a private or
+    # loopback address and use plain http (b24app and the PBX on one private network). Off by
+    # default for the same reason as above: the URL is what a portal's admin merely claims.
+    # B24APP_ALLOW_LOCAL_PORTALS=1 (development) implies it.
+    originate_allow_private: bool = Field(False, alias="B24APP_ORIGINATE_ALLOW_PRIVATE")
 
     @field_validator("pbx_rate_limit", "pbx_auth_failure_limit", "install_rate_limit")
     @classmethod
@@ -172,6 +177,12 @@ class Settings(BaseSettings):
         """Whether a RECORD_URL may be on a private/loopback address:
         B24APP_RECORD_ALLOW_PRIVATE, or B24APP_ALLOW_LOCAL_PORTALS (development)."""
         return self.record_allow_private or self.allow_local_portals
+
+    @property
+    def originate_private_allowed(self) -> bool:
+        """Whether an originate_url may be http or on a private/loopback address:
+        B24APP_ORIGINATE_ALLOW_PRIVATE, or B24APP_ALLOW_LOCAL_PORTALS (development)."""
+        return self.originate_allow_private or self.allow_local_portals
 
     @property
     def is_development(self) -> bool:

@@ -132,6 +132,9 @@ class PortalSettings(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # SHOW of a start's register when the PBX does not say (register page: default 1)
     show_card: Mapped[bool] = mapped_column(Boolean, default=True)
+    # where click-to-call and callback webhooks go, and their Standard Webhooks secret (originate/)
+    originate_url: Mapped[str | None] = mapped_column(String(500))
+    originate_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     pbx_key_encrypted: Mapped[str] = mapped_column(Text)
     pbx_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     pbx_key_rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -350,3 +353,58 @@ class CallRecording(Base):
     file_id: Mapped[int | None] = mapped_column(BigInteger)  # attachRecord's FILE_ID
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OriginationState(enum.StrEnum):
+    QUEUED = "queued"  # to be sent (again) at `next_attempt_at`
+    DELIVERED = "delivered"  # the PBX answered 2xx
+    FAILED = "failed"  # given up: `error` says why
+
+
+class Origination(Base):
+    """A click-to-call or callback request from Bitrix24 (ONEXTERNALCALLSTART,
+    ONEXTERNALCALLBACKSTART) on its way to the portal's PBX as a signed webhook (originate/).
+
+    Unique per portal by (`kind`, `dedupe_key`): the Bitrix24 CALL_ID for click-to-call, a
+    digest of the event for callbacks, so an event Bitrix24 sends twice is sent to the PBX once.
+    `webhook_id` is the Standard Webhooks message id, the same on every attempt (the PBX may
+    dedupe on it too).
+    """
+
+    __tablename__ = "originations"
+    __table_args__ = (
+        UniqueConstraint("portal_id", "kind", "dedupe_key"),
+        Index("ix_originations_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # the webhook's `type`: call.start, callback.start
+    dedupe_key: Mapped[str] = mapped_column(String(128))
+    webhook_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # Bitrix24's `data`, as it sent it
+    state: Mapped[str] = mapped_column(String(16), default=OriginationState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    give_up_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)  # the PBX's last HTTP status
+    response_body: Mapped[str | None] = mapped_column(Text)  # its first characters
+    error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed, in plain words
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class ExternalLine(Base):
+    """An external line number (`LINE_NUMBER`) b24app knows the portal has
+    (telephony.externalLine.add / .get), so a number first seen on a call is added once."""
+
+    __tablename__ = "external_lines"
+    __table_args__ = (UniqueConstraint("portal_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from b24app.crypto import InvalidToken
 from b24app.db import get_db
 from b24app.models import AppCredentials, Portal
-from b24app.portals import mapping, pbx_keys, store
+from b24app.portals import mapping, originate_secret, pbx_keys, store
 from b24app.portals import settings as portal_settings
 from b24app.portals.reauth import authorization_url
 from b24app.wiring import current_store
@@ -95,10 +95,11 @@ def list_portals(as_json: bool) -> None:
 def show_portal(member_id: str, as_json: bool) -> None:
     """One portal's settings."""
     box = current_store().box
-    with get_db().read() as session:
-        portal = _portal_or_fail(session, member_id)
+    with get_db().write() as session:  # (a portal installed before it gets its originate secret)
+        portal = _portal_or_fail(session, member_id, for_update=True)
         data = portal_settings.describe(portal)
         data["pbx_key"] = pbx_keys.reveal(portal.settings, box)
+        data["originate_secret"] = originate_secret.reveal(portal.settings, box)
         data["extensions"] = len(mapping.load(session, portal))
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -112,7 +113,8 @@ def show_portal(member_id: str, as_json: bool) -> None:
 @click.argument("assignments", nargs=-1, required=True)
 def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
     """Change settings: currency=EUR add_to_chat=0|1 fallback_user_id=N timezone=Europe/Moscow
-    enterprise_limits=0|1. Nothing changes unless every value is valid."""
+    show_card=0|1 originate_url=https://… enterprise_limits=0|1. Nothing changes unless every
+    value is valid."""
     changes: dict[str, str] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
@@ -162,6 +164,17 @@ def rotate_pbx_key(member_id: str) -> None:
         portal = _portal_or_fail(session, member_id, for_update=True)
         key = pbx_keys.rotate(portal.settings, current_store().box)
     click.echo(key)
+
+
+@portals_group.command("rotate-originate-secret")
+@click.argument("member_id")
+def rotate_originate_secret(member_id: str) -> None:
+    """Give the portal a new originate secret (click-to-call webhooks are signed with it from
+    now on: give it to the PBX); prints it."""
+    with get_db().write() as session:
+        portal = _portal_or_fail(session, member_id, for_update=True)
+        secret = originate_secret.rotate(portal.settings, current_store().box)
+    click.echo(secret)
 
 
 @portals_group.command("reauth-url")
@@ -225,6 +238,10 @@ def rotate_keys() -> None:
                 portal.settings.pbx_key_encrypted = box.encrypt(key)
                 portal.settings.pbx_key_hash = box.lookup_hash(key)
                 count += 1
+                if portal.settings.originate_secret_encrypted:
+                    secret = portal.settings.originate_secret_encrypted
+                    portal.settings.originate_secret_encrypted = box.reencrypt(secret)
+                    count += 1
         for row in session.scalars(select(AppCredentials).with_for_update()):
             row.client_secret_encrypted = box.reencrypt(row.client_secret_encrypted)
             count += 1

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from b24app.bitrix.errors import BitrixError
+from b24app.bitrix.errors import BitrixError, UnsafeAddress
+from b24app.bitrix.safety import InvalidURL, parse_url, public_address
 from b24app.models import Portal, PortalSettings
 from b24app.portals.currencies import refresh_currencies
 from b24app.portals.mapping import MappingError, check_user_id
@@ -69,10 +70,22 @@ def _flag(field: str, value: str) -> bool:
     return value == "1"
 
 
-def _currency(currencies: Callable[[], list[str]], value: str) -> str:
+@dataclass(frozen=True)
+class Asking:
+    """What a validator may ask about the portal a setting is for: its currencies (asked
+    afresh of Bitrix24), and the store (for the deployment's settings)."""
+
+    store: InstallationStore
+    member_id: str
+
+    def currencies(self) -> list[str]:
+        return refresh_currencies(self.store, self.member_id, force=True)
+
+
+def _currency(asking: Asking, value: str) -> str:
     code = value.strip().upper()
     try:
-        known = currencies()
+        known = asking.currencies()
     except BitrixError as error:
         detail = f"could not read the portal's currencies ({error.code})"
         raise SettingError("currency", detail) from None
@@ -101,8 +114,32 @@ def _timezone(value: str) -> str:
     return name
 
 
-# name -> (validator(the portal's currencies, asked afresh; raw) -> value, apply(portal, value))
-Validator = Callable[[Callable[[], list[str]], str], Any]
+def _originate_url(asking: Asking, value: str) -> str | None:
+    """PRODUCT.md: https (http, and private addresses, only where the deployment allows them:
+    B24APP_ORIGINATE_ALLOW_PRIVATE or development); "" or "none" clears it. The address is
+    checked again at every send (originate/webhooks.py: DNS may answer otherwise later)."""
+    url = value.strip()
+    if url.lower() in ("", "none"):
+        return None
+    try:
+        parts = parse_url(url, query=True)
+    except InvalidURL as error:
+        raise SettingError("originate_url", str(error)) from None
+    if asking.store.settings.originate_private_allowed:
+        return url
+    if parts.scheme != "https":
+        raise SettingError("originate_url", "must use https (the webhook carries phone numbers)")
+    try:
+        public_address(parts.hostname or "", parts.port or 443)
+    except UnsafeAddress as error:
+        raise SettingError(
+            "originate_url", f"{error}: b24app sends webhooks to public addresses only"
+        ) from None
+    return url
+
+
+# name -> (validator(what it may ask, raw) -> value, apply(portal, value))
+Validator = Callable[[Asking, str], Any]
 SETTINGS: dict[str, tuple[Validator, Callable[[Portal, Any], None]]] = {
     "currency": (_currency, lambda p, v: setattr(p.settings, "currency", v)),
     "add_to_chat": (
@@ -118,6 +155,7 @@ SETTINGS: dict[str, tuple[Validator, Callable[[Portal, Any], None]]] = {
         lambda _m, v: _flag("show_card", v),
         lambda p, v: setattr(p.settings, "show_card", v),
     ),
+    "originate_url": (_originate_url, lambda p, v: setattr(p.settings, "originate_url", v)),
     "enterprise_limits": (
         lambda _m, v: _flag("enterprise_limits", v),
         lambda p, v: setattr(p, "enterprise_limits", v),
@@ -130,16 +168,13 @@ def validate(
 ) -> dict[str, Any]:
     """Check every change (a currency against the portal's own, asked afresh); raise the first
     SettingError, else return the parsed values by name."""
-
-    def currencies() -> list[str]:
-        return refresh_currencies(store, member_id, force=True)
-
+    asking = Asking(store, member_id)
     parsed: dict[str, Any] = {}
     for name, raw in changes.items():
         if name not in SETTINGS:
             raise SettingError(name, f"unknown setting; known: {', '.join(SETTINGS)}")
         validator, _ = SETTINGS[name]
-        parsed[name] = validator(currencies, raw)
+        parsed[name] = validator(asking, raw)
     return parsed
 
 
@@ -163,5 +198,6 @@ def describe(portal: Portal) -> dict[str, Any]:
         "fallback_user_id": s.fallback_user_id,
         "timezone": s.timezone,
         "show_card": int(s.show_card is not False),
+        "originate_url": s.originate_url,
         "enterprise_limits": int(portal.enterprise_limits),
     }

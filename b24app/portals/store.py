@@ -43,7 +43,7 @@ from b24app.models import (
     PortalStatus,
     utcnow,
 )
-from b24app.portals import pbx_keys
+from b24app.portals import originate_secret, pbx_keys
 from b24app.portals.throttle import Throttle
 
 
@@ -314,12 +314,13 @@ class InstallationStore:
         return portal
 
     def new_settings(self) -> PortalSettings:
-        """A new portal's settings row, with a fresh PBX key."""
+        """A new portal's settings row, with a fresh PBX key and originate secret."""
         key = pbx_keys.generate()
         return PortalSettings(
             pbx_key_encrypted=self.box.encrypt(key),
             pbx_key_hash=self.box.lookup_hash(key),
             pbx_key_rotated_at=utcnow(),
+            originate_secret_encrypted=self.box.encrypt(originate_secret.generate()),
         )
 
     def store_tokens(self, portal: Portal, tokens: TokenPair) -> None:

@@ -1,0 +1,115 @@
+"""The portal's external lines (telephony.externalLine.get / .add) and the ones b24app knows.
+
+Bitrix24 shows a call's line in reports and Sales Intelligence only for lines the app added
+(api-reference/telephony/telephony-external-line-add.md). The settings page lists them
+(`listed`) and adds one (`add`); delivery adds a LINE_NUMBER first seen on a call. The
+`external_lines` rows remember which numbers are known to exist, so each is added once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from b24app.bitrix.errors import BitrixError
+from b24app.models import ExternalLine, Portal
+from b24app.portals.store import InstallationStore
+
+MAX_NUMBER = 64  # external_lines.number
+MAX_NAME = 255
+ALREADY_EXISTS = "Line already exists"  # externalLine.add's error for a known number
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line as telephony.externalLine.get lists it."""
+
+    NUMBER: str
+    NAME: str
+    CRM_AUTO_CREATE: str  # "Y" or "N"
+
+
+class LineError(ValueError):
+    """A line number or name b24app refuses; `field` names it, the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def check_number(value: str) -> str:
+    """A line number as Bitrix24 takes it: 1–64 visible characters, trimmed; else LineError."""
+    number = value.strip()
+    if not number or len(number) > MAX_NUMBER or not number.isprintable():
+        raise LineError("NUMBER", f"must be 1–{MAX_NUMBER} visible characters")
+    return number
+
+
+def listed(store: InstallationStore, member_id: str) -> list[Line]:
+    """The app's lines on the portal, asked of Bitrix24 now (BitrixError if it cannot say);
+    the numbers are remembered as known."""
+    rows = store.client(member_id).result("telephony.externalLine.get") or []
+    lines = [
+        Line(
+            NUMBER=str(row.get("NUMBER") or ""),
+            NAME=str(row.get("NAME") or ""),
+            CRM_AUTO_CREATE=str(row.get("CRM_AUTO_CREATE") or "Y"),
+        )
+        for row in rows
+        if isinstance(row, dict) and row.get("NUMBER")
+    ]
+    remember(store, member_id, [(line.NUMBER, line.NAME) for line in lines])
+    return lines
+
+
+def add(store: InstallationStore, member_id: str, number: str, name: str = "") -> bool:
+    """Add a line on the portal (NUMBER, NAME); True if added, False if Bitrix24 already had
+    it. LineError for a bad number or name, BitrixError when Bitrix24 refuses or is not reached."""
+    number = check_number(number)
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise LineError("NAME", f"must be at most {MAX_NAME} characters")
+    params: dict[str, Any] = {"NUMBER": number}
+    if name:
+        params["NAME"] = name
+    try:
+        store.client(member_id).call("telephony.externalLine.add", params)
+        added = True
+    except BitrixError as error:
+        if ALREADY_EXISTS.lower() not in str(error).lower():
+            raise
+        added = False
+    remember(store, member_id, [(number, name or None)])
+    return added
+
+
+def known(session: Session, portal_id: int) -> set[str]:
+    """The line numbers known to exist on the portal."""
+    return set(
+        session.scalars(select(ExternalLine.number).where(ExternalLine.portal_id == portal_id))
+    )
+
+
+def remember(store: InstallationStore, member_id: str, lines: list[tuple[str, str | None]]) -> None:
+    """Keep (number, name) pairs as known lines of the portal; numbers already known stay
+    (INSERT … ON CONFLICT DO NOTHING: two workers seeing a new number at once make one row)."""
+    if not lines:
+        return
+    with store.db.write() as session:
+        portal_id = session.scalar(select(Portal.id).where(Portal.member_id == member_id))
+        if portal_id is None:
+            return
+        insert = sqlite_insert if store.db.is_sqlite else pg_insert
+        session.execute(
+            insert(ExternalLine)
+            .values(
+                [{"portal_id": portal_id, "number": n, "name": m} for n, m in dict(lines).items()]
+            )
+            .on_conflict_do_nothing(index_elements=["portal_id", "number"])
+        )
