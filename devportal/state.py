@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from devportal.crm_data import CrmEntity, default_crm
+
 ACCESS_TOKEN_LIFETIME = 3600  # settings/oauth/index.md: access_token lives 1 hour
 REFRESH_TOKEN_LIFETIME = 180 * 24 * 3600  # settings/oauth/auto-renewal.md: 180 days
 AUTH_CODE_LIFETIME = 30  # settings/oauth/index.md: the code lives 30 seconds
@@ -154,6 +156,7 @@ class DevPortal:
     statistics: list[dict[str, Any]] = field(default_factory=list)  # finished calls
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)  # external lines by NUMBER
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # attachRecord by CALL_ID
+    crm: list[CrmEntity] = field(default_factory=default_crm)  # searchCrmEntities searches it
     faults: Faults = field(default_factory=Faults)
     operating: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     operating_limit: float = OPERATING_LIMIT

@@ -2,7 +2,8 @@
 
 Pages (RU and EN, same paths): api-reference/telephony/telephony-external-call-register.md,
 -finish.md (the RU finish page is the seed and is followed to the letter), -attach-record.md,
--show.md, -hide.md, telephony-external-line-add.md, -get.md, and tutorials/telephony/index.md.
+-show.md, -hide.md, -search-crm-entities.md, telephony-external-line-add.md, -get.md, and
+tutorials/telephony/index.md.
 
 Parameters arrive as strings (query or form, bracket-decoded) or as JSON types. Bitrix24 is PHP,
 so they are read the way PHP reads them: `(int)"95"` is 95, `(string)95` is "95", `"0"` is false.
@@ -22,6 +23,8 @@ What the portal keeps (DevPortal):
   leading underscore never reach the REST answer.
 - `records[CALL_ID]`: the recording attached to a finished call (the last one wins).
 - `lines[NUMBER]`: external lines, each with the client_id of the app that added it.
+- `crm`: the CRM records searchCrmEntities finds by phone number (crm_data.CrmEntity; seeded by
+  crm_data.default_crm). Register does not look them up: its CRM_CREATE always creates a lead.
 
 Every token here is an application's token, so the "application context only" rule
 (WRONG_AUTH_TYPE) always holds and is not checked. Calls belong to the app that registered them:
@@ -39,6 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from devportal.crm_data import CrmEntity
 from devportal.errors import RestError, core_error
 from devportal.methods import Call, method
 from devportal.state import DevPortal, DevState
@@ -62,6 +66,7 @@ EMPTY_FILENAME = "File name is empty"
 WRONG_EXTENSION = "Wrong file extension. Only wav and mp3 are allowed"
 EMPTY_CONTENT = "File content is empty."
 NOT_BASE64 = "File content is not properly encoded. Base64 encoding is expected."
+EMPTY_PHONE_NUMBER = "PHONE_NUMBER is empty"  # search-crm-entities page
 EMPTY_LINE_NUMBER = "NUMBER should not be empty"
 LINE_EXISTS = "Line already exists"
 
@@ -277,8 +282,9 @@ def _crm_binding(
 ) -> dict[str, Any]:
     """The call's CRM object: the one named by CRM_ENTITY_TYPE/ID, or a lead created on request.
 
-    Register page: CRM_CREATE=1 creates a CRM object when none matches (this portal has no CRM
-    records to match), and for outgoing calls through a line its CRM_AUTO_CREATE also applies.
+    Register page: CRM_CREATE=1 creates a CRM object when none matches (the emulation does not
+    match the portal's `crm` records here), and for outgoing calls through a line its
+    CRM_AUTO_CREATE also applies.
     """
     entity_type = php_string(params.get("CRM_ENTITY_TYPE"))
     entity_id = php_int(params.get("CRM_ENTITY_ID"))
@@ -513,6 +519,65 @@ def external_call_hide(call: Call, params: dict[str, Any]) -> bool:
     hidden = set(user_ids(params.get("USER_ID"), record["USER_ID"]))
     record["shown_to"] = [uid for uid in record["shown_to"] if uid not in hidden]
     return True
+
+
+# --- searchCrmEntities ---------------------------------------------------------------------
+
+# [inferred] The page says nothing of the order; its example lists the contact before the
+# company, and Bitrix24's own advice (tutorials/telephony, "Routing a Call") takes the first.
+SEARCH_ORDER = ("CONTACT", "COMPANY", "LEAD")
+# The page's values include OPENED (workday started); the emulation has no time tracking of its
+# own, so every employee is at work.
+TIMEMAN_STATUS = "OPENED"
+
+
+def _digits(value: str) -> str:
+    return "".join(ch for ch in value if ch in "0123456789")
+
+
+def _assigned_by(portal: DevPortal, user_id: int) -> dict[str, Any]:
+    """The page's ASSIGNED_BY object: ID as a string, phones null when the profile has none."""
+    user = portal.users.get(user_id)
+    return {
+        "ID": str(user_id),
+        "TIMEMAN_STATUS": TIMEMAN_STATUS if user else "UNAVAILABLE",
+        "USER_PHONE_INNER": (user.extension or None) if user else None,
+        "WORK_PHONE": None,
+        "PERSONAL_PHONE": None,
+        "PERSONAL_MOBILE": None,
+    }
+
+
+def _found(portal: DevPortal, entity: CrmEntity) -> dict[str, Any]:
+    return {
+        "CRM_ENTITY_TYPE": entity.entity_type,
+        "CRM_ENTITY_ID": entity.id,
+        "ASSIGNED_BY_ID": entity.assigned_by_id,
+        "NAME": entity.name,
+        "ASSIGNED_BY": _assigned_by(portal, entity.assigned_by_id),
+    }
+
+
+@method("telephony.externalCall.searchCrmEntities", scope="telephony")
+def external_call_search_crm_entities(call: Call, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CRM records with this phone number and their responsible employees (page:
+    telephony-external-call-search-crm-entities.md): an array, empty when nothing matches.
+
+    Numbers match by their digits ("+1 906 219-50-47" is "19062195047") [inferred: Bitrix24
+    normalises numbers before searching]; contacts first, then companies, then leads, each by
+    ID (SEARCH_ORDER). Without PHONE_NUMBER: ERROR_CORE "PHONE_NUMBER is empty".
+    """
+    phone = php_string(params.get("PHONE_NUMBER")).strip()
+    if not phone:
+        raise core_error(EMPTY_PHONE_NUMBER)
+    wanted = _digits(phone)
+    found = [
+        entity
+        for entity in call.portal.crm
+        if wanted and any(_digits(number) == wanted for number in entity.phones)
+    ]
+    found.sort(key=lambda e: (SEARCH_ORDER.index(e.entity_type), e.id))
+    return [_found(call.portal, entity) for entity in found]
 
 
 # --- attachRecord ---------------------------------------------------------------------------
