@@ -19,12 +19,15 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEV_CLIENT_ID = "local.b24app.dev"
 DEV_CLIENT_SECRET = "dev-secret-not-for-production"  # noqa: S105 - the development portal's app
+MIN_SECRET_LENGTH = 32  # SECRET_KEY, B24APP_METRICS_TOKEN outside development: 32 characters
 
 
 class ConfigError(RuntimeError):
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     pbx_auth_failure_limit: str = Field("30 per minute", alias="B24APP_PBX_AUTH_FAILURE_LIMIT")
     install_rate_limit: str = Field("20 per minute", alias="B24APP_INSTALL_RATE_LIMIT")
     proxy_count: int = Field(0, alias="B24APP_PROXY_COUNT", ge=0, le=5)
+    # /metrics asks for `Authorization: Bearer <this>` when set; in production without it /metrics
+    # answers 403 (metrics.py): the public port never shows the queue to anyone who asks.
+    metrics_token: str | None = Field(None, alias="B24APP_METRICS_TOKEN")
     # How long delivered and failed calls are kept (b24app/retention.py). 90 days: far past any
     # PBX's retry or backlog (a repeat of a purged call would be delivered again) and a quarter
     # for admins to see and re-send failed calls; Bitrix24 keeps the call itself, so our copy
@@ -109,6 +115,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://example.com")
         return value.rstrip("/")
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return database_url(value) if value and value.strip() else None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
     @field_validator("encryption_keys")
     @classmethod
     def _fernet_keys(cls, value: str | None) -> str | None:
@@ -155,7 +171,33 @@ class Settings(BaseSettings):
                 + ", ".join(missing)
                 + " (set B24APP_ENV=development to run locally with generated secrets)"
             )
+        problems = self._production_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _production_problems(self) -> list[str]:
+        """What production refuses although it is set: plain http where secrets travel (Bitrix24
+        posts tokens to PUBLIC_URL, PBXs their keys; the OAuth server gets our client secret) and
+        secrets short enough to guess."""
+        problems = [
+            f"{name} must be an https:// URL outside development"
+            for name, url in (
+                ("PUBLIC_URL", self.public_url),
+                ("B24_OAUTH_SERVER", self.oauth_server),
+            )
+            if not (url or "").startswith("https://")
+        ]
+        problems += [
+            f"{name} is too weak: at least {MIN_SECRET_LENGTH} characters outside development "
+            "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            for name, secret in (
+                ("SECRET_KEY", self.secret_key),
+                ("B24APP_METRICS_TOKEN", self.metrics_token),
+            )
+            if secret is not None and len(secret.strip()) < MIN_SECRET_LENGTH
+        ]
+        return problems
 
     @property
     def fernet_keys(self) -> list[str]:
@@ -189,6 +231,27 @@ class Settings(BaseSettings):
         return self.env == "development"
 
 
+def database_url(raw: str) -> str:
+    """The SQLAlchemy URL b24app uses for DATABASE_URL `raw`: PostgreSQL through psycopg (3), so a
+    platform's `postgres://…` (Heroku, Dokku, Render) and a bare `postgresql://…` (SQLAlchemy's
+    default driver there is psycopg2, not installed) get `postgresql+psycopg://`; SQLite as given.
+    Raises ValueError (never quoting the URL: it holds the password) for anything else."""
+    url = raw.strip()
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            url = "postgresql+psycopg://" + url.removeprefix(scheme)
+    try:
+        drivername = make_url(url).drivername
+    except ArgumentError:
+        drivername = ""
+    if drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        raise ValueError(
+            "must be a PostgreSQL URL (postgresql+psycopg://user:password@host:5432/b24app; "
+            "postgres:// is taken too) or an SQLite one (sqlite:////var/lib/b24app/b24app.sqlite3)"
+        )
+    return url
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment (plus explicit overrides, used by tests)."""
     try:
@@ -200,8 +263,9 @@ def load_settings(**overrides: object) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
-        name = ".".join(str(part) for part in error["loc"]) or "environment"
-        lines.append(f"  {name}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {name}: {message}" if name else f"  {message}")
     return "\n".join(lines)
 
 

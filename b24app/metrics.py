@@ -7,10 +7,14 @@ for itself (fine for one process and for tests).
 
 Queue depth and the age of the oldest queued call are read from the database when /metrics is
 scraped, so they are right whichever process asks.
+
+Who may scrape: with `B24APP_METRICS_TOKEN` set, whoever sends `Authorization: Bearer <token>`;
+in production without it, nobody (403 saying so); in development and testing, anyone.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from b24app.bitrix.errors import KNOWN_CODES
+from b24app.config import Settings
 from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus, utcnow
 
 HTTP_REQUESTS = Counter(
@@ -173,7 +178,37 @@ def init_app(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        refusal = _refusal(app.config["SETTINGS"], request.headers.get("Authorization", ""))
+        if refusal is not None:
+            return refusal
         return Response(exposition(app), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _refusal(settings: Settings, authorization: str) -> Response | None:
+    """Why this scrape of /metrics is refused (a 401 or 403 response), or None to serve it.
+
+    With B24APP_METRICS_TOKEN set, only `Authorization: Bearer <token>` (RFC 6750), compared in
+    constant time; in production without it, nobody (the queue, portals and error counts are not
+    the public's); in development and testing without it, anyone (`make run`, the tests)."""
+    token = settings.metrics_token
+    if token is None:
+        if settings.env != "production":
+            return None
+        return Response(
+            "/metrics is off: set B24APP_METRICS_TOKEN and scrape with "
+            "'Authorization: Bearer <token>' (docs/deployment.md, Metrics).\n",
+            status=403,
+            mimetype="text/plain",
+        )
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    return Response(
+        "/metrics needs 'Authorization: Bearer <B24APP_METRICS_TOKEN>'.\n",
+        status=401,
+        mimetype="text/plain",
+        headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+    )
 
 
 def mark_process_dead(pid: int) -> None:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import requests
+from flask.testing import FlaskClient
 
+from b24app import create_app
 from b24app.db import get_db
 from b24app.portals import pbx_keys, store
 from b24app.wiring import current_store
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, make_settings
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -124,3 +129,57 @@ def test_label_values_come_from_a_fixed_set_whatever_a_portal_answers(live_app: 
     assert (
         other - sample(before, "b24app_bitrix_answers_total", method="profile", code="other") == 5
     )
+
+
+# --- issue 14 item 10: /metrics is not the public's -----------------------------------------
+
+METRICS_TOKEN = "m" * 40
+PRODUCTION = {
+    "B24APP_ENV": "production",
+    "PUBLIC_URL": "https://b24app.example.com",
+    "B24_OAUTH_SERVER": "https://oauth.example.com",
+    "SECRET_KEY": "s" * 40,
+}
+
+
+@contextmanager
+def metrics_client(database_url: str, tmp_path: Path, **overrides: object) -> Iterator[FlaskClient]:
+    app = create_app(make_settings(database_url, tmp_path, **overrides))
+    try:
+        yield app.test_client()
+    finally:
+        app.extensions["b24app.db"].dispose()
+
+
+def test_metrics_with_a_token_answer_only_its_bearer(database_url: str, tmp_path: Path):
+    with metrics_client(database_url, tmp_path, B24APP_METRICS_TOKEN=METRICS_TOKEN) as client:
+        for headers in (
+            {},
+            {"Authorization": "Bearer " + "x" * 40},
+            {"Authorization": METRICS_TOKEN},
+        ):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+            assert b"b24app_queue_depth" not in refused.data
+        answered = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert answered.status_code == 200
+        assert b"b24app_queue_depth" in answered.data
+
+
+def test_production_without_a_token_shows_no_metrics(database_url: str, tmp_path: Path):
+    with metrics_client(database_url, tmp_path, **PRODUCTION) as client:
+        refused = client.get("/metrics")
+        assert refused.status_code == 403
+        assert b"B24APP_METRICS_TOKEN" in refused.data
+        assert b"b24app_" not in refused.data
+        assert client.get("/healthz").status_code == 200
+
+
+def test_production_with_a_token_serves_metrics(database_url: str, tmp_path: Path):
+    with metrics_client(
+        database_url, tmp_path, B24APP_METRICS_TOKEN=METRICS_TOKEN, **PRODUCTION
+    ) as client:
+        assert client.get("/metrics").status_code == 401
+        answered = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert answered.status_code == 200 and b"b24app_queue_depth" in answered.data
