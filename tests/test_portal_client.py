@@ -11,7 +11,7 @@ import time
 import pytest
 
 from b24app.bitrix.errors import PortalUnavailable, RateLimited
-from b24app.bitrix.throttle import STANDARD, Limits
+from b24app.bitrix.throttle import STANDARD, Limits, spare_slot
 from b24app.db import get_db
 from b24app.models import PortalStatus, utcnow
 from b24app.portals import store
@@ -188,3 +188,73 @@ def test_throttle_allows_the_burst_then_spaces_requests(live_app: LiveApp):
     assert waits[:5] == [0.0] * 5
     assert waits[5:] == pytest.approx([0.5, 1.0, 1.5])
     assert STANDARD.rate < 2 and STANDARD.burst < 50  # headroom below the portal's bucket
+
+
+# --- questions someone waits on (PortalClient.ask): spare slots only --------------------------
+
+
+def test_a_spare_slot_goes_now_and_leaves_the_rest_of_the_burst_free():
+    limits = Limits(rate=2.0, burst=10)
+    now = 1000.0
+    assert spare_slot(0.0, 0.0, now, limits, keep_free=5) == now + 0.5  # empty bucket
+    half_full = now + 4 * 0.5  # four requests in the bucket: one more leaves five free
+    assert spare_slot(half_full, 0.0, now, limits, keep_free=5) == half_full + 0.5
+    assert spare_slot(half_full + 0.5, 0.0, now, limits, keep_free=5) is None  # would leave 4
+    assert spare_slot(0.0, now + 1, now, limits, keep_free=5) is None  # QUERY_LIMIT_EXCEEDED
+
+
+def test_a_refused_spare_slot_books_nothing(live_app: LiveApp):
+    """The worker's next slot is where it was: a question that found no room cost it nothing."""
+    portal = live_app.install()
+    with live_app.app.app_context():
+        row = portal_row(live_app, portal.member_id)
+        throttle = Throttle(get_db())
+        limits = Limits(rate=2.0, burst=10)
+        now = time.time() + 1000
+        for _ in range(5):
+            throttle.reserve(row.id, limits, now=now)
+        assert not throttle.reserve_spare(row.id, limits, keep_free=5, now=now)
+        booked = [throttle.reserve_spare(row.id, limits, keep_free=4, now=now) for _ in range(3)]
+        waits = [throttle.reserve(row.id, limits, now=now) for _ in range(5)]
+    assert booked == [True, False, False]  # only the sixth request fit beside four free
+    assert waits == [0.0] * 4 + [pytest.approx(0.5)]  # the burst's last four, then spaced
+
+
+def test_ask_sends_while_the_bucket_has_room(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        envelope = (
+            current_store().client(portal.member_id).ask("user.admin", timeout=2, keep_free=0.5)
+        )
+    assert envelope["result"] is True
+
+
+def test_ask_sends_nothing_when_the_delivery_needs_the_rest_of_the_bucket(live_app: LiveApp):
+    portal = live_app.install()
+    with live_app.app.app_context():
+        row = portal_row(live_app, portal.member_id)
+        throttle = Throttle(get_db())
+        for _ in range(STANDARD.burst // 2):  # the worker's burst: half the bucket is taken
+            throttle.reserve(row.id, STANDARD)
+        before = len(live_app.dev.journal)
+        with pytest.raises(RateLimited) as raised:
+            current_store().client(portal.member_id).ask("user.admin", timeout=2, keep_free=0.5)
+    assert raised.value.code == "NO_SLOT"
+    assert len(live_app.dev.journal) == before
+
+
+def test_ask_does_not_retry_query_limit_exceeded_and_blocks_the_schedule(live_app: LiveApp):
+    portal = live_app.install()
+    faults.set_rest_error(live_app.dev, portal, "QUERY_LIMIT_EXCEEDED")
+    before = len(live_app.dev.entries(method="user.admin"))
+    started = time.monotonic()
+    with live_app.app.app_context():
+        with pytest.raises(RateLimited) as raised:
+            current_store().client(portal.member_id).ask("user.admin", timeout=2, keep_free=0.5)
+        row = portal_row(live_app, portal.member_id)
+        throttle = Throttle(get_db())
+        wait = throttle.reserve(row.id, STANDARD)
+    assert raised.value.code == "QUERY_LIMIT_EXCEEDED"
+    assert time.monotonic() - started < 1.0
+    assert len(live_app.dev.entries(method="user.admin")) == before + 1
+    assert wait > 1.0  # the worker, too, waits as Bitrix24 asked

@@ -1,7 +1,8 @@
 """The one way b24app calls a portal's REST API.
 
 Every call: refuses portals that are not active; refreshes a token known to be expired (single
-flight, tokens.py); waits for the portal's shared throttle slot (throttle.py); POSTs JSON with
+flight, tokens.py); waits for the portal's shared throttle slot (throttle.py; `ask`, for a
+question someone waits on, takes a spare slot now or sends nothing); POSTs JSON with
 `auth` in the body (never in the URL), without following redirects; then reacts to the answer:
 - 302/301/307/308: the portal changed its address (change-domen.md); the new address is
   checked, stored, and the call re-sent as a POST;
@@ -18,6 +19,7 @@ docs/architecture.md for why not.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -152,6 +154,18 @@ class PortalClient:
         PortalUnavailable (the portal's status forbids calls), RateLimited."""
         return self._call(method, params or {})
 
+    def ask(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float, keep_free: float
+    ) -> dict[str, Any]:
+        """Call `method` for someone waiting on the answer (a PBX routing a caller): it never
+        waits for the throttle and never takes the slots the delivery needs. It is sent only if
+        the portal's schedule has a slot free now that leaves `keep_free` (a share, 0 to 1) of
+        the burst free (throttle.spare_slot); otherwise RateLimited `NO_SLOT` is raised and
+        nothing is sent. `timeout` bounds the HTTP request (seconds). QUERY_LIMIT_EXCEEDED
+        blocks the schedule as in `call` but is not retried. An expired token is refreshed as
+        in `call` (under the refresh lock: the caller bounds its own wait). Raises as `call`."""
+        return self._call(method, params or {}, timeout=timeout, keep_free=keep_free)
+
     def probe(self, *, timeout: float, revive: tuple[str, ...] = ()) -> dict[str, Any]:
         """One `app.info` request (api-reference/common/system/app-info.md) to learn whether a
         paused portal answers again, waiting at most `timeout` seconds. A portal whose status is
@@ -236,6 +250,7 @@ class PortalClient:
         *,
         timeout: float | None = None,
         revive: tuple[str, ...] = (),
+        keep_free: float | None = None,
     ) -> dict[str, Any]:
         snap = self._snapshot(revive)
         token = snap.access_token
@@ -245,7 +260,7 @@ class PortalClient:
         redirects = 0
         limit_retries = 0
         while True:
-            throttle_mod.wait(self.schedule, snap.portal_id, snap.limits)
+            self._slot(snap, keep_free)
             response = self._post(snap.endpoint, method, params, token, timeout or self.timeout)
             if response.status_code in REDIRECT_CODES and redirects < MAX_REDIRECTS:
                 redirects += 1
@@ -268,7 +283,7 @@ class PortalClient:
                 limit_retries += 1
                 retry_at = time.time() + 2.0**limit_retries
                 self.schedule.block(snap.portal_id, retry_at)
-                if limit_retries <= QUERY_LIMIT_RETRIES:
+                if limit_retries <= QUERY_LIMIT_RETRIES and keep_free is None:
                     continue
                 raise RateLimited(error.code, error.description, retry_at)
             if error.code == "OPERATION_TIME_LIMIT":
@@ -276,6 +291,17 @@ class PortalClient:
                 raise RateLimited(error.code, error.description, float(reset_at))
             self._react(error)
             raise error
+
+    def _slot(self, snap: _Snapshot, keep_free: float | None) -> None:
+        """Wait for the portal's next throttle slot; or, for `ask` (`keep_free` given), take
+        one only if it is spare now, else raise RateLimited NO_SLOT (nothing is sent)."""
+        if keep_free is None:
+            throttle_mod.wait(self.schedule, snap.portal_id, snap.limits)
+            return
+        keep = math.ceil(keep_free * snap.limits.burst)
+        if not self.schedule.reserve_spare(snap.portal_id, snap.limits, keep_free=keep):
+            retry_at = time.time() + 1.0 / snap.limits.rate
+            raise RateLimited("NO_SLOT", "no spare request slot for this portal now", retry_at)
 
     def _post(
         self, endpoint: str, method: str, params: dict[str, Any], token: str, timeout: float

@@ -11,6 +11,11 @@ the rule; where those two numbers are kept (one row per portal, so every process
 the installation store's business (portals/throttle.py), handed to the client as a `Schedule`.
 Written here because the maintained rate-limit libraries limit *incoming* requests per key and
 reject; we need to *schedule* outgoing ones (wait, don't fail) across processes.
+
+A question someone is waiting on (`PortalClient.ask`: a PBX asking who should take a caller)
+must not wait and must not crowd out the delivery, so it takes a slot only by `spare_slot`: when
+it can go at once and leaves `keep_free` requests of the burst free, else it is not sent at all.
+The worker's own requests always book with `next_slot` and wait; a question never waits.
 """
 
 from __future__ import annotations
@@ -43,11 +48,33 @@ def next_slot(
     return send_at, max(arrival, send_at) + interval
 
 
+def spare_slot(
+    theoretical_arrival: float, blocked_until: float, now: float, limits: Limits, *, keep_free: int
+) -> float | None:
+    """GCRA for a request that may neither wait nor crowd out the others (a PBX asking who
+    takes a caller, while the worker has calls to deliver): the new theoretical arrival if the
+    request can be sent now and, once it is, at least `keep_free` requests of the burst are
+    still free; else None (nothing is booked). Epoch seconds."""
+    if blocked_until > now:
+        return None
+    send_at, arrival = next_slot(theoretical_arrival, blocked_until, now, limits)
+    in_bucket = (arrival - now) * limits.rate  # requests in the bucket once this one is sent
+    if send_at > now or limits.burst - in_bucket < keep_free:
+        return None
+    return arrival
+
+
 class Schedule(Protocol):
     """Where the portals' schedules are kept (shared by every process that calls them)."""
 
     def reserve(self, portal_id: int, limits: Limits, *, now: float | None = None) -> float:
         """Book the next request slot (`next_slot`); return the seconds to wait before sending."""
+
+    def reserve_spare(
+        self, portal_id: int, limits: Limits, *, keep_free: int, now: float | None = None
+    ) -> bool:
+        """Book a slot only if `spare_slot` gives one (it goes now, `keep_free` requests of the
+        burst stay free); return whether it did."""
 
     def block(self, portal_id: int, until: float) -> None:
         """Nobody sends to this portal before `until` (epoch seconds; QUERY_LIMIT_EXCEEDED)."""

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from b24app.bitrix.throttle import Limits, next_slot
+from b24app.bitrix.throttle import Limits, next_slot, spare_slot
 from b24app.db import Database
 from b24app.models import PortalThrottle
 
@@ -34,6 +34,22 @@ class Throttle:
                 row.theoretical_arrival, row.blocked_until, now, limits
             )
         return send_at - now
+
+    def reserve_spare(
+        self, portal_id: int, limits: Limits, *, keep_free: int, now: float | None = None
+    ) -> bool:
+        """Book a slot only if one is free now with `keep_free` requests of the burst left over
+        (bitrix.throttle.spare_slot); return whether it was booked. Never waits."""
+        now = time.time() if now is None else now
+        with self.db.write() as session:
+            row = self._row(session, portal_id)
+            arrival = spare_slot(
+                row.theoretical_arrival, row.blocked_until, now, limits, keep_free=keep_free
+            )
+            if arrival is None:
+                return False
+            row.theoretical_arrival = arrival
+        return True
 
     def block(self, portal_id: int, until: float) -> None:
         """Nobody sends to this portal before `until` (after QUERY_LIMIT_EXCEEDED)."""
