@@ -819,6 +819,16 @@ def test_line_get_lists_only_this_applications_lines(rest: Rest, other: Rest) ->
     ]
 
 
+def test_register_with_an_unknown_line_number_adds_no_line(rest: Rest, portal: DevPortal) -> None:
+    """telephony-external-call-register.md documents LINE_NUMBER as the call's line and nothing
+    more; lines are added by telephony.externalLine.add. (The digest's UNCONFIRMED core reading,
+    that register creates an unknown line silently, is not emulated: the app must not rely on
+    it.)"""
+    call_id = register(rest, LINE_NUMBER="74950000001")
+    assert portal.calls[call_id]["LINE_NUMBER"] == "74950000001"
+    assert rest.result(LINE_GET) == [] and portal.lines == {}
+
+
 def test_line_add_form_encoded(rest: Rest) -> None:
     """telephony-external-line-add.md with data-encoding.md: form parameters."""
     response = form_call(rest, LINE_ADD, [("NUMBER", "line-f"), ("CRM_AUTO_CREATE", "N")])
