@@ -3,7 +3,9 @@ reference documentation (../shared/reference/) so that b24app can be built and t
 
 Several portals live in one process, each at `{base}/p/{code}/` (its REST at `…/rest/`); the
 OAuth server is at `{base}/oauth/token/` and `{base}/rest/app.info/`; `/_dev/` is the inspection
-and fault-injection API used by tests, benchmarks and the shell page.
+and fault-injection API used by tests, benchmarks and the shell page. `/_pbx/<code>/originate` is
+not Bitrix24 at all: a stand-in for portal <code>'s PBX, receiving b24app's click-to-call and
+callback webhooks (pbx_receiver.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from devportal.state import DevState
 
 
 def create_devportal_app(state: DevState | None = None) -> Flask:
-    from devportal import inspect, methods, oauth, rest, shell, upload
+    from devportal import inspect, methods, oauth, pbx_receiver, rest, shell, upload
 
     methods.load_all()
     app = Flask(__name__)
@@ -24,4 +26,5 @@ def create_devportal_app(state: DevState | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     app.register_blueprint(inspect.bp)
     app.register_blueprint(shell.bp)
+    app.register_blueprint(pbx_receiver.bp)
     return app

@@ -31,6 +31,20 @@ installed there) or 502 (the app could not be reached).
     POST /_dev/portals/<code>/update        {client_id, user_id?, lang?} -> {"version", "events"}
     POST /_dev/portals/<code>/uninstall     {client_id, clean?: bool ("Clear application data":
                                             ONAPPUNINSTALL's data[CLEAN]), lang?} -> {"events"}
+    POST /_dev/portals/<code>/click-to-call {user_id?, contact_id | phone, client_id?,
+                                            call_list_id?, is_mobile?} -> 202 SENT: an employee
+                                            clicks a number (call_events.py); 409 no_app,
+                                            not_installed, not_bound; 404 no_user, no_contact;
+                                            400 bad_phone
+    POST /_dev/portals/<code>/callback      {phone, text?, voice?, user_id?, client_id?} -> 202
+                                            SENT: a client orders a callback; refusals as above
+    GET  /_dev/portals/<code>/events        {"events": [DELIVERY]}: every event the event queue
+                                            sent (event_queue.py), oldest first, with the
+                                            handler's answer; never resent
+    GET  /_dev/portals/<code>/pbx           PBX: the portal's PBX stand-in (pbx_receiver.py)
+    POST /_dev/portals/<code>/pbx           {secret?, b24app_url?, pbx_key?, extension?,
+                                            talk_seconds?, fail_next?, down?, delay?, forget?}
+                                            -> PBX: only the given fields change
     GET  /_dev/apps                         {"apps": [APP]}
     POST /_dev/apps                         {client_id, client_secret, scope?, installer_url?,
                                             app_url?, handler_url?, redirect_uri?} -> 201 APP
@@ -50,6 +64,12 @@ installed there) or 502 (the app could not be reached).
     LIMITS        {rate, burst, level, operating_limit}
     APP           {client_id, scope, installer_url, app_url, handler_url, redirect_uri}
     events        [{url, status}]: status null when the handler could not be reached
+    SENT          {event, CALL_ID (click-to-call; null for a callback), client_id, data,
+                  deliveries: [DELIVERY], all "queued"}
+    DELIVERY      event_queue.py: {id, event, client_id, handler, event_handler_id, data,
+                  call_id, user_id, state, queued_at, sent_at, answered_at, status, error, answer}
+    PBX           {originate_url, secret_set, pbx_key_set, b24app_url, extension, talk_seconds,
+                  fail_next, down, delay, received: [...], reports: [...]} (pbx_receiver.py)
 
 `app_url` is the app's base address (the driver POSTs to `{app_url}/install` and `/app`); when
 absent it is taken from the app's registered installer URL.
@@ -65,6 +85,7 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, current_app, request
 
+from devportal import call_events, event_queue, pbx_receiver
 from devportal import faults as fault_helpers
 from devportal.errors import SYSTEM_ERRORS
 from devportal.install_driver import Delivered, InstallDriver, NotInstalled
@@ -302,6 +323,98 @@ def uninstall_app(code: str) -> Response:
         raise BadInput("clean must be true or false (the 'Clear application data' option)")
     events = _driver(dev).uninstall(portal, client_id, clean, lang=str(body.get("lang", "en")))
     return _json({"events": _deliveries(events)})
+
+
+# --- telephony: what people do, the events sent, the PBX stand-in ----------------------------
+@bp.errorhandler(call_events.CallEventRefused)
+def _refused(refused: call_events.CallEventRefused) -> Response:
+    status = {"no_user": 404, "no_contact": 404, "bad_phone": 400}.get(refused.code, 409)
+    return _json({"error": refused.code, "error_description": str(refused)}, status)
+
+
+@bp.post("/portals/<code>/click-to-call")
+def click_to_call(code: str) -> Response:
+    """An employee clicks a phone number (call_events.click_to_call)."""
+    body = _body()
+    dev = state()
+    portal = _portal(dev, code)
+    contact_id = body.get("contact_id")
+    sent = call_events.click_to_call(
+        dev,
+        portal,
+        user_id=_whole(body, "user_id", 1),
+        contact_id=None if contact_id is None else _whole(body, "contact_id", 0),
+        phone=None if body.get("phone") is None else str(body["phone"]),
+        client_id=_optional_app(dev, body),
+        call_list_id=_whole(body, "call_list_id", 0),
+        is_mobile=bool(body.get("is_mobile", False)),
+    )
+    return _json(_sent(sent), 202)
+
+
+@bp.post("/portals/<code>/callback")
+def order_callback(code: str) -> Response:
+    """A client orders a callback in a CRM form (call_events.order_callback)."""
+    body = _body()
+    dev = state()
+    portal = _portal(dev, code)
+    sent = call_events.order_callback(
+        dev,
+        portal,
+        phone=str(body.get("phone") or ""),
+        text=str(body.get("text") or ""),
+        voice=str(body.get("voice") or call_events.DEFAULT_VOICE),
+        user_id=_whole(body, "user_id", 1),
+        client_id=_optional_app(dev, body),
+    )
+    return _json(_sent(sent), 202)
+
+
+@bp.get("/portals/<code>/events")
+def sent_events(code: str) -> Response:
+    dev = state()
+    return _json({"events": event_queue.deliveries(dev, _portal(dev, code))})
+
+
+@bp.get("/portals/<code>/pbx")
+def get_pbx(code: str) -> Response:
+    dev = state()
+    return _json(pbx_receiver.describe(dev, _portal(dev, code)))
+
+
+@bp.post("/portals/<code>/pbx")
+def set_pbx(code: str) -> Response:
+    dev = state()
+    portal = _portal(dev, code)
+    try:
+        pbx_receiver.configure(dev, portal, _body())
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    return _json(pbx_receiver.describe(dev, portal))
+
+
+def _sent(sent: call_events.Sent) -> dict[str, Any]:
+    return {
+        "event": sent.event,
+        "CALL_ID": sent.call_id,
+        "client_id": sent.client_id,
+        "data": sent.data,
+        "deliveries": sent.deliveries,
+    }
+
+
+def _whole(body: dict[str, Any], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise BadInput(f"{key}: a whole number")
+    return int(value)
+
+
+def _optional_app(dev: DevState, body: dict[str, Any]) -> str | None:
+    client_id = body.get("client_id")
+    if client_id is not None and client_id not in dev.apps:
+        raise BadInput(f"no app {client_id!r}", 404, "not_found")
+    return None if client_id is None else str(client_id)
 
 
 # --- apps, journal, clock, reset -------------------------------------------------------------

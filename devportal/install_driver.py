@@ -71,7 +71,7 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class _Post:
+class EventPost:
     """One event body, built under the state lock and sent after it is released."""
 
     url: str
@@ -164,7 +164,7 @@ class InstallDriver:
                 "LANGUAGE_ID": lang,
             }
             fallback = self.state.apps[client_id].handler_url
-            posts = self._posts(portal, installation, "ONAPPINSTALL", data, user_id, fallback)
+            posts = self.event_posts(portal, installation, "ONAPPINSTALL", data, user_id, fallback)
         return self._send_all(portal, client_id, "ONAPPINSTALL", posts)
 
     def update(
@@ -183,7 +183,7 @@ class InstallDriver:
                 "PREVIOUS_VERSION": str(previous),
                 "LANGUAGE_ID": lang,
             }
-            posts = self._posts(portal, installation, "ONAPPUPDATE", data, user_id, None)
+            posts = self.event_posts(portal, installation, "ONAPPUPDATE", data, user_id, None)
         return self._send_all(portal, client_id, "ONAPPUPDATE", posts)
 
     def uninstall(
@@ -197,7 +197,7 @@ class InstallDriver:
         """
         with self.state.lock:
             installation = self._installation(portal, client_id)
-            posts: list[_Post] = []
+            posts: list[EventPost] = []
             if installation.installed:
                 body = {
                     "event": "ONAPPUNINSTALL",
@@ -206,7 +206,7 @@ class InstallDriver:
                     "auth": self._portal_auth(portal, installation),
                 }
                 posts = [
-                    _Post(b.handler, _pairs(body, b.handler_id))
+                    EventPost(b.handler, _pairs(body, b.handler_id))
                     for b in bindings(installation, "ONAPPUNINSTALL")
                 ]
             revoke_installation(self.state, portal, client_id)
@@ -214,7 +214,7 @@ class InstallDriver:
         return self._send_all(portal, client_id, "ONAPPUNINSTALL", posts)
 
     # --- building events ---------------------------------------------------------------------
-    def _posts(
+    def event_posts(
         self,
         portal: DevPortal,
         installation: Installation,
@@ -222,8 +222,11 @@ class InstallDriver:
         data: dict[str, str],
         user_id: int,
         fallback: str | None,
-    ) -> list[_Post]:
-        """One body per handler bound to `event`, each with the tokens of its `auth_type` user."""
+    ) -> list[EventPost]:
+        """One body per handler bound to `event` (else one to `fallback`, when given), each
+        with a fresh token pair of its binding's `auth_type` user, or of `user_id` (the user
+        whose action caused the event) for auth_type 0. Call it holding `state.lock`; send the
+        bodies after releasing it (events/index.md, event-bind.md)."""
         targets = bindings(installation, event)
         if not targets and fallback:
             targets = [Binding(fallback)]
@@ -239,7 +242,7 @@ class InstallDriver:
                 "ts": str(int(self.state.now())),
                 "auth": auths[owner],
             }
-            posts.append(_Post(binding.handler, _pairs(body, binding.handler_id)))
+            posts.append(EventPost(binding.handler, _pairs(body, binding.handler_id)))
         return posts
 
     def _full_auth(
@@ -274,11 +277,11 @@ class InstallDriver:
 
     # --- sending -----------------------------------------------------------------------------
     def _send_all(
-        self, portal: DevPortal, client_id: str, event: str, posts: list[_Post]
+        self, portal: DevPortal, client_id: str, event: str, posts: list[EventPost]
     ) -> list[Delivered]:
         return [self._send(portal, client_id, event, post) for post in posts]
 
-    def _send(self, portal: DevPortal, client_id: str, event: str, post: _Post) -> Delivered:
+    def _send(self, portal: DevPortal, client_id: str, event: str, post: EventPost) -> Delivered:
         """POST one event; a failure is journalled, never raised and never retried."""
         status: int | None = None
         error: str | None = None

@@ -11,8 +11,11 @@ Pages
     GET  /p/<code>/marketplace/app/<client_id>/     the same, with that app opened in the frame
          query: as_user=N (the signed-in user; default 1, the admin), lang=en|ru (LANG)
     GET  /p/<code>/telephony/                       the portal's external calls as Bitrix24 saw
-         them, each a timeline (below); query: lang=en|ru, limit=N (default 100), refresh=S
-         (seconds between reloads, default 5, 0 for none)
+         them, each a timeline (below); query: as_user=N (the signed-in user, default 1),
+         lang=en|ru, limit=N (default 100), refresh=S (seconds between reloads of the live
+         parts, default 5, 0 for none). Also: the CRM's contacts, each number a click-to-call
+         button; the CRM callback form; the events the event queue sent to apps and their
+         answers; the portal's PBX stand-in (pbx_receiver.py: what it received and reported)
 
 JSON for the shell page's own script (same origin; like all of the devportal, unauthenticated)
     POST /p/<code>/shell/frames          {client_id, action: "install"|"open", user_id, lang}
@@ -25,6 +28,15 @@ JSON for the shell page's own script (same origin; like all of the devportal, un
                                          InstallDriver.finish_install sends it), then the app page
     POST /p/<code>/shell/refresh         {client_id, refresh_token} -> {"auth": AUTH}: the
                                          portal renews a frame's token pair (BX24.refreshAuth)
+    POST /p/<code>/shell/click-to-call   {user_id, contact_id | phone, lang} -> 202 {event,
+                                         CALL_ID, client_id, data, deliveries, message}: the
+                                         employee clicked a number (call_events.click_to_call)
+    POST /p/<code>/shell/callback        {user_id, phone, text, voice?, lang} -> 202 {event,
+                                         CALL_ID: null, client_id, data, deliveries, message}:
+                                         a callback ordered (call_events.order_callback)
+                                         Both refuse in the person's language: 409 no_app,
+                                         not_installed, not_bound; 404 no_user, no_contact;
+                                         400 bad_phone
 
     FRAME  {page: "install"|"app", client_id, url, query, form, origin, name, sid, user_id,
             is_admin, lang}: POST `url`?`query` with `form` into the iframe named `name`
@@ -79,6 +91,9 @@ inside a batch), so a call finished long ago still shows how it got there:
            finished    user, status (CALL_FAILED_CODE), duration (s), cost, currency
            record      filename, size (bytes, null for a RECORD_URL), url
            refused     method, error: a request for this call the portal answered with an error
+           clicked     user, line, crm, app: Bitrix24 registered the call on an employee's click
+           event       event, status (the handler's HTTP status, null if none), error: the
+                       event the queue sent about this call
     Users are {id, name}.
 
 Every frame the shell opens is journalled as {"frame": page, "url", "via": "shell", "user_id"};
@@ -104,6 +119,8 @@ from flask import (
     send_from_directory,
 )
 
+from devportal import call_events, event_queue, pbx_receiver
+from devportal.call_events import CallEventRefused
 from devportal.install_driver import (
     FramePost,
     InstallDriver,
@@ -367,16 +384,107 @@ def telephony(code: str) -> Response:
         return _moved_or_missing(dev, code)
     lang = _ui(_lang(request.args.get("lang")))
     limit = max(1, _int(request.args.get("limit"), DEFAULT_CALLS_SHOWN))
+    refresh = max(0, _int(request.args.get("refresh"), 5))
+    with dev.lock:
+        user = portal.users.get(_int(request.args.get("as_user"), 1))
+        if user is None or not user.active:
+            return Response(TEXT[lang]["no_user"], 404, mimetype="text/plain")
+        users = [u for u in portal.users.values() if u.active]
+        contacts = [dict(c) for c in portal.contacts]
+        app_id = call_events.telephony_app(dev, portal)
+    config = {
+        "base": f"/p/{portal.code}/",
+        "user_id": user.id,
+        "lang": lang,
+        "refresh": refresh,
+        "text": {k: CALL_TEXT[lang][k] for k in ("calling", "ordering", "failed_request")},
+    }
     html = render_template(
         "telephony.html",
         portal=portal,
         calls=call_timelines(dev, portal)[:limit],
+        deliveries=list(reversed(event_queue.deliveries(dev, portal)))[:limit],
+        pbx=pbx_receiver.describe(dev, portal),
+        contacts=contacts,
+        app_id=app_id,
+        user=user,
+        users=users,
+        config=config,
         text=CALL_TEXT[lang],
         lang=lang,
-        refresh=max(0, _int(request.args.get("refresh"), 5)),
+        refresh=refresh,
+        query={"as_user": user.id, "lang": lang},
         clock=_clock,
     )
     return Response(html, mimetype="text/html")
+
+
+# --- telephony: click-to-call and the callback form ---------------------------------------------
+@bp.post("/p/<code>/shell/click-to-call")
+def click_to_call(code: str) -> Response:
+    """An employee clicks a number: {user_id, contact_id | phone, lang} -> 202 {CALL_ID,
+    client_id, deliveries, message}; refusals (call_events.CallEventRefused) as shell errors."""
+    body = _body()
+    dev, portal = _portal_or_404(code)
+    lang = _ui(_lang(body.get("lang")))
+    contact_id = body.get("contact_id")
+    try:
+        sent = call_events.click_to_call(
+            dev,
+            portal,
+            user_id=_int(body.get("user_id"), 1),
+            contact_id=None if contact_id in (None, "") else _int(contact_id, 0),
+            phone=str(body.get("phone") or "") or None,
+        )
+    except CallEventRefused as refused:
+        raise _refusal(refused, lang) from refused
+    message = CALL_TEXT[lang]["clicked"].format(
+        phone=sent.data["PHONE_NUMBER"], app=sent.client_id, call_id=sent.call_id
+    )
+    return _json(_sent(sent, message), 202)
+
+
+@bp.post("/p/<code>/shell/callback")
+def callback(code: str) -> Response:
+    """A client fills in the CRM callback form: {user_id, phone, text, voice?, lang} -> 202
+    {client_id, deliveries, message}; refusals as shell errors."""
+    body = _body()
+    dev, portal = _portal_or_404(code)
+    lang = _ui(_lang(body.get("lang")))
+    try:
+        sent = call_events.order_callback(
+            dev,
+            portal,
+            phone=str(body.get("phone") or ""),
+            text=str(body.get("text") or "") or CALL_TEXT[lang]["callback_default"],
+            voice=str(body.get("voice") or call_events.DEFAULT_VOICE),
+            user_id=_int(body.get("user_id"), 1),
+        )
+    except CallEventRefused as refused:
+        raise _refusal(refused, lang) from refused
+    message = CALL_TEXT[lang]["ordered"].format(phone=sent.data["PHONE_NUMBER"], app=sent.client_id)
+    return _json(_sent(sent, message), 202)
+
+
+REFUSAL_STATUS = {"no_user": 404, "no_contact": 404, "bad_phone": 400}
+
+
+def _refusal(refused: CallEventRefused, lang: str) -> ShellError:
+    """The shell's words for why nothing was sent (409 unless the input was wrong)."""
+    text = REFUSALS[lang][refused.code]
+    description = text.format(app=refused.detail, event=refused.event, value=refused.detail)
+    return ShellError(refused.code, description, REFUSAL_STATUS.get(refused.code, 409))
+
+
+def _sent(sent: call_events.Sent, message: str) -> dict[str, Any]:
+    return {
+        "event": sent.event,
+        "CALL_ID": sent.call_id,
+        "client_id": sent.client_id,
+        "data": sent.data,
+        "deliveries": sent.deliveries,
+        "message": message,
+    }
 
 
 def call_timelines(dev: DevState, portal: DevPortal) -> list[dict[str, Any]]:
@@ -385,7 +493,8 @@ def call_timelines(dev: DevState, portal: DevPortal) -> list[dict[str, Any]]:
         entries = [
             e
             for e in dev.journal
-            if e.get("member_id") == portal.member_id and e.get("method") in CALL_METHODS
+            if e.get("member_id") == portal.member_id
+            and (e.get("method") in CALL_METHODS or (e.get("call_id") and "method" not in e))
         ]
         calls: dict[str, dict[str, Any]] = {}
         by_external: dict[str, str] = {}
@@ -438,7 +547,11 @@ def _journal_step(
     by_external: dict[str, str],
     entry: dict[str, Any],
 ) -> None:
-    """Add what one journalled request did to its call (register, show, hide, refusals)."""
+    """Add what one journalled request did to its call (register, show, hide, refusals), or
+    what the portal did itself (a click registering a call, the event it sent)."""
+    if "method" not in entry:
+        _portal_step(portal, calls, entry)
+        return
     what = CALL_METHODS[entry["method"]]
     params = entry.get("params") or {}
     ok = entry.get("status") == 200
@@ -472,6 +585,33 @@ def _journal_step(
         step["users"] = [_user(portal, uid) for uid in _user_ids(params.get("USER_ID"))]
     else:
         return  # finish and attachRecord come from the statistics and records
+    call["events"].append(step)
+
+
+def _portal_step(
+    portal: DevPortal, calls: dict[str, dict[str, Any]], entry: dict[str, Any]
+) -> None:
+    """A click that registered the call ("clicked"), or the event sent about it ("event")."""
+    call = calls.get(str(entry["call_id"]))
+    if call is None:
+        return
+    step: dict[str, Any] = {"at": entry.get("ts", 0.0)}
+    if entry.get("started"):
+        data = entry.get("data") or {}
+        entity = data.get("CRM_ENTITY_TYPE")
+        step.update(
+            what="clicked",
+            user=_user(portal, entry.get("user_id")),
+            line=data.get("LINE_NUMBER") or None,
+            crm=f"{entity} {data.get('CRM_ENTITY_ID')}" if entity else None,
+            app=entry.get("client_id"),
+        )
+    elif entry.get("event"):
+        step.update(
+            what="event", event=entry["event"], status=entry.get("status"), error=entry.get("error")
+        )
+    else:
+        return
     call["events"].append(step)
 
 
@@ -690,6 +830,71 @@ CALL_TEXT = {
         "bytes": "bytes",
         "refused": "refused",
         "no_card": "no card",
+        "signed_in": "Signed in as",
+        "admin": "administrator",
+        "employee": "employee",
+        "contacts": "CRM: contacts",
+        "contacts_hint": (
+            "Click a number to call the client through the portal's telephony app, as an "
+            "employee does in the CRM: Bitrix24 registers the call and sends the app "
+            "ONEXTERNALCALLSTART."
+        ),
+        "outgoing_app": "Outgoing calls go through",
+        "no_app": "no telephony application is installed",
+        "contact": "Contact",
+        "phone": "Phone",
+        "call_through_app": "Call {phone} through the app",
+        "callback_title": "CRM form: order a callback",
+        "callback_hint": (
+            "As a client fills in a CRM callback form on a website: Bitrix24 sends the app "
+            "ONEXTERNALCALLBACKSTART."
+        ),
+        "callback_phone": "Client's phone number",
+        "callback_text": "Text spoken to the employee first",
+        "callback_send": "Order a callback",
+        "callback_default": (
+            "A callback was ordered from the website, connecting you with the client"
+        ),
+        "events_title": "Events sent to applications",
+        "events_hint": (
+            "Bitrix24's event queue sends each event once, a little after the action; a handler "
+            "that does not answer 200 is logged as failed and the event is not sent again."
+        ),
+        "no_events": "No events yet.",
+        "event": "event",
+        "handler": "handler",
+        "answer": "answer",
+        "queued": "queued",
+        "sending": "sending",
+        "delivered": "delivered",
+        "failed": "failed",
+        "pbx_title": "PBX (development stand-in, not part of Bitrix24)",
+        "pbx_hint": (
+            "Where b24app sends this portal's click-to-call and callback webhooks in development "
+            "(its originate_url). It verifies each signature, answers as a PBX does and reports "
+            "the call it places to b24app's PBX API."
+        ),
+        "pbx_address": "Originate URL",
+        "pbx_verifies": "Verifies signatures",
+        "pbx_no_secret": "no secret configured: every webhook is refused (401)",
+        "pbx_reports": "Reports calls to",
+        "pbx_not_reporting": "nobody (no b24app address or PBX key configured)",
+        "pbx_down": "down: answers 503 to everything",
+        "pbx_received": "Webhooks received",
+        "pbx_reported": "Reported to b24app",
+        "pbx_none": "Nothing received yet.",
+        "yes": "yes",
+        "forged": "refused",
+        "clicked_step": "clicked by",
+        "event_step": "event",
+        "calling": "Calling…",
+        "ordering": "Ordering…",
+        "failed_request": "The portal could not do it",
+        "clicked": (
+            "Calling {phone} through {app}: Bitrix24 registered the call {call_id} and queued "
+            "ONEXTERNALCALLSTART for the app."
+        ),
+        "ordered": "Callback to {phone} ordered: ONEXTERNALCALLBACKSTART queued for {app}.",
     },
     "ru": {
         "title": "Телефония: внешние звонки",
@@ -712,5 +917,94 @@ CALL_TEXT = {
         "bytes": "байт",
         "refused": "отказ",
         "no_card": "без карточки",
+        "signed_in": "Вы вошли как",
+        "admin": "администратор",
+        "employee": "сотрудник",
+        "contacts": "CRM: контакты",
+        "contacts_hint": (
+            "Нажмите на номер, чтобы позвонить клиенту через приложение телефонии портала, как "
+            "сотрудник делает это в CRM: Битрикс24 регистрирует звонок и отправляет приложению "
+            "ONEXTERNALCALLSTART."
+        ),
+        "outgoing_app": "Исходящие звонки идут через",
+        "no_app": "приложение телефонии не установлено",
+        "contact": "Контакт",
+        "phone": "Телефон",
+        "call_through_app": "Позвонить на {phone} через приложение",
+        "callback_title": "CRM-форма: заказ обратного звонка",
+        "callback_hint": (
+            "Как клиент, заполняющий CRM-форму обратного звонка на сайте: Битрикс24 отправляет "
+            "приложению ONEXTERNALCALLBACKSTART."
+        ),
+        "callback_phone": "Номер телефона клиента",
+        "callback_text": "Текст, который сначала услышит сотрудник",
+        "callback_send": "Заказать обратный звонок",
+        "callback_default": "С сайта заказан обратный звонок, соединяем вас с клиентом",
+        "events_title": "События, отправленные приложениям",
+        "events_hint": (
+            "Очередь событий Битрикс24 отправляет каждое событие один раз, чуть позже действия; "
+            "если обработчик не ответил 200, сбой записывается и событие повторно не отправляется."
+        ),
+        "no_events": "Событий пока нет.",
+        "event": "событие",
+        "handler": "обработчик",
+        "answer": "ответ",
+        "queued": "в очереди",
+        "sending": "отправляется",
+        "delivered": "доставлено",
+        "failed": "сбой",
+        "pbx_title": "АТС (заглушка для разработки, не часть Битрикс24)",
+        "pbx_hint": (
+            "Сюда b24app при разработке отправляет вебхуки этого портала о звонках по клику и "
+            "обратных звонках (его originate_url). Заглушка проверяет каждую подпись, отвечает как "
+            "АТС и сообщает о звонке в PBX API b24app."
+        ),
+        "pbx_address": "Адрес originate_url",
+        "pbx_verifies": "Проверяет подписи",
+        "pbx_no_secret": "секрет не задан: все вебхуки отклоняются (401)",
+        "pbx_reports": "Сообщает о звонках в",
+        "pbx_not_reporting": "никуда (не заданы адрес b24app или ключ АТС)",
+        "pbx_down": "недоступна: на всё отвечает 503",
+        "pbx_received": "Полученные вебхуки",
+        "pbx_reported": "Отправлено в b24app",
+        "pbx_none": "Пока ничего не получено.",
+        "yes": "да",
+        "forged": "отклонён",
+        "clicked_step": "клик:",
+        "event_step": "событие",
+        "calling": "Звоним…",
+        "ordering": "Заказываем…",
+        "failed_request": "Портал не смог это сделать",
+        "clicked": (
+            "Звонок на {phone} через {app}: Битрикс24 зарегистрировал звонок {call_id} и поставил "
+            "в очередь ONEXTERNALCALLSTART для приложения."
+        ),
+        "ordered": (
+            "Обратный звонок на {phone} заказан: ONEXTERNALCALLBACKSTART поставлено в очередь "
+            "для {app}."
+        ),
+    },
+}
+
+REFUSALS = {
+    "en": {
+        "no_app": "No telephony application is installed on this portal: nothing was sent.",
+        "not_installed": (
+            "The application {app} is not fully installed yet: Bitrix24 sends it no events."
+        ),
+        "not_bound": "The application {app} has no handler for {event}: nothing was sent.",
+        "no_user": "No such active employee on this portal.",
+        "no_contact": "No such CRM contact.",
+        "bad_phone": "Not a phone number: {value}",
+    },
+    "ru": {
+        "no_app": "На портале не установлено приложение телефонии: ничего не отправлено.",
+        "not_installed": (
+            "Приложение {app} ещё не установлено до конца: Битрикс24 не отправляет ему событий."
+        ),
+        "not_bound": "У приложения {app} нет обработчика {event}: ничего не отправлено.",
+        "no_user": "На портале нет такого активного сотрудника.",
+        "no_contact": "Нет такого контакта CRM.",
+        "bad_phone": "Это не номер телефона: {value}",
     },
 }

@@ -144,6 +144,29 @@ class Faults:
 
 
 @dataclass
+class StandInPbx:
+    """The development stand-in for a portal's PBX (pbx_receiver.py; not part of Bitrix24).
+
+    `secret` verifies the originate webhooks b24app sends (Standard Webhooks); with `b24app_url`
+    and `pbx_key` it reports the calls it places back to b24app's PBX API. Faults: `down`
+    (503 to everything), `fail_next` (500 to the next N verified webhooks), `delay` (seconds
+    before any answer). `received` and `reports` are what it got and what it reported.
+    """
+
+    secret: str | None = None
+    b24app_url: str | None = None
+    pbx_key: str | None = None
+    extension: str = "101"  # the operator who takes callbacks (Boris, in default_users)
+    talk_seconds: float = 2.0  # how long each call it places lasts before its finish
+    fail_next: int = 0
+    down: bool = False
+    delay: float = 0.0
+    received: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)  # webhook-id of every message acted on
+
+
+@dataclass
 class DevPortal:
     code: str  # path segment: the portal lives at {base}/p/{code}/
     member_id: str
@@ -156,6 +179,9 @@ class DevPortal:
     statistics: list[dict[str, Any]] = field(default_factory=list)  # finished calls
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)  # external lines by NUMBER
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # attachRecord by CALL_ID
+    contacts: list[dict[str, Any]] = field(default_factory=lambda: default_contacts())  # CRM
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # event_queue.py's events
+    pbx: StandInPbx = field(default_factory=StandInPbx)
     crm: list[CrmEntity] = field(default_factory=default_crm)  # searchCrmEntities searches it
     faults: Faults = field(default_factory=Faults)
     operating: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
@@ -329,6 +355,15 @@ def default_users() -> list[DevUser]:
         DevUser(3, "Clara", "Support", extension="102", email="clara@example.test"),
         DevUser(4, "Dmitri", "Support", extension="", email="dmitri@example.test"),
         DevUser(5, "Eva", "Former", active=False, extension="105", email="eva@example.test"),
+    ]
+
+
+def default_contacts() -> list[dict[str, Any]]:
+    """A few CRM contacts with phone numbers as people type them, for click-to-call."""
+    return [
+        {"ID": 1, "NAME": "Ivan", "LAST_NAME": "Petrov", "PHONE": "+7 495 123-45-67"},
+        {"ID": 2, "NAME": "Maria", "LAST_NAME": "Ivanova", "PHONE": "8 (916) 555-01-02"},
+        {"ID": 3, "NAME": "John", "LAST_NAME": "Smith", "PHONE": "+1 555 123 4567"},
     ]
 
 
