@@ -24,13 +24,21 @@ from b24app import (
     settings_page,
     wiring,
 )
-from b24app.config import Settings, fill_development_defaults, load_settings
+from b24app.config import ConfigError, Settings, fill_development_defaults, load_settings
 from b24app.textbody import StrictRequest
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app. Without `settings`, read and validate the environment."""
-    settings = settings or load_settings()
+    """Build the app. Without `settings`, read and validate the environment (config.py); a
+    wrong one raises ConfigError, except under the `flask` command line, which then gets an app
+    that lists the commands and refuses to run them (cli.unconfigured_app)."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as error:
+            if cli.running_flask_command():
+                return cli.unconfigured_app(error)
+            raise
     app = Flask(__name__, instance_path=settings.instance_path or None)
     app.request_class = StrictRequest  # forms decoded as declared, never repaired (textbody.py)
     settings = fill_development_defaults(settings, Path(app.instance_path))

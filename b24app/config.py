@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 DEV_CLIENT_ID = "local.b24app.dev"
 DEV_CLIENT_SECRET = "dev-secret-not-for-production"  # noqa: S105 - the development portal's app
+RUN_SETTINGS = "make-run.env"  # in the instance folder: the settings `make run` runs with
 MIN_SECRET_LENGTH = 32  # SECRET_KEY, B24APP_METRICS_TOKEN outside development: 32 characters
 
 
@@ -165,19 +168,20 @@ class Settings(BaseSettings):
             "B24APP_ENCRYPTION_KEYS": self.encryption_keys,
         }
         missing = [name for name, value in required.items() if not value]
+        problems = self._production_problems()
         if missing:
-            raise ValueError(
+            problems.insert(
+                0,
                 "required outside development: "
                 + ", ".join(missing)
-                + " (set B24APP_ENV=development to run locally with generated secrets)"
+                + " (set B24APP_ENV=development to run locally with generated secrets)",
             )
-        problems = self._production_problems()
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n  ".join(problems))
         return self
 
     def _production_problems(self) -> list[str]:
-        """What production refuses although it is set: plain http where secrets travel (Bitrix24
+        """What production refuses among the values set: plain http where secrets travel (Bitrix24
         posts tokens to PUBLIC_URL, PBXs their keys; the OAuth server gets our client secret) and
         secrets short enough to guess."""
         problems = [
@@ -186,7 +190,7 @@ class Settings(BaseSettings):
                 ("PUBLIC_URL", self.public_url),
                 ("B24_OAUTH_SERVER", self.oauth_server),
             )
-            if not (url or "").startswith("https://")
+            if url and not url.startswith("https://")
         ]
         problems += [
             f"{name} is too weak: at least {MIN_SECRET_LENGTH} characters outside development "
@@ -195,7 +199,7 @@ class Settings(BaseSettings):
                 ("SECRET_KEY", self.secret_key),
                 ("B24APP_METRICS_TOKEN", self.metrics_token),
             )
-            if secret is not None and len(secret.strip()) < MIN_SECRET_LENGTH
+            if secret and len(secret.strip()) < MIN_SECRET_LENGTH
         ]
         return problems
 
@@ -252,8 +256,33 @@ def database_url(raw: str) -> str:
     return url
 
 
+def default_instance_path() -> Path:
+    """The instance folder when B24APP_INSTANCE_PATH is not set: Flask's choice for the package,
+    as create_app makes it (`instance/` beside a checkout, `<prefix>/var/b24app-instance` for an
+    installed wheel)."""
+    from flask import Flask
+
+    return Path(Flask("b24app").instance_path)
+
+
+def settings_files() -> tuple[Path, ...]:
+    """The dotenv files settings are read from, weakest first; the environment beats both.
+
+    First the settings `make run` last ran with (`make-run.env` in the instance folder, written by
+    devportal/devrun.py), so `flask --app b24app …` in a checkout where `make run` runs finds its
+    development settings without a variable; then `.env` in the current folder. `make clean`
+    removes the instance folder, and with it the first."""
+    folder = os.environ.get("B24APP_INSTANCE_PATH") or dotenv_values(".env").get(
+        "B24APP_INSTANCE_PATH"
+    )
+    return (Path(folder) if folder else default_instance_path()) / RUN_SETTINGS, Path(".env")
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the environment (plus explicit overrides, used by tests)."""
+    """Read and validate the environment and the settings files (settings_files), or, given
+    `_env_file` (None: none), those files; keyword overrides win (tests use them). Raises
+    ConfigError naming each wrong or missing variable."""
+    overrides.setdefault("_env_file", settings_files())
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

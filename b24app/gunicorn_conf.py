@@ -8,12 +8,14 @@
   process has its own SQLAlchemy pool (db.py): keep processes × pool size under PostgreSQL's
   max_connections.
 - The access log prints the path without the query string: /oauth/callback carries a `code`.
+- The master checks the configuration before starting workers (`on_starting`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
@@ -27,6 +29,18 @@ max_requests = 10_000
 max_requests_jitter = 1_000
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server: Any) -> None:
+    """Check the configuration once, in the master, before any worker starts: a wrong one is one
+    message on stderr and exit 1, not a traceback from every worker that fails to boot."""
+    from b24app.config import ConfigError, load_settings
+
+    try:
+        load_settings()
+    except ConfigError as error:
+        print(f"b24app: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def child_exit(server: Any, worker: Any) -> None:

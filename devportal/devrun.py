@@ -3,7 +3,8 @@
 First checks that its two ports (`PORT`, default 5000, and `DEVPORTAL_PORT`, default 8100) are
 free on 127.0.0.1, and stops with a message naming the taken one otherwise: starting anyway would
 send the install request to whatever listens there. Then sets development defaults (nothing to
-configure), applies migrations, starts the three processes under honcho (Ctrl-C stops them all),
+configure; written to make-run.env in the instance folder, where `flask --app b24app …` finds
+them), applies migrations, starts the three processes under honcho (Ctrl-C stops them all),
 installs the app on the development portal "alpha" through its real installer, and prints what to
 open, how to send a first call (a new PBX_CALL_ID each run) and how to start the PBX simulator.
 """
@@ -19,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,6 +63,7 @@ def main() -> int:
         return 2
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    write_run_settings(os.environ)
     from b24app import create_app
     from b24app.cli import upgrade_database
 
@@ -95,6 +98,39 @@ def _share_metrics(instance: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def write_run_settings(environ: Mapping[str, str]) -> Path:
+    """Write the b24app settings this run uses (every variable b24app reads that `environ` sets,
+    B24APP_INSTANCE_PATH aside) to make-run.env in the instance folder, where config.py looks
+    before `.env`: `flask --app b24app …` in this checkout then uses the same settings without a
+    variable (README, Admin command line). Rewritten at each start, so a setting of an earlier
+    run never lingers; owner-only, since DATABASE_URL may hold a password. Returns its path."""
+    from b24app.config import RUN_SETTINGS, Settings, default_instance_path
+
+    names = [field.alias for field in Settings.model_fields.values() if field.alias]
+    folder = Path(environ.get("B24APP_INSTANCE_PATH") or default_instance_path())
+    lines = [
+        "# Written by `make run` (devportal/devrun.py) at each start: the settings it runs",
+        "# b24app with, read by `flask --app b24app ...` in this checkout after the environment",
+        "# and .env. Removed by `make clean`.",
+        *(
+            f'{name}="{_dotenv_quoted(environ[name])}"'
+            for name in names
+            if name in environ and name != "B24APP_INSTANCE_PATH"
+        ),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUN_SETTINGS
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _dotenv_quoted(value: str) -> str:
+    """`value` inside a double-quoted dotenv value (python-dotenv unescapes \\ and \\")."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def ports_problem(ports: dict[str, int], host: str = HOST) -> str | None:
@@ -179,7 +215,7 @@ def simulator_command(key: str) -> str:
     """How to start the PBX simulator against this run (b24app/pbx/simulate.py)."""
     url = "" if WEB == "http://127.0.0.1:5000" else f" --url {WEB}"
     return (
-        f"B24APP_ENV=development {Path(sys.executable).parent / 'flask'} --app b24app "
+        f"{Path(sys.executable).parent / 'flask'} --app b24app "
         f"pbx simulate --key {key}{url} --calls 20"
     )
 
