@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from b24app.db import get_db
 from b24app.logs import get_logger
 from b24app.models import Portal
-from b24app.portals import mapping, pbx_keys, store
+from b24app.portals import lines, mapping, originate_secret, pbx_keys, store
 from b24app.portals import settings as portal_settings
 from b24app.portals.currencies import stored_currencies
 from b24app.settings_page import messages
@@ -28,7 +28,16 @@ from b24app.wiring import current_store
 
 log = get_logger(__name__)
 
-PAGE_SETTINGS = ("currency", "add_to_chat", "fallback_user_id", "timezone", "show_card")
+PAGE_SETTINGS = (
+    "currency",
+    "add_to_chat",
+    "fallback_user_id",
+    "timezone",
+    "show_card",
+    "originate_url",
+)
+TEST_NUMBER_CHARS = frozenset("0123456789+()-. ")
+MAX_TEST_NUMBER = 32
 
 
 @dataclass
@@ -62,7 +71,12 @@ def change_settings(
     except portal_settings.SettingError as error:
         raise Refused.one(
             error.field,
-            messages.setting_error(error.field, raw.get(error.field, ""), _currencies(member_id)),
+            messages.setting_error(
+                error.field,
+                raw.get(error.field, ""),
+                _currencies(member_id) if error.field == "currency" else [],
+                error.message,
+            ),
         ) from None
     fallback = parsed.get("fallback_user_id")
     if fallback and employees is not None and fallback not in {e.id for e in employees}:
@@ -225,3 +239,42 @@ def rotate_key(member_id: str) -> str:
     """A new PBX key; the old one stops working at commit."""
     with get_db().write() as session:
         return pbx_keys.rotate(_portal(session, member_id).settings, current_store().box)
+
+
+def reveal_originate_secret(member_id: str) -> str:
+    """The portal's originate secret (portals/originate_secret.py), made now if it has none
+    yet (a portal installed before click-to-call existed)."""
+    with get_db().write() as session:
+        return originate_secret.reveal(_portal(session, member_id).settings, current_store().box)
+
+
+def rotate_originate_secret(member_id: str) -> str:
+    """A new originate secret; webhooks are signed with it from the commit on, so the PBX
+    fails to verify them until it is given the new one."""
+    with get_db().write() as session:
+        return originate_secret.rotate(_portal(session, member_id).settings, current_store().box)
+
+
+def check_test_number(value: object) -> str:
+    """The phone number a test call carries: "" or at most 32 of digits, spaces and + ( ) - .
+    (the PBX is not expected to dial it)."""
+    number = _text(value).strip()
+    if len(number) > MAX_TEST_NUMBER or not set(number) <= TEST_NUMBER_CHARS:
+        raise Refused.one("test_phone_number", messages.test_number_error())
+    return number
+
+
+FIELD_OF_LINE = {"NUMBER": "line_number", "NAME": "line_name"}
+
+
+def add_line(member_id: str, number: object, name: object) -> tuple[str, bool]:
+    """Add an external line on the portal (portals/lines.py `add`: telephony.externalLine.add);
+    (the number as added, False when Bitrix24 already had it). Refused for a bad number or
+    name; BitrixError when Bitrix24 refuses otherwise or is not reached."""
+    try:
+        checked = lines.check_number(_text(number))
+        added = lines.add(current_store(), member_id, checked, _text(name))
+    except lines.LineError as error:
+        field_name = FIELD_OF_LINE.get(error.field, "line_number")
+        raise Refused.one(field_name, messages.line_error(error.field)) from None
+    return checked, added

@@ -14,6 +14,7 @@ from typing import Any
 from flask_babel import format_decimal, lazy_gettext
 from flask_babel import gettext as _
 
+from b24app.bitrix.safety import InvalidURL, parse_url
 from b24app.portals.mapping import MappingError
 
 ENTRY_REFUSED = {
@@ -64,10 +65,13 @@ def currency_error(value: str, known: Sequence[str]) -> str:
     )
 
 
-def setting_error(field: str, value: str, known_currencies: Sequence[str]) -> str:
-    """A refused setting, said in the page's language."""
+def setting_error(field: str, value: str, known_currencies: Sequence[str], detail: str = "") -> str:
+    """A refused setting, said in the page's language (`detail`: the shared validator's English
+    reason, for the settings whose reasons are several)."""
     if field == "currency":
         return currency_error(value, known_currencies)
+    if field == "originate_url":
+        return originate_url_error(value, detail)
     if field == "add_to_chat":
         return _("Choose whether calls are posted to the chat: on or off.")
     if field == "fallback_user_id":
@@ -80,6 +84,35 @@ def setting_error(field: str, value: str, known_currencies: Sequence[str]) -> st
             value=value.strip() or "—",
         )
     return _("%(field)s is not a setting of this page.", field=field)
+
+
+def originate_url_error(value: str, detail: str) -> str:
+    """Why portals/settings.py refused an originate_url (`detail`: its English reason), said
+    again from the address itself: not a plain URL, not https, or not a public address."""
+    try:
+        parts = parse_url(value.strip(), query=True)
+    except InvalidURL:
+        return _(
+            "Enter the full address of your PBX's webhook, such as "
+            "https://pbx.example.com/b24/originate: http:// or https://, a host, no spaces, no "
+            "user:password@, no #fragment."
+        )
+    if parts.scheme != "https":
+        return _(
+            "The address must start with https://: the webhook carries phone numbers. Plain "
+            "http:// is allowed only where b24app runs with B24APP_ORIGINATE_ALLOW_PRIVATE=1."
+        )
+    if "does not resolve" in detail:
+        return _(
+            "%(host)s was not found (the name does not resolve). Check the address.",
+            host=parts.hostname,
+        )
+    return _(
+        "%(host)s leads to a private or local network address; b24app sends webhooks to public "
+        "addresses only (whoever runs b24app may allow private ones with "
+        "B24APP_ORIGINATE_ALLOW_PRIVATE=1).",
+        host=parts.hostname,
+    )
 
 
 def mapping_error(error: MappingError) -> str:
@@ -501,6 +534,127 @@ def http_problem(status: int) -> str:
     )
 
 
+# --- click-to-call and callback: the originate webhook -------------------------------------------
+
+
+def confirm_secret_rotation() -> str:
+    return _(
+        "Confirm the new secret first: webhooks signed with the current one will fail your "
+        "PBX's verification."
+    )
+
+
+def seconds(value: float) -> str:
+    """A duration in seconds with two decimals at most, in the page's number format."""
+    return str(format_decimal(round(value, 2)))
+
+
+def test_answer(
+    ok: bool, status: int | None, took: float, error_code: str | None, error: str | None
+) -> str:
+    """What became of a test webhook (originate/webhooks.py TestAnswer), for the admin: the
+    PBX's answer, or why it could not be sent; always about the PBX, never Bitrix24."""
+    if ok:
+        return _(
+            "Your PBX answered HTTP %(status)s in %(seconds)s s: it accepted the test call.",
+            status=status,
+            seconds=seconds(took),
+        )
+    if error_code == "refused":
+        return _(
+            "Your PBX answered HTTP %(status)s in %(seconds)s s: it did not accept the webhook. "
+            "Check how it verifies the signature and that it has the current secret.",
+            status=status,
+            seconds=seconds(took),
+        )
+    if error_code == "redirect":
+        return _(
+            "Your PBX answered with a redirect (HTTP %(status)s); b24app does not follow "
+            "redirects. Enter the address the redirect leads to.",
+            status=status or "3xx",
+        )
+    if error_code == "timeout":
+        return _("Your PBX did not answer within %(seconds)s s.", seconds=seconds(took))
+    if error_code == "connection":
+        return _(
+            "Could not connect to your PBX: the connection was refused, or its name does not "
+            "resolve."
+        )
+    if error_code == "unsafe_address":
+        return _(
+            "Not sent: the address leads to a private or local network, which b24app's address "
+            "rules forbid."
+        )
+    if error_code == "no_url":
+        return _("Not sent: no originate URL is set. Save your PBX's webhook address first.")
+    return _("Not sent: %(error)s", error=error or "—")
+
+
+def test_number_error() -> str:
+    return _("A phone number is at most 32 characters: digits, spaces and + ( ) - .")
+
+
+ORIGINATION_KINDS = {
+    "call.start": lazy_gettext("Click-to-call"),
+    "callback.start": lazy_gettext("Callback"),
+}
+
+ORIGINATION_STATES = {
+    "queued": STATES["queued"],
+    "delivered": STATES["delivered"],
+    "failed": STATES["failed"],
+}
+
+
+def origination_outcome(
+    state: str,
+    status: int | None,
+    error: str | None,
+    attempts: int,
+    delivered_at: str | None,
+) -> str:
+    """One line on a request to the PBX (models.Origination): what the PBX answered, or why it
+    was not delivered (`error`: the sender's reason in plain English, shown as written)."""
+    if state == "delivered":
+        return _(
+            "Your PBX accepted it (HTTP %(status)s) at %(time)s.",
+            status=status or "2xx",
+            time=delivered_at or "—",
+        )
+    reason = pbx_reason(status, error)
+    if state == "failed":
+        return (
+            _("Not delivered to your PBX: %(reason)s", reason=reason)
+            if reason
+            else _("Not delivered to your PBX.")
+        )
+    if attempts and reason:
+        return _("Your PBX has not taken it yet (%(reason)s); trying again.", reason=reason)
+    return _("Waiting to be sent to your PBX.")
+
+
+def pbx_reason(status: int | None, error: str | None) -> str:
+    """The PBX's HTTP status in words, else the sender's reason as written."""
+    if status:
+        return _("it answered HTTP %(status)s", status=status)
+    return error or ""
+
+
+def line_error(field: str) -> str:
+    """A line number or name portals/lines.py refused (LineError.field NUMBER or NAME)."""
+    if field == "NAME":
+        return _("A line's name is at most 255 characters.")
+    return _("A line number is 1–64 visible characters, such as 74951234567.")
+
+
+def line_exists(number: str) -> str:
+    return _("Line %(number)s already exists on this portal: nothing changed.", number=number)
+
+
+def line_added(number: str) -> str:
+    return _("Line %(number)s added.", number=number)
+
+
 # --- health ---------------------------------------------------------------------------------------
 
 PORTAL_LABELS = {
@@ -605,4 +759,14 @@ def client_messages() -> dict[str, Any]:
         "answer": _("Bitrix24's answer"),
         "delivery_details": _("Delivery details"),
         "duration_s": _("%(seconds)s s"),
+        "secret_rotated": _(
+            "New secret made. Webhooks are signed with it from now on: give it to your PBX."
+        ),
+        "sending_test": _("Sending a test call to your PBX…"),
+        "pbx_body": _("Your PBX's answer"),
+        "no_lines": _("This portal has no external lines of this application yet."),
+        "lines_failed": _("Could not ask Bitrix24 for the lines: %(error)s"),
+        "no_originations": _("No click-to-call or callback requests yet."),
+        "bitrix_call": _("Bitrix24 CALL_ID %(id)s"),
+        "callback_text": _("Text to say: %(text)s"),
     }

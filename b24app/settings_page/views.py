@@ -26,10 +26,18 @@ from b24app.db import get_db
 from b24app.frames import framed
 from b24app.logs import get_logger
 from b24app.models import Portal, PortalStatus, utcnow
-from b24app.portals import currencies, mapping, store
+from b24app.portals import currencies, lines, mapping, store
 from b24app.portals.reauth import authorization_url
 from b24app.portals.settings import Preferences, zone
-from b24app.settings_page import actions, examples, journal, messages, page_token, portal_data
+from b24app.settings_page import (
+    actions,
+    examples,
+    journal,
+    messages,
+    originations,
+    page_token,
+    portal_data,
+)
 from b24app.settings_page.entry import EntryRefused, language, verify_entry
 from b24app.settings_page.i18n import use_language
 from b24app.settings_page.page_token import TokenRefused, Viewer
@@ -160,6 +168,10 @@ def page_state(viewer: Viewer) -> dict[str, Any]:
                 "timezone": s.timezone,
                 "show_card": s.show_card is not False,
             },
+            "originate": {
+                "url": (s.originate_url or "") if viewer.is_admin else _shown_url(s.originate_url),
+                "has_secret": bool(s.originate_secret_encrypted),
+            },
             "currencies": currencies.stored_currencies(s),
             "mapping": _rows(mapping.load(session, portal)),
             "health": health.as_json(),
@@ -167,6 +179,15 @@ def page_state(viewer: Viewer) -> dict[str, Any]:
         if viewer.is_admin:
             state["key_rotated_at"] = journal.local_time(s.pbx_key_rotated_at, tz)
     return state
+
+
+def _shown_url(url: str | None) -> str:
+    """The originate URL as the read-only view shows it: without its query, which may carry
+    the PBX's own credentials (`?token=…` → `?…`)."""
+    if not url:
+        return ""
+    base, query = url.split("?", 1) if "?" in url else (url, "")
+    return f"{base}?…" if query else base
 
 
 def _rows(rows: dict[str, int]) -> list[dict[str, Any]]:
@@ -480,3 +501,105 @@ def reauthorize(viewer: Viewer) -> Response:
         return _error("not_installed", str(messages.NOT_INSTALLED), 403)
     _audit(viewer, "re-authorisation link made")
     return jsonify(ok=True, url=url)
+
+
+# --- click-to-call and callback; external lines --------------------------------------------------
+
+
+@bp.post("/app/api/originate-secret/reveal")
+@api(admin=True)
+def reveal_originate_secret(viewer: Viewer) -> Response:
+    """The portal's originate secret (made now if it has none yet): `{"ok", "secret"}`."""
+    secret = actions.reveal_originate_secret(viewer.member_id)
+    _audit(viewer, "originate secret shown")
+    return jsonify(ok=True, secret=secret)
+
+
+@bp.post("/app/api/originate-secret/rotate")
+@api(admin=True)
+def rotate_originate_secret(viewer: Viewer) -> Response:
+    """A new originate secret; needs `{"confirm": true}` (the PBX must be given it, and
+    webhooks signed with the old one fail its verification): `{"ok", "secret", ...state}`."""
+    if _body().get("confirm") is not True:
+        raise actions.Refused.one("confirm", messages.confirm_secret_rotation())
+    secret = actions.rotate_originate_secret(viewer.member_id)
+    _audit(viewer, "originate secret rotated")
+    return jsonify(ok=True, secret=secret, **page_state(viewer))
+
+
+@bp.post("/app/api/originate/test")
+@api(admin=True)
+def send_test_call(viewer: Viewer) -> Response:
+    """Send the PBX a signed `call.test` webhook now (bounded by the sender, about 5 s) and say
+    what it answered: `{"ok": true, "answer": {"ok", "status", "seconds", "body", "error_code",
+    "text"}}`; `answer.ok` is the PBX's acceptance."""
+    phone_number = actions.check_test_number(_body().get("phone_number"))
+    answer = _send_test(viewer, phone_number)
+    _audit(viewer, "test call sent", accepted=answer.ok, status=answer.status,
+           error_code=answer.error_code)  # fmt: skip
+    return jsonify(
+        ok=True,
+        answer={
+            "ok": answer.ok,
+            "status": answer.status,
+            "seconds": round(answer.seconds, 3),
+            "seconds_text": messages.seconds(answer.seconds),
+            "body": answer.body[: originations.MAX_BODY],
+            "error_code": answer.error_code,
+            "text": messages.test_answer(
+                answer.ok, answer.status, answer.seconds, answer.error_code, answer.error
+            ),
+        },
+    )
+
+
+def _send_test(viewer: Viewer, phone_number: str) -> Any:
+    """originate/sender.py `send_test`: a TestAnswer (ok, status, seconds, body, error,
+    error_code); it never raises."""
+    from b24app.originate import sender
+
+    return sender.send_test(
+        current_store(), viewer.member_id, user_id=viewer.user_id, phone_number=phone_number
+    )
+
+
+@bp.get("/app/api/originations")
+@api(admin=True)
+def list_originations(viewer: Viewer) -> Response:
+    """The latest click-to-call and callback requests to the PBX (originations.py):
+    `{"ok", "originations": [...]}`."""
+    limit = request.args.get("limit", type=int) or originations.DEFAULT_LIMIT
+    with get_db().read() as session:
+        portal = _find(session, viewer.member_id)
+        tz = zone(portal.settings.timezone)
+        rows = originations.recent(session, portal.id, limit)
+        described = [originations.describe(row, tz=tz) for row in rows]
+    return jsonify(ok=True, originations=described)
+
+
+@bp.get("/app/api/lines")
+@api(admin=False)
+def list_lines(viewer: Viewer) -> Response:
+    """The portal's external lines of this application, asked of Bitrix24 now
+    (telephony.externalLine.get): `{"ok", "lines": [{"NUMBER", "NAME", "CRM_AUTO_CREATE"}]}`;
+    502 with the reason when Bitrix24 cannot be asked."""
+    found = lines.listed(current_store(), viewer.member_id)
+    return jsonify(ok=True, lines=[_line(line) for line in found])
+
+
+@bp.post("/app/api/lines")
+@api(admin=True)
+def add_line(viewer: Viewer) -> Response:
+    """Add an external line (`{"NUMBER", "NAME"}`; telephony.externalLine.add): `{"ok",
+    "added", "message", "lines"}`; `added` false when the portal had it already; 422 naming
+    `line_number` or `line_name` for a value b24app refuses."""
+    body = _body()
+    number, added = actions.add_line(viewer.member_id, body.get("NUMBER"), body.get("NAME"))
+    _audit(viewer, "line added" if added else "line existed", line=number)
+    found = lines.listed(current_store(), viewer.member_id)
+    message = messages.line_added(number) if added else messages.line_exists(number)
+    return jsonify(ok=True, added=added, message=message, lines=[_line(x) for x in found])
+
+
+def _line(line: lines.Line) -> dict[str, str]:
+    return {"NUMBER": line.NUMBER, "NAME": line.NAME, "CRM_AUTO_CREATE": line.CRM_AUTO_CREATE}

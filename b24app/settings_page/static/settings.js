@@ -16,6 +16,8 @@
   var employees = null; // {id: {id, name, extension}} once loaded
   var employeeList = [];
   var revealedKey = null;
+  var revealedSecret = null;
+  var originationRows = null;
   var journalShow = "all";
 
   // --- small helpers --------------------------------------------------------------------------
@@ -260,6 +262,196 @@
     });
   }
 
+  // --- click-to-call and callback -------------------------------------------------------------
+
+  function showSecret(secret) {
+    revealedSecret = secret;
+    var input = $("originate-secret");
+    input.type = "text";
+    input.value = secret;
+    $("secret-copy").disabled = false;
+    $("secret-show").textContent = M.hide;
+    fit();
+  }
+
+  function hideSecret() {
+    revealedSecret = null;
+    var input = $("originate-secret");
+    input.type = "password";
+    input.value = "••••••••••••••••";
+    $("secret-copy").disabled = true;
+    $("secret-show").textContent = M.show;
+  }
+
+  function wireOriginate() {
+    if (!isAdmin || !$("originate-form")) return;
+    var form = $("originate-form");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      $("originate-save").disabled = true;
+      api("POST", "/settings", { settings: { originate_url: $("originate_url").value } }).then(function (result) {
+        $("originate-save").disabled = false;
+        if (!result.ok) { showFailure(result, form); return; }
+        clearErrors(form);
+        S.settings = result.data.settings;
+        S.originate = result.data.originate;
+        $("originate_url").value = S.originate.url;
+        flash(M.saved);
+      });
+    });
+    $("secret-show").addEventListener("click", function () {
+      if (revealedSecret) { hideSecret(); return; }
+      api("POST", "/originate-secret/reveal", {}).then(function (result) {
+        if (!result.ok) { showFailure(result); return; }
+        showSecret(result.data.secret);
+      });
+    });
+    var confirmBox = $("secret-confirm"), opener = $("secret-rotate");
+    function closeConfirm() {
+      confirmBox.hidden = true;
+      opener.setAttribute("aria-expanded", "false");
+      fit();
+    }
+    opener.addEventListener("click", function () {
+      confirmBox.hidden = false;
+      opener.setAttribute("aria-expanded", "true");
+      $("secret-yes").focus();
+      fit();
+    });
+    $("secret-no").addEventListener("click", function () { closeConfirm(); opener.focus(); });
+    confirmBox.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { closeConfirm(); opener.focus(); }
+    });
+    $("secret-yes").addEventListener("click", function () {
+      api("POST", "/originate-secret/rotate", { confirm: true }).then(function (result) {
+        closeConfirm();
+        if (!result.ok) { showFailure(result); return; }
+        showSecret(result.data.secret);
+        flash(M.secret_rotated);
+        $("originate-secret").focus();
+      });
+    });
+    wireTestCall();
+  }
+
+  function wireTestCall() {
+    var form = $("test-call-form");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var button = $("test-call-send"), box = $("test-answer");
+      button.disabled = true;
+      box.hidden = false;
+      box.dataset.state = "sending";
+      $("test-answer-text").textContent = M.sending_test;
+      $("test-answer-details").hidden = true;
+      fit();
+      api("POST", "/originate/test", { phone_number: $("test_phone_number").value }).then(function (result) {
+        button.disabled = false;
+        if (!result.ok) { box.hidden = true; showFailure(result, form); return; }
+        clearErrors(form);
+        var answer = result.data.answer;
+        box.dataset.state = answer.ok ? "ok" : "failed";
+        $("test-answer-text").textContent = answer.text;
+        $("test-answer-body").textContent = answer.body || "";
+        $("test-answer-details").hidden = !answer.body;
+        fit();
+      });
+    });
+  }
+
+  // --- external lines -------------------------------------------------------------------------
+
+  function renderLines(lines) {
+    var body = $("lines-rows");
+    body.textContent = "";
+    lines.forEach(function (line) {
+      body.appendChild(el("tr", { "data-line": line.NUMBER }, [
+        el("th", { scope: "row", text: line.NUMBER }), el("td", { text: line.NAME || "—" })
+      ]));
+    });
+    $("lines-state").textContent = lines.length ? "" : M.no_lines;
+    $("lines-state").hidden = !!lines.length;
+    $("lines-state").classList.remove("field-error");
+    fit();
+  }
+
+  function loadLines() {
+    if (!$("lines-rows")) return;
+    api("GET", "/lines").then(function (result) {
+      if (!result.ok) {
+        var message = result.data && result.data.error ? result.data.error.message : result.status;
+        $("lines-state").textContent = t("lines_failed", { error: message });
+        $("lines-state").classList.add("field-error");
+        $("lines-state").hidden = false;
+        fit();
+        return;
+      }
+      renderLines(result.data.lines);
+    });
+  }
+
+  function wireLines() {
+    var form = $("line-add");
+    if (!isAdmin || !form) return;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      $("line-add-save").disabled = true;
+      api("POST", "/lines", { NUMBER: $("line_number").value, NAME: $("line_name").value }).then(function (result) {
+        $("line-add-save").disabled = false;
+        if (!result.ok) { showFailure(result, form); return; }
+        clearErrors(form);
+        renderLines(result.data.lines);
+        $("line_number").value = "";
+        $("line_name").value = "";
+        flash(result.data.message, !result.data.added);
+        $("line_number").focus();
+      });
+    });
+  }
+
+  // --- requests to the PBX --------------------------------------------------------------------
+
+  function loadOriginations() {
+    if (!$("originations-rows")) return;
+    api("GET", "/originations").then(function (result) {
+      if (!result.ok) { showFailure(result); return; }
+      originationRows = result.data.originations;
+      renderOriginations();
+    });
+  }
+
+  function renderOriginations() {
+    var body = $("originations-rows");
+    if (!body || !originationRows) return;
+    body.textContent = "";
+    if (!originationRows.length) body.appendChild(el("tr", {}, [el("td", { colspan: "5", text: M.no_originations })]));
+    originationRows.forEach(function (row) { body.appendChild(originationRow(row)); });
+    fit();
+  }
+
+  function originationRow(row) {
+    var who = row.user_id ? employeeName(row.user_id) : "";
+    var employeeCell = el("td", {}, [who || row.extension || "—"]);
+    if (who && row.extension) employeeCell.appendChild(el("span", { className: "sub", text: row.extension }));
+    var kindCell = el("td", {}, [row.kind_text, row.line_number ? el("span", { className: "sub", text: t("line", { line: row.line_number }) }) : null]);
+    if (row.text) kindCell.appendChild(el("span", { className: "sub", text: t("callback_text", { text: row.text }) }));
+    var details = [el("li", { text: t("attempts", { count: row.attempts }) })];
+    if (row.call_id) details.push(el("li", { text: t("bitrix_call", { id: row.call_id }) }));
+    if (row.response_body) details.push(el("li", {}, [el("pre", { className: "code", text: row.response_body })]));
+    var outcome = el("td", { className: "delivery" }, [
+      stateBadge(row.state, row.state_text), " ", row.outcome,
+      el("details", { className: "answer" }, [el("summary", { text: row.response_body ? M.pbx_body : M.delivery_details }), el("ul", {}, details)])
+    ]);
+    return el("tr", { "data-origination": String(row.id), "data-state": row.state, "data-kind": row.kind }, [
+      el("td", { text: row.created_at || "" }), kindCell, el("td", { text: row.phone_number || "—" }), employeeCell, outcome
+    ]);
+  }
+
+  function wireOriginations() {
+    if (!$("originations-refresh")) return;
+    $("originations-refresh").addEventListener("click", loadOriginations);
+  }
+
   // --- defaults -------------------------------------------------------------------------------
 
   function fillEmployeeSelect(select, chosen, emptyText) {
@@ -483,7 +675,7 @@
       }
       setEmployees(result.data.employees);
       renderMapping();
-      if (isAdmin) renderJournal();
+      if (isAdmin) { renderJournal(); renderOriginations(); }
     });
   }
 
@@ -681,7 +873,12 @@
     wireDefaults();
     wireMapping();
     wireJournal();
+    wireOriginate();
+    wireLines();
+    wireOriginations();
     loadEmployees();
+    loadLines();
+    loadOriginations();
     loadJournal();
     document.body.dataset.ready = "1";
     if (window.BX24 && typeof window.BX24.init === "function") window.BX24.init(fit);
