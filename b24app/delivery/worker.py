@@ -8,6 +8,8 @@ little when nothing is due. Paused portals (portal_health.py) get one probe per 
 pool of their own, so a portal that hangs never holds the threads that deliver to the others.
 Recordings to fetch from a PBX's RECORD_URL are downloaded by a third pool (DOWNLOAD_THREADS,
 delivery/recordings.py), so a slow recording server holds neither deliveries nor probes.
+Click-to-call and callback requests go to the PBX from a fourth (ORIGINATE_THREADS,
+originate/), looked for every ORIGINATE_POLL seconds: an employee is waiting with a handset.
 Any number of workers may run against one database (outbox.py's locking).
 
 SIGTERM / SIGINT stop claiming; batches already sent are awaited and recorded, then the process
@@ -46,6 +48,8 @@ from b24app.delivery import metrics, outbox, portal_health, recordings
 from b24app.delivery.deliver import Context, Portal24, PortalDelivery
 from b24app.delivery.retry import RetryPolicy
 from b24app.logs import get_logger
+from b24app.originate import outbox as originate_outbox
+from b24app.originate import sender
 from b24app.portal_status import REVIVABLE
 from b24app.portals import currencies
 from b24app.wiring import store_of
@@ -57,6 +61,8 @@ PROBE_THREADS = 2  # probes wait at most portal_health.PROBE_TIMEOUT each
 PROBE_POLL = 0.25  # seconds between looks for due probes (the first is due 0.5 s after a pause)
 DOWNLOAD_THREADS = 2  # recordings fetched at once; each waits at most recordings.DOWNLOAD_DEADLINE
 DOWNLOAD_POLL = 1.0  # seconds between looks for due downloads (a download is not urgent)
+ORIGINATE_THREADS = 4  # webhooks to PBXs at once; each waits at most originate/webhooks.TIMEOUT
+ORIGINATE_POLL = 0.2  # seconds between looks for requests to send (a read; a write only if due)
 DEFAULT_LEASE = 120.0  # seconds; far above a batch's worst case (HTTP timeout, throttle, retries)
 DEFAULT_IDLE_SLEEP = 1.0
 HEARTBEAT_EVERY = 10.0  # seconds; /readyz wants one within health.HEARTBEAT_FRESH (60 s)
@@ -106,6 +112,8 @@ class Worker:
         self._downloads: dict[int, Future[str]] = {}
         self._downloaded = False  # a download ended since the last claim (run: --once)
         self._next_download_poll = float("-inf")
+        self._originations: dict[int, Future[str]] = {}
+        self._next_originate_poll = float("-inf")
 
     @property
     def worker_id(self) -> str:
@@ -124,6 +132,7 @@ class Worker:
             ThreadPoolExecutor(self.threads, thread_name_prefix="delivery") as pool,
             ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe") as probes,
             ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as downloads,
+            ThreadPoolExecutor(ORIGINATE_THREADS, thread_name_prefix="originate") as originate,
         ):
             inflight: dict[int, Future[Counter[str]]] = {}
             while not self._stop.is_set():
@@ -139,12 +148,14 @@ class Worker:
                     inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
                 self._start_probes(probes, exclude=set(inflight))
                 self._start_downloads(downloads)
+                self._start_originations(originate)
                 if claimed and len(claimed) >= room:
                     continue  # the round was full: more portals may be due, claim at once
                 pending: list[Future[Any]] = [
                     *inflight.values(),
                     *self._probes.values(),
                     *self._downloads.values(),
+                    *self._originations.values(),
                 ]
                 if not pending:
                     started = once and self._start_downloads(downloads, force=True)
@@ -152,13 +163,12 @@ class Worker:
                         break  # (a download that ended after the claim made its call due)
                     if once:
                         continue
-                    self._stop.wait(self.idle_sleep)
-                    continue
-                wait(pending, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+                self._pause(pending, originate)
             remaining: list[Future[Any]] = [
                 *inflight.values(),
                 *self._probes.values(),
                 *self._downloads.values(),
+                *self._originations.values(),
             ]
             wait(remaining)
             _collect(inflight, totals)
@@ -281,6 +291,56 @@ class Worker:
         except Exception as error:
             metrics.worker_error(f"download {job.event_id}", error)
             return "crashed"
+
+    # --- requests to PBXs (click-to-call, callback) ---------------------------------------------
+    def _start_originations(self, pool: ThreadPoolExecutor) -> None:
+        """Claim the due requests there is room for (at most every ORIGINATE_POLL seconds) and
+        send each from the originate pool."""
+        for origination_id, future in list(self._originations.items()):
+            if future.done():
+                del self._originations[origination_id]
+        room = ORIGINATE_THREADS - len(self._originations)
+        now = time.monotonic()
+        if room <= 0 or now < self._next_originate_poll:
+            return
+        self._next_originate_poll = now + ORIGINATE_POLL
+        try:
+            due = originate_outbox.claim(
+                self.ctx.db, worker_id=self.worker_id, now=self.ctx.clock(), limit=room
+            )
+        except Exception as error:  # the database may be back next time
+            metrics.worker_error("originate claim", error)
+            return
+        for job in due:
+            self._originations[job.id] = pool.submit(self._originate, job)
+
+    def _originate(self, job: originate_outbox.Job) -> str:
+        """Send one request to its PBX; nothing raises (the lease brings it back)."""
+        try:
+            with self.app.app_context():
+                store = store_of(self.app)
+                return sender.send(store, job, worker_id=self.worker_id, now=self.ctx.clock)
+        except Exception as error:
+            metrics.worker_error(f"originate {job.id}", error)
+            return "crashed"
+
+    def _pause(self, pending: list[Future[Any]], originate: ThreadPoolExecutor) -> None:
+        """Wait up to idle_sleep for one of `pending` to end (or the stop), looking for
+        click-to-call requests every ORIGINATE_POLL meanwhile: one stored while the loop waits
+        is sent within a fraction of a second, without claiming calls any more often."""
+        deadline = time.monotonic() + self.idle_sleep
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, ORIGINATE_POLL)
+            if pending:
+                done, _ = wait(pending, timeout=step, return_when=FIRST_COMPLETED)
+                if done:
+                    return
+            else:
+                self._stop.wait(step)
+            self._start_originations(originate)
 
     # --- side duties -------------------------------------------------------------------------
     def _beat(self) -> None:

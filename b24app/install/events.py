@@ -3,7 +3,11 @@
 Bodies are form-encoded with bracketed keys (`auth[application_token]`), see bitrix/encoding.py.
 - ONAPPINSTALL and ONAPPUPDATE carry a full `auth`: verified with the OAuth server like an
   install, and its user must be an administrator; ONAPPUPDATE brings the new
-  `application_token`. Their tokens are kept only when the portal has none that work (a delayed
+  `application_token`. Both bind the events the app handles that are not bound yet (a portal
+  installed before click-to-call existed gets it on the next update).
+- ONEXTERNALCALLSTART and ONEXTERNALCALLBACKSTART (click-to-call, callback) are believed with
+  the portal's `application_token` and stored for the PBX (originate/inbox.py); 400 names a
+  field that is wrong. Their tokens are kept only when the portal has none that work (a delayed
   event must not overwrite a pair we already rotated).
 - ONAPPUNINSTALL carries no token: only `application_token`, compared in constant time with the
   one we keep (api-reference/events/safe-event-handlers.md). Every user who opens the app sees
@@ -16,14 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from b24app.bitrix.encoding import unflatten
 from b24app.bitrix.oauth import event_tokens
 from b24app.install import uninstall
+from b24app.install.installer import bind_events
 from b24app.logs import get_logger
-from b24app.models import PortalStatus
+from b24app.models import PortalStatus, utcnow
+from b24app.originate import inbox
 from b24app.portals.store import find_portal
 from b24app.portals.verification import (
     InstallRefused,
@@ -48,6 +54,8 @@ def receive() -> ResponseReturnValue:
         return _uninstall(member_id, str(auth.get("application_token") or ""), payload.get("data"))
     if event in ("ONAPPINSTALL", "ONAPPUPDATE"):
         return _install_or_update(event, member_id, auth)
+    if event in inbox.EVENTS:
+        return _originate(event, auth, payload)
     log.info("event ignored", event_name=event[:64], member_id=member_id[:64])
     return jsonify(status="ignored")
 
@@ -97,8 +105,25 @@ def _install_or_update(event: str, member_id: str, auth: dict[str, Any]) -> Resp
     except InstallRefused as refusal:
         log.warning("event refused", event_name=event, reason=str(refusal), member_id=member_id)
         return _forbidden()
-    log.info("event accepted", event_name=event, member_id=member_id)
+    handler = f"{current_app.config['SETTINGS'].public_url}/events"
+    bound = bind_events(store.client(member_id), handler)  # (events added since the install)
+    log.info("event accepted", event_name=event, member_id=member_id, events_bound=bound)
     return jsonify(status="ok")
+
+
+def _originate(event: str, auth: dict[str, Any], payload: dict[str, Any]) -> ResponseReturnValue:
+    """Click-to-call or callback: stored for the worker to send to the PBX (originate/)."""
+    store = current_store()
+    outcome = inbox.accept(store, event, auth, payload.get("data"), payload.get("ts"), utcnow())
+    member_id = str(auth.get("member_id") or "")[:64]
+    if outcome.status == "refused":
+        log.warning("event refused", event_name=event, reason=outcome.reason, member_id=member_id)
+        return _forbidden()
+    if outcome.status == "invalid":
+        log.warning("event invalid", event_name=event, field=outcome.field, member_id=member_id)
+        return jsonify(status="invalid", field=outcome.field, detail=outcome.reason), 400
+    log.info("event accepted", event_name=event, member_id=member_id, outcome=outcome.status)
+    return jsonify(status=outcome.status)
 
 
 def _forbidden() -> ResponseReturnValue:

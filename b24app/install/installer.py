@@ -17,6 +17,7 @@ from b24app.bitrix.errors import BitrixError
 from b24app.bitrix.oauth import frame_tokens
 from b24app.frames import framed, page_language
 from b24app.logs import get_logger
+from b24app.originate import inbox
 from b24app.portals.currencies import refresh_currencies
 from b24app.portals.store import InstallationStore
 from b24app.portals.verification import (
@@ -31,7 +32,8 @@ log = get_logger(__name__)
 bp = Blueprint("installer", __name__, template_folder="templates")
 
 REQUIRED_FORM = ("AUTH_ID", "REFRESH_ID", "member_id", "APPLICATION_TOKEN")
-LIFECYCLE_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE")
+# The app's own life, and click-to-call / callback requests (originate/inbox.py)
+BOUND_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE", *inbox.EVENTS)
 
 
 @bp.post("/install")
@@ -65,7 +67,7 @@ def install() -> Response:
     except InstallRefused as refusal:
         log.warning("install refused", reason=str(refusal), member_id=request.form["member_id"])
         return _refused(lang, str(refusal), 403)
-    bound = bind_lifecycle_events(store.client(member_id), f"{settings.public_url}/events")
+    bound = bind_events(store.client(member_id), f"{settings.public_url}/events")
     _remember_currencies(store, member_id)
     log.info("installed", member_id=member_id, events_bound=bound)
     html = render_template(
@@ -78,9 +80,11 @@ def install() -> Response:
     return framed(Response(html), verified.client_endpoint)
 
 
-def bind_lifecycle_events(client: PortalClient, handler: str) -> bool:
-    """Bind ONAPPUNINSTALL and ONAPPUPDATE to our handler (a URL) on the client's portal; True
-    once both are bound, False if Bitrix24 refused or could not be asked (logged).
+def bind_events(client: PortalClient, handler: str) -> bool:
+    """Bind BOUND_EVENTS (the app's uninstall and update, click-to-call and callback) to our
+    handler (a URL) on the client's portal; True once all are bound, False if Bitrix24 refused
+    or could not be asked (logged). Called at install, on ONAPPUPDATE and on re-authorisation,
+    so portals installed before an event was added get it too.
 
     Binds only what `event.get` does not already list: what event.bind does with a duplicate is
     not documented (api-reference/events/event-bind.md), so we never send one.
@@ -92,7 +96,7 @@ def bind_lifecycle_events(client: PortalClient, handler: str) -> bool:
             for item in client.result("event.get") or []
             if item.get("handler") == handler
         }
-        missing = [event for event in LIFECYCLE_EVENTS if event not in bound]
+        missing = [event for event in BOUND_EVENTS if event not in bound]
         if not missing:
             return True
         commands = {
@@ -127,7 +131,7 @@ TEXT = {
         "title": "b24app: connecting your phone system",
         "done": "b24app is installed. Finishing the installation…",
         "next": "The settings page opens next: there you will find your PBX key.",
-        "unbound": "Could not subscribe to the app's lifecycle events; open the app again later.",
+        "unbound": "Could not subscribe to the app's events; open the app again later.",
         "refused": "The installation could not be verified",
     },
     "ru": {

@@ -12,11 +12,12 @@ are kept only if their user is an administrator (user.admin), as for an install.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, current_app, redirect, render_template, request
 
 from b24app.bitrix.errors import BitrixError
 from b24app.bitrix.oauth import TokenPair
 from b24app.frames import page_language
+from b24app.install.installer import bind_events
 from b24app.logs import get_logger
 from b24app.models import PortalStatus
 from b24app.portals.reauth import authorization_url, consume_state
@@ -68,7 +69,9 @@ def callback() -> Response:
         return _page("not_admin", 403)
     if not _keep(store, member_id, grant.tokens):
         return _page("unknown", 404)
-    log.info("portal re-authorised", member_id=member_id)
+    handler = f"{current_app.config['SETTINGS'].public_url}/events"
+    bound = bind_events(store.client(member_id), handler)  # (events added since the install)
+    log.info("portal re-authorised", member_id=member_id, events_bound=bound)
     return _page("done", 200)
 
 

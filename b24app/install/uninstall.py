@@ -25,7 +25,6 @@ Known limit: a portal whose stored refresh token is already dead (`needs_reauth`
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -35,6 +34,7 @@ from b24app.bitrix.oauth import OAuthServer, TokenPair
 from b24app.logs import get_logger
 from b24app.models import Portal
 from b24app.portals.store import InstallationStore, erase_portal, find_portal, mark_uninstalled
+from b24app.portals.verification import same_token
 
 log = get_logger(__name__)
 
@@ -96,13 +96,6 @@ def uninstall(
             erased = erase_portal(session, portal)
     store.db.flush_erased()  # nothing of it left in SQLite's -wal file either
     return Outcome(True, "uninstalled, data erased", erased)
-
-
-def same_token(stored: str | None, presented: str) -> bool:
-    """Constant-time comparison, as bytes (compare_digest refuses non-ASCII text)."""
-    if not stored:
-        return False
-    return secrets.compare_digest(stored.encode(), presented.encode("utf-8", "replace"))
 
 
 def _accepted_by_app_info(oauth: OAuthServer, member_id: str, access_token: str) -> bool:

@@ -85,6 +85,17 @@ def load(session: Session, portal: Portal) -> dict[str, int]:
     return {extension: user_id for extension, user_id in rows}
 
 
+def extension_of(session: Session, portal_id: int, user_id: int) -> str | None:
+    """The PBX extension the mapping gives `user_id` on the portal (the lowest, if several map
+    to the same employee), else None."""
+    return session.scalar(
+        select(ExtensionMapping.extension)
+        .where(ExtensionMapping.portal_id == portal_id, ExtensionMapping.user_id == user_id)
+        .order_by(ExtensionMapping.extension)
+        .limit(1)
+    )
+
+
 def replace(session: Session, portal: Portal, mapping: dict[str, int]) -> None:
     session.execute(delete(ExtensionMapping).where(ExtensionMapping.portal_id == portal.id))
     session.add_all(

@@ -16,6 +16,7 @@ and re-authorisation: it lives with the installation store, which all of them us
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -27,6 +28,15 @@ from b24app.bitrix.oauth import AppInfo, TokenPair
 from b24app.bitrix.safety import check_portal_url
 from b24app.models import AppCredentials
 from b24app.portals.store import Installation, InstallationStore
+
+
+def same_token(stored: str | None, presented: str) -> bool:
+    """Whether an event's `application_token` is the one we keep for the portal (`stored`,
+    decrypted): constant time, as bytes (compare_digest refuses non-ASCII text); nothing stored
+    matches nothing (api-reference/events/safe-event-handlers.md)."""
+    if not stored:
+        return False
+    return secrets.compare_digest(stored.encode(), presented.encode("utf-8", "replace"))
 
 
 class InstallRefused(Exception):
