@@ -10,7 +10,10 @@ Deleted in chunks of `CHUNK` rows, each in its own short transaction, so a first
 of history never holds a long lock (on SQLite, the whole database's write lock) against the PBX
 intake and the workers. Rows hanging below a call go with it by the schema's ON DELETE CASCADE.
 
-`flask --app b24app calls purge` runs it once (cron, or the worker's daily housekeeping).
+Click-to-call and callback requests to the PBX (`originations`, phone numbers too) go by the
+same period once delivered or failed (`purge_finished_originations`).
+
+`flask --app b24app calls purge` runs both once (cron, or the worker's daily housekeeping).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select
 
 from b24app.db import Database, get_db
 from b24app.logs import get_logger
-from b24app.models import Call, CallState, utcnow
+from b24app.models import Call, CallState, Origination, OriginationState, utcnow
 
 log = get_logger(__name__)
 
@@ -66,6 +69,35 @@ def purge_finished_calls(
     return total
 
 
+def purge_finished_originations(db: Database, now: datetime, retention: timedelta) -> int:
+    """Delete requests to PBXs delivered or failed, and created, more than `retention` before
+    `now` (an aware UTC datetime); returns how many. Raises ValueError for a retention that is
+    not positive. In chunks like the calls."""
+    if retention <= timedelta(0):
+        raise ValueError("retention must be positive")
+    cutoff = now - retention
+    old = and_(
+        Origination.state.in_((OriginationState.DELIVERED, OriginationState.FAILED)),
+        Origination.created_at < cutoff,
+    )
+    total = 0
+    while True:
+        with db.write() as session:
+            ids = list(
+                session.scalars(
+                    select(Origination.id).where(old).order_by(Origination.id).limit(CHUNK)
+                )
+            )
+            if ids:
+                gone = session.execute(
+                    delete(Origination).where(Origination.id.in_(ids)),
+                    execution_options={"synchronize_session": False},
+                )
+                total += _rowcount(gone)
+        if len(ids) < CHUNK:
+            return total
+
+
 def _old_and_finished(cutoff: datetime) -> ColumnElement[bool]:
     return and_(
         Call.state.in_(FINISHED),
@@ -84,8 +116,13 @@ def _rowcount(result: Any) -> int:
 def purge_command() -> None:
     """Delete delivered and failed calls older than B24APP_CALL_RETENTION_DAYS (for cron)."""
     settings = current_app.config["SETTINGS"]
-    purged = purge_finished_calls(get_db(), utcnow(), settings.call_retention)
-    click.echo(f"purged {purged} finished calls older than {settings.call_retention_days} days")
+    now = utcnow()
+    purged = purge_finished_calls(get_db(), now, settings.call_retention)
+    requests = purge_finished_originations(get_db(), now, settings.call_retention)
+    click.echo(
+        f"purged {purged} finished calls and {requests} requests to the PBX older than "
+        f"{settings.call_retention_days} days"
+    )
 
 
 def init_app(app: Flask) -> None:

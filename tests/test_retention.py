@@ -11,8 +11,8 @@ from sqlalchemy import insert, select, update
 
 from b24app.config import ConfigError
 from b24app.db import get_db
-from b24app.models import Call, CallState, Portal, utcnow
-from b24app.retention import CHUNK, purge_finished_calls
+from b24app.models import Call, CallState, Origination, Portal, utcnow
+from b24app.retention import CHUNK, purge_finished_calls, purge_finished_originations
 from tests.conftest import make_settings
 from tests.pbx import make_portal
 
@@ -110,7 +110,7 @@ def test_the_cli_purges_with_the_configured_retention(database_url: str, tmp_pat
     result = app.test_cli_runner().invoke(args=["calls", "purge"])
 
     assert result.exit_code == 0, result.output
-    assert "purged 3 finished calls older than 7 days" in result.output
+    assert "purged 3 finished calls and 0 requests to the PBX older than 7 days" in result.output
     assert left(app) == {(CallState.DELIVERED, 6): 1}
     app.extensions["b24app.db"].dispose()
 
@@ -129,3 +129,33 @@ def test_the_default_retention_is_90_days(tmp_path) -> None:  # type: ignore[no-
 def test_a_retention_that_is_not_positive_is_refused(app: Flask) -> None:
     with app.app_context(), pytest.raises(ValueError, match="retention must be positive"):
         purge_finished_calls(get_db(), utcnow(), timedelta(0))
+
+
+def test_requests_to_the_pbx_go_by_the_same_period_once_done(app: Flask) -> None:
+    member_id = "d" * 32
+    make_portal(app, member_id)
+    now = utcnow()
+    with app.app_context(), get_db().write() as session:
+        portal_id = session.scalar(select(Portal.id).where(Portal.member_id == member_id))
+        for n, (state, days) in enumerate(
+            [("delivered", 8), ("failed", 8), ("queued", 8), ("delivered", 6)]
+        ):
+            when = now - days * DAY
+            session.add(
+                Origination(
+                    portal_id=portal_id,
+                    kind="call.start",
+                    dedupe_key=f"externalCall.{n}",
+                    webhook_id=f"msg_{n}",
+                    payload={"PHONE_NUMBER": "+15551234567"},
+                    state=state,
+                    next_attempt_at=when,
+                    give_up_at=when,
+                    created_at=when,
+                )
+            )
+    with app.app_context():
+        assert purge_finished_originations(get_db(), now, 7 * DAY) == 2
+        with get_db().read() as session:
+            kept = session.execute(select(Origination.state, Origination.dedupe_key)).all()
+    assert sorted(kept) == [("delivered", "externalCall.3"), ("queued", "externalCall.2")]

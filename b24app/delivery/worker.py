@@ -386,7 +386,8 @@ class Worker:
         try:
             retention_period = self.app.config["SETTINGS"].call_retention
             purged = retention.purge_finished_calls(self.ctx.db, now, retention_period)
-            log.info("finished calls past retention deleted", calls=purged)
+            requests = retention.purge_finished_originations(self.ctx.db, now, retention_period)
+            log.info("finished calls past retention deleted", calls=purged, originations=requests)
         except Exception as error:  # tomorrow is another day
             metrics.worker_error("retention", error)
 
