@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 from click.testing import Result
 from cryptography.fernet import Fernet
@@ -23,6 +24,7 @@ from b24app.db import get_db
 from b24app.models import Portal, PortalStatus, utcnow
 from b24app.portals import pbx_keys, store
 from b24app.wiring import current_store
+from devportal import faults
 from tests.conftest import TEST_CLIENT_ID, LiveApp, make_settings
 
 DEFAULT_SETTINGS = {"currency": None, "add_to_chat": 0, "fallback_user_id": None, "timezone": "UTC"}
@@ -536,3 +538,96 @@ def test_db_upgrade_is_idempotent_and_keeps_the_data(live_app: LiveApp):
         assert "head" in ok(live_app.app, "db", "upgrade")
     assert listing(live_app.app) == before
     assert show(live_app.app, alpha.member_id)["status"] == "active"
+
+
+# --- issue 14, What to build 4: a domain for a member_id; the fallback employee checked --------
+
+
+def test_every_portals_command_takes_the_domain_as_well(live_app: LiveApp, tmp_path: Path):
+    alpha = live_app.install("alpha")
+    beta = live_app.install("beta")
+    by_id = show(live_app.app, alpha.member_id)
+
+    for name in (alpha.domain, alpha.domain.upper(), f"https://{alpha.domain}/"):
+        assert show(live_app.app, name) == by_id, name
+    ok(live_app.app, "portals", "set", alpha.domain, "currency=EUR", "timezone=Europe/Moscow")
+    mapping_csv = csv_file(tmp_path, "extension,user_id\n201,2\n")
+    ok(live_app.app, "portals", "map", alpha.domain, "--import", mapping_csv)
+    assert export(live_app.app, alpha.domain) == "extension,user_id\n201,2\n"
+    new_key = ok(live_app.app, "portals", "rotate-key", alpha.domain).strip()
+    url = ok(live_app.app, "portals", "reauth-url", alpha.domain).strip()
+
+    after = show(live_app.app, alpha.member_id)
+    assert (after["currency"], after["timezone"], after["extensions"]) == (
+        "EUR",
+        "Europe/Moscow",
+        1,
+    )
+    assert after["pbx_key"] == new_key != by_id["pbx_key"]
+    assert parse_qs(urlsplit(url).query)["state"]
+    assert show(live_app.app, beta.member_id)["currency"] is None  # the other portal untouched
+    assert export(live_app.app, beta.domain) == "extension,user_id\n"
+
+
+def test_an_unknown_domain_is_named(live_app: LiveApp):
+    live_app.install("alpha")
+    message = refused(live_app.app, "portals", "show", "nowhere.bitrix24.test", "--json")
+    assert "no portal" in message and "nowhere.bitrix24.test" in message
+
+
+def test_a_domain_two_portals_share_asks_for_the_member_id(live_app: LiveApp):
+    """A portal row keeps its domain after an uninstall; another install may have it now."""
+    alpha = live_app.install("alpha")
+    beta = live_app.install("beta")
+    with live_app.app.app_context(), get_db().write() as session:
+        session.execute(
+            update(Portal).where(Portal.member_id == beta.member_id).values(domain=alpha.domain)
+        )
+
+    message = refused(live_app.app, "portals", "set", alpha.domain, "add_to_chat=1")
+
+    assert alpha.member_id in message and beta.member_id in message
+    assert show(live_app.app, alpha.member_id)["add_to_chat"] == 0
+
+
+@pytest.mark.parametrize(
+    ("user_id", "why"), [("42", "no such user"), ("5", "a dismissed employee (ACTIVE false)")]
+)
+def test_a_fallback_user_who_is_no_active_employee_is_refused(
+    live_app: LiveApp, user_id: str, why: str
+):
+    """user-get.md: FILTER ID and ACTIVE; the development portal's user 5 is dismissed."""
+    alpha = live_app.install("alpha")
+    before = show(live_app.app, alpha.member_id)
+
+    message = refused(
+        live_app.app,
+        "portals",
+        "set",
+        alpha.member_id,
+        "currency=EUR",
+        f"fallback_user_id={user_id}",
+    )
+
+    assert "fallback_user_id" in message and user_id in message, why
+    assert "active employee" in message
+    assert show(live_app.app, alpha.member_id) == before  # not even the valid currency
+
+
+def test_an_active_employee_is_taken_as_fallback_and_none_clears_it(live_app: LiveApp):
+    alpha = live_app.install("alpha")
+    ok(live_app.app, "portals", "set", alpha.domain, "fallback_user_id=4")
+    assert show(live_app.app, alpha.member_id)["fallback_user_id"] == 4
+    ok(live_app.app, "portals", "set", alpha.domain, "fallback_user_id=none")
+    assert show(live_app.app, alpha.member_id)["fallback_user_id"] is None
+
+
+def test_a_fallback_user_cannot_be_checked_while_bitrix24_is_down(live_app: LiveApp):
+    alpha = live_app.install("alpha")
+    before = show(live_app.app, alpha.member_id)
+    faults.set_outage(live_app.dev, alpha, "503")
+
+    message = refused(live_app.app, "portals", "set", alpha.member_id, "fallback_user_id=3")
+
+    assert "fallback_user_id" in message and "could not ask" in message
+    assert show(live_app.app, alpha.member_id) == before

@@ -21,7 +21,7 @@ from typing import NoReturn
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from b24app.db import get_db
@@ -66,14 +66,10 @@ def _moment_option(value: str | None, name: str, *, end_of_day: bool = False) ->
 
 def find_portal(session: Session, ref: str) -> Portal:
     """The portal named by its member_id or its domain (`https://` and a trailing `/` allowed)."""
-    portal = store.find_portal(session, ref)
-    if portal is not None:
-        return portal
-    domain = ref.removeprefix("https://").removeprefix("http://").rstrip("/").lower()
-    found = list(session.scalars(select(Portal).where(func.lower(Portal.domain) == domain)))
+    found = store.find_portals_named(session, ref)
     if len(found) > 1:
         ids = ", ".join(sorted(p.member_id for p in found))
-        _fail(f"--portal: several portals have the domain {domain!r}; name one by member_id: {ids}")
+        _fail(f"--portal: several portals have the domain {ref!r}; name one by member_id: {ids}")
     if not found:
         _fail(f"--portal: no portal with member_id or domain {ref!r}")
     return found[0]

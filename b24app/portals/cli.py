@@ -16,10 +16,11 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from b24app.bitrix.errors import BitrixError
 from b24app.crypto import InvalidToken
 from b24app.db import get_db
 from b24app.models import AppCredentials, Portal
-from b24app.portals import mapping, originate_secret, pbx_keys, store
+from b24app.portals import employees, mapping, originate_secret, pbx_keys, store
 from b24app.portals import settings as portal_settings
 from b24app.portals.reauth import authorization_url
 from b24app.wiring import current_store
@@ -52,11 +53,40 @@ def _decrypts(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _portal_or_fail(session: Session, member_id: str, *, for_update: bool = False) -> Portal:
-    portal = store.find_portal(session, member_id, for_update=for_update)
-    if portal is None:
-        _fail(f"no portal with member_id {member_id!r}")
-    return portal
+def _portal_or_fail(session: Session, name: str, *, for_update: bool = False) -> Portal:
+    """The portal `name` names: its member_id or its domain (store.find_portals_named)."""
+    found = store.find_portals_named(session, name, for_update=for_update)
+    if len(found) > 1:
+        ids = ", ".join(portal.member_id for portal in found)
+        _fail(f"several portals have the domain {name!r}; name one by its member_id: {ids}")
+    if not found:
+        _fail(f"no portal with member_id or domain {name!r}")
+    return found[0]
+
+
+def _member_id_or_fail(name: str) -> str:
+    """The member_id of the portal `name` names (its member_id or its domain)."""
+    with get_db().read() as session:
+        return _portal_or_fail(session, name).member_id
+
+
+def _check_fallback_employee(member_id: str, user_id: int | None) -> None:
+    """Exit 1 unless `user_id` (None: clearing the setting) is an active employee of the portal,
+    asked with user.get (portals/employees.py)."""
+    if user_id is None:
+        return
+    try:
+        active = employees.is_active_employee(current_store().client(member_id), user_id)
+    except BitrixError as error:
+        _fail(
+            f"fallback_user_id: could not ask the portal whether user {user_id} is an active "
+            f"employee ({error.code}); nothing changed, try again later"
+        )
+    if not active:
+        _fail(
+            f"fallback_user_id: user {user_id} is not an active employee of this portal "
+            "(user.get); nothing changed"
+        )
 
 
 @click.group(cls=AppGroup, name="portals")
@@ -89,7 +119,7 @@ def list_portals(as_json: bool) -> None:
 
 
 @portals_group.command("show")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_decrypts
 def show_portal(member_id: str, as_json: bool) -> None:
@@ -109,12 +139,12 @@ def show_portal(member_id: str, as_json: bool) -> None:
 
 
 @portals_group.command("set")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 @click.argument("assignments", nargs=-1, required=True)
 def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
     """Change settings: currency=EUR add_to_chat=0|1 fallback_user_id=N timezone=Europe/Moscow
     show_card=0|1 originate_url=https://… enterprise_limits=0|1. Nothing changes unless every
-    value is valid."""
+    value is valid; fallback_user_id must be an active employee of the portal (asked)."""
     changes: dict[str, str] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
@@ -123,19 +153,19 @@ def set_settings(member_id: str, assignments: tuple[str, ...]) -> None:
         if name.strip() in changes:
             _fail(f"{name.strip()}: given more than once")
         changes[name.strip()] = value
-    with get_db().read() as session:
-        _portal_or_fail(session, member_id)
+    member_id = _member_id_or_fail(member_id)
     try:
         parsed = portal_settings.validate(current_store(), member_id, changes)
     except portal_settings.SettingError as error:
         _fail(str(error))
+    _check_fallback_employee(member_id, parsed.get("fallback_user_id"))
     with get_db().write() as session:
         portal_settings.apply(_portal_or_fail(session, member_id, for_update=True), parsed)
     click.echo(f"updated: {', '.join(sorted(parsed))}")
 
 
 @portals_group.command("map")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 @click.option("--import", "import_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--export", "export", is_flag=True, help="Print the mapping as CSV.")
 def map_extensions(member_id: str, import_file: str | None, export: bool) -> None:
@@ -157,7 +187,7 @@ def map_extensions(member_id: str, import_file: str | None, export: bool) -> Non
 
 
 @portals_group.command("rotate-key")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 def rotate_pbx_key(member_id: str) -> None:
     """Give the portal a new PBX key; the old one stops working at once."""
     with get_db().write() as session:
@@ -167,7 +197,7 @@ def rotate_pbx_key(member_id: str) -> None:
 
 
 @portals_group.command("rotate-originate-secret")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 def rotate_originate_secret(member_id: str) -> None:
     """Give the portal a new originate secret (click-to-call webhooks are signed with it from
     now on: give it to the PBX); prints it."""
@@ -178,10 +208,10 @@ def rotate_originate_secret(member_id: str) -> None:
 
 
 @portals_group.command("reauth-url")
-@click.argument("member_id")
+@click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 def reauth_url(member_id: str) -> None:
     """A link for the portal's admin to re-authorise the app (valid ten minutes, once)."""
-    url = authorization_url(current_store(), member_id)
+    url = authorization_url(current_store(), _member_id_or_fail(member_id))
     if url is None:
         _fail(f"no installed portal with member_id {member_id!r}")
     click.echo(url)

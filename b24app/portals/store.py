@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -79,6 +79,20 @@ def find_portal(session: Session, member_id: str, *, for_update: bool = False) -
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def find_portals_named(session: Session, name: str, *, for_update: bool = False) -> list[Portal]:
+    """The portal whose member_id is `name`, else every portal whose domain it is (any case,
+    `https://` and a trailing `/` allowed): none, one, or several when a domain passed from an
+    uninstalled portal's row to a new install. For the admin command line."""
+    portal = find_portal(session, name, for_update=for_update)
+    if portal is not None:
+        return [portal]
+    domain = name.strip().removeprefix("https://").removeprefix("http://").rstrip("/").lower()
+    query = select(Portal).where(func.lower(Portal.domain) == domain).order_by(Portal.id)
+    if for_update:
+        query = query.with_for_update()
+    return list(session.scalars(query))
 
 
 def set_status(portal: Portal, status: PortalStatus, detail: str | None = None) -> None:
