@@ -40,13 +40,17 @@ The rules, and why:
   the start's, else the portal's fallback user (params.user_params).
 - Recordings are attached (deliver.py, recordings.attach) once the finish is confirmed and the
   audio is stored; a record without a finish waits FINISH_WAIT for it.
+- The line. A register carrying a LINE_NUMBER the portal is not known to have is preceded, in the
+  same batch, by `telephony.externalLine.add` {NUMBER} (role "line", key `l<call>`), counted in
+  the batch's room; whether to add is the caller's (`add_line`, deliver.py and external_lines.py),
+  and its answer is read there too: `settle()` skips it, so its error never touches the call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +70,7 @@ REGISTER = "telephony.externalCall.register"
 SHOW = "telephony.externalCall.show"
 HIDE = "telephony.externalCall.hide"
 FINISH = "telephony.externalCall.finish"
+LINE_ADD = "telephony.externalLine.add"
 
 START_WAIT = timedelta(hours=1)  # an event needing the CALL_ID waits this long for its start
 FINISH_WAIT = timedelta(hours=24)  # a recording waits this long for its call's finish
@@ -111,7 +116,7 @@ class Step:
     method: str
     params: dict[str, Any]
     event_id: int
-    role: str  # "register", "show", "hide" or "finish"
+    role: str  # "line", "register", "show", "hide" or "finish"
     users: tuple[int, ...] = ()  # show/hide: whom
     settles: bool = True  # its success delivers the event (not a register made from a finish)
 
@@ -192,13 +197,17 @@ def plan(
     *,
     now: datetime,
     budget: int = 50,
+    add_line: Callable[[str], bool] | None = None,
 ) -> Plan:
     """The commands still to send for this call (see the module docstring for the rules).
 
     In: the call's facts, ALL its events (any state, arrival order), the portal's preferences and
-    extension lookup, the time, and how many commands the batch still has room for (events that
-    do not fit stay queued for the next round, and so does everything after them). Out: a Plan;
-    never raises (a setting that makes the call unsendable becomes `refused`)."""
+    extension lookup, the time, how many commands the batch still has room for (events that
+    do not fit stay queued for the next round, and so does everything after them), and
+    `add_line(LINE_NUMBER)`: whether a register carrying that line number is to be preceded by
+    telephony.externalLine.add (None: never; the add and the register go together or the call
+    waits for the next round). Out: a Plan; never raises (a setting that makes the call
+    unsendable becomes `refused`)."""
     result = Plan()
     pending = [e for e in events if e.state == EventState.QUEUED]
     if not pending:
@@ -216,9 +225,15 @@ def plan(
         _wait_for_start(pending, result, now)
         _plan_records(call, events, pending, finish, result, now)
         return result
+    register = result.steps[0] if result.registers else None
+    line = _line_step(call, register, add_line) if register and add_line else None
+    if line is not None and budget < 2:
+        return Plan(cut=True)  # the add and its register go next round, together
+    if line is not None:
+        result.steps.insert(0, line)
     card = _Card(shown=set(call.shown_to))
-    if result.registers:  # the register in this batch opens the card (SHOW=1) for its user
-        card.shown |= set(result.steps[0].users)
+    if register is not None:  # the register in this batch opens the card (SHOW=1) for its user
+        card.shown |= set(register.users)
     _replay_answers(events, card, lookup)
     finished = finish is not None and finish.state == EventState.DELIVERED
     for event in pending:
@@ -298,6 +313,16 @@ def _call_id(
     result.steps.append(replace(step, settles=source.kind == EventKind.START))
     result.registers = True
     return f"$result[r{call.id}][CALL_ID]"
+
+
+def _line_step(call: CallFacts, register: Step, add_line: Callable[[str], bool]) -> Step | None:
+    """telephony.externalLine.add for the register's LINE_NUMBER, when the caller wants it."""
+    number = str(register.params.get("LINE_NUMBER") or "").strip()
+    if not number or not add_line(number):
+        return None
+    return Step(
+        f"l{call.id}", LINE_ADD, {"NUMBER": number}, register.event_id, "line", settles=False
+    )
 
 
 _BOUND = "Nothing to register: the call carries Bitrix24's own CALL_ID."
@@ -545,10 +570,13 @@ class Settled:
 
 def settle(call: CallFacts, planned: Plan, batch: BatchResult) -> Settled:
     """Each step's own answer (the batch runs every command: halt=0). A step that named a
-    register which failed did not run for its own reasons: it stays queued, its error unjudged."""
+    register which failed did not run for its own reasons: it stays queued, its error unjudged.
+    A line's add is no event's: its answer is the caller's (deliver.py, external_lines.py)."""
     out = Settled(shown_to=set(call.shown_to))
     register_failed = False
     for step in planned.steps:
+        if step.role == "line":
+            continue
         error = batch.errors.get(step.key)
         answer = batch.result.get(step.key)
         if step.role != "register" and register_failed:
