@@ -97,6 +97,13 @@ class Handlers:
 
 @pytest.fixture
 def handlers() -> Iterator[Handlers]:
+    with serve_handlers() as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_handlers() -> Iterator[Handlers]:
+    """Handlers on a port of their own while the block runs."""
     app = Flask("handlers")
     handlers = Handlers(url="")
 
