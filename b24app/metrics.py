@@ -72,6 +72,12 @@ PROBES = Counter(
     "b24app_portal_probes_total", "Probes of paused portals, by outcome (ok, failed)", ["outcome"]
 )
 REFRESHES = Counter("b24app_token_refreshes_total", "Token refreshes by outcome", ["outcome"])
+ROUTES = Counter(
+    "b24app_routes_total",
+    "GET /pbx/v1/route answers by outcome (found, not_found, cached, slow, busy, resting, "
+    "paused, inactive, no_slot, rate_limited, unavailable, refused, failed)",
+    ["outcome"],
+)
 THROTTLE_WAIT = Histogram(
     "b24app_throttle_wait_seconds",
     "Time spent waiting for the portal's request slot",

@@ -165,6 +165,12 @@ class Pause:
     waiting: int  # calls queued for it
 
 
+def is_paused(session: Session, portal_id: int) -> bool:
+    """Whether delivery to the portal is paused now (it failed as a whole and is probed)."""
+    row = session.get(PortalHealth, portal_id)
+    return row is not None and row.paused_since is not None
+
+
 def read(session: Session, portal_id: int) -> Pause | None:
     """The portal's pause, or None when it is not paused."""
     row = session.get(PortalHealth, portal_id)

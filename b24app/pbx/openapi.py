@@ -268,6 +268,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/pbx/v1/route": {"get": _route_operation()},
         "/pbx/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -280,6 +281,85 @@ def _paths() -> dict[str, Any]:
                     }
                 },
             }
+        },
+    }
+
+
+def _route_operation() -> dict[str, Any]:
+    """GET /pbx/v1/route (route.py): who should take a caller."""
+    return {
+        "operationId": "routeCall",
+        "summary": "Who should take this caller",
+        "description": (
+            "The employee responsible for the caller in the CRM, their extension and the CRM "
+            "entity, found by telephony.externalCall.searchCrmEntities (the first match "
+            "Bitrix24 returns that has a responsible employee). USER_PHONE_INNER is the "
+            "extension the portal's mapping gives the employee, else the one in their "
+            "Bitrix24 profile, else null. Answered within 2 s: 200 with nulls when nothing is "
+            "found or Bitrix24 is slow, down, rate-limited or cannot be called; dial the queue "
+            "then. Answers are reused for 60 s (15 s when nothing was found)."
+        ),
+        "parameters": [
+            {
+                "name": "PHONE_NUMBER",
+                "in": "query",
+                "required": True,
+                "description": "The caller's number, as for /calls/start (it must hold digits).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                "example": "+19062195047",
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "The route; every field null when nobody can be named in time.",
+                "headers": {"Cache-Control": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Route"},
+                        "examples": {
+                            "found": {"value": ROUTE_EXAMPLE},
+                            "nobody": {"value": dict.fromkeys(ROUTE_EXAMPLE)},
+                        },
+                    }
+                },
+            },
+            **_problems(
+                Code.MISSING_KEY, Code.INVALID_FIELDS, Code.RATE_LIMITED, Code.STORE_UNAVAILABLE
+            ),
+        },
+    }
+
+
+ROUTE_EXAMPLE = {
+    "USER_ID": 2,
+    "USER_PHONE_INNER": "101",
+    "CRM_ENTITY_TYPE": "CONTACT",
+    "CRM_ENTITY_ID": 651,
+}
+
+
+def route_schema() -> dict[str, Any]:
+    """The answer of GET /pbx/v1/route: Bitrix24's names, each null when unknown."""
+    return {
+        "type": "object",
+        "required": list(ROUTE_EXAMPLE),
+        "additionalProperties": False,
+        "properties": {
+            "USER_ID": {
+                "type": ["integer", "null"],
+                "description": "The responsible employee (the match's ASSIGNED_BY_ID).",
+            },
+            "USER_PHONE_INNER": {
+                "type": ["string", "null"],
+                "description": "Their extension: the portal's mapping, else their profile's "
+                "UF_PHONE_INNER; null when neither has one.",
+            },
+            "CRM_ENTITY_TYPE": {
+                "type": ["string", "null"],
+                "enum": [*CRM_ENTITY_TYPES, None],
+                "description": "The CRM entity found (give it to /calls/start).",
+            },
+            "CRM_ENTITY_ID": {"type": ["integer", "null"]},
         },
     }
 
@@ -358,6 +438,7 @@ def _components() -> dict[str, Any]:
             "FinishRequest": request_schema(),
             "RecordRequest": record_schema(),
             "RecordUpload": record_upload_schema(),
+            "Route": route_schema(),
             "CallAccepted": {
                 "type": "object",
                 "required": ["id", "state"],

@@ -8,6 +8,7 @@ admin always gets a readable answer.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,9 +21,10 @@ from b24app.config import Settings
 from b24app.db import Database, get_db
 from b24app.logs import get_logger
 from b24app.pbx import auth, intake, openapi, problems
+from b24app.pbx import route as routing
 from b24app.pbx.intake import Code, PortalContext, Result
 from b24app.pbx.schemas import FILE, FieldError
-from b24app.wiring import current_store
+from b24app.wiring import current_store, store_of
 
 log = get_logger(__name__)
 bp = Blueprint("pbx", __name__, url_prefix="/pbx/v1")
@@ -46,6 +48,7 @@ FORM_OVERHEAD = 64 * 1024
 # app.config key: the body limit of POST /pbx/v1/calls/record (B24APP_RECORD_MAX_BYTES plus
 # FORM_OVERHEAD), for anything in front of the app that bounds bodies by path (web_worker.py)
 RECORD_BODY_LIMIT = "PBX_RECORD_BODY_LIMIT"
+ROUTER = "b24app.pbx.router"  # app.extensions: this process's route.Router
 
 
 def current_settings() -> Settings:
@@ -167,6 +170,29 @@ def show(public_id: str) -> Response:
     return problems.answer(intake.find_call(get_db(), portal, public_id))
 
 
+@bp.get("/route")
+def route() -> Response:
+    """Who should take a caller from PHONE_NUMBER (route.py): 200 with USER_ID,
+    USER_PHONE_INNER, CRM_ENTITY_TYPE and CRM_ENTITY_ID, nulls when nobody is found or Bitrix24
+    cannot say in time; within 2 s of arrival. 401 without a valid key, 422 without a good
+    PHONE_NUMBER (problem+json naming it)."""
+    arrived = time.monotonic()
+    portal = _portal()
+    if isinstance(portal, Result):
+        return problems.answer(portal)
+    phone, errors = routing.read_phone_number(request.args.lists())
+    if phone is None:
+        detail = "Send the caller's number: GET /pbx/v1/route?PHONE_NUMBER=..."
+        return problems.answer(Result(Code.INVALID_FIELDS, detail, tuple(errors)))
+    router: routing.Router = current_app.extensions[ROUTER]
+    answer = router.route(portal, phone, deadline=arrived + routing.BUDGET)
+    metrics.ROUTES.labels(answer.outcome).inc()
+    log.info("route answered", outcome=answer.outcome, found=answer.route.user_id is not None)
+    response = Response(json.dumps(answer.route.as_json()), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"  # it names a client's employee
+    return response
+
+
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     """The OpenAPI 3.1 description of this API (no key needed), fields in the model's order."""
@@ -250,6 +276,7 @@ def _routing_error(error: HTTPException) -> Response | HTTPException:
 def init_app(app: Flask) -> None:
     settings: Settings = app.config["SETTINGS"]
     app.config[RECORD_BODY_LIMIT] = settings.record_max_bytes + FORM_OVERHEAD
+    app.extensions[ROUTER] = routing.Router(store_of(app))
     app.register_blueprint(bp)
     app.register_error_handler(404, _routing_error)
     app.register_error_handler(405, _routing_error)

@@ -48,6 +48,7 @@ def test_the_description_is_valid_openapi_3_1(spec: dict[str, Any]):
         "/pbx/v1/calls/finish",
         "/pbx/v1/calls/record",
         "/pbx/v1/calls/{id}",
+        "/pbx/v1/route",
         "/pbx/v1/openapi.json",
     }
 
