@@ -7,7 +7,9 @@
    finish is not idempotent, so this is what keeps a call from being finished twice.
 2. Each call's queued events become commands in the call's order (lifecycle.plan: register,
    show, hide, finish), all calls in one batch (`PortalClient.batch`); each command's own answer
-   decides its event's outcome (lifecycle.settle, retry.for_command).
+   decides its event's outcome (lifecycle.settle, retry.for_command). A register carrying a
+   LINE_NUMBER the portal is not known to have is preceded in that batch by the line's add
+   (external_lines.py), whose answer changes nothing for the call.
 3. Recordings of finished calls are attached, one request each (recordings.attach), and their
    audio deleted.
 4. A request that failed for the portal as a whole pauses the portal (portal_health.py): its
@@ -45,6 +47,7 @@ from b24app.bitrix.client import BatchResult
 from b24app.db import Database
 from b24app.delivery import batching, lifecycle, metrics, outbox, portal_health, recordings, retry
 from b24app.delivery.batching import MAX_COMMANDS, Commands
+from b24app.delivery.external_lines import BatchLines, KnownLines
 from b24app.delivery.lifecycle import Change, Plan, Step
 from b24app.delivery.outbox import CallOutcome, Claimed, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
@@ -93,6 +96,7 @@ class Context:
     _clients_lock: threading.Lock = field(default_factory=threading.Lock)
     # member_id → extension → (Bitrix24 user id or None, when asked): profiles.py
     profiles: dict[str, dict[str, tuple[int | None, float]]] = field(default_factory=dict)
+    lines: KnownLines = field(default_factory=KnownLines)  # each portal's known line numbers
 
     def client(self, member_id: str) -> Portal24:
         """One client per portal for the worker's life, so its HTTPS connections are reused
@@ -129,6 +133,7 @@ class PortalDelivery:
     calls: Sequence[Claimed]
     outcomes: dict[int, CallOutcome] = field(default_factory=dict)
     reached: bool = False  # Bitrix24 answered a batch
+    lines: BatchLines | None = None  # the line numbers of the batch being planned
     sent_at: datetime | None = None  # when the last batch request went out
 
     def __post_init__(self) -> None:
@@ -252,6 +257,7 @@ class PortalDelivery:
                 return
             for call in sending:
                 self._settle_answers(call, plans[call.id], batch, view)
+            self._learn_lines(view, [plans[call.id] for call in sending], batch)
         self._attach_all(client, view, [c for c in calls if c.id in ours], plans)
         for call in calls:
             self._waiting(call, plans[call.id])
@@ -261,10 +267,18 @@ class PortalDelivery:
         budget = MAX_COMMANDS
         now = self.ctx.clock()
         lookup = self._users_by_extension(client, view, calls)
+        self.lines = self.ctx.lines.for_batch(self.ctx.db, self.portal_id, now)
         for call in calls:
             planned = lifecycle.plan(
-                call.facts, call.events, view.prefs, lookup, now=now, budget=budget
+                call.facts,
+                call.events,
+                view.prefs,
+                lookup,
+                now=now,
+                budget=budget,
+                add_line=self.lines.wanted,
             )
+            self.lines.planned(planned)
             budget -= planned.cost
             plans[call.id] = planned
             outcome = self.outcomes[call.id]
@@ -278,6 +292,16 @@ class PortalDelivery:
                             error=planned.refused.message,
                         )
         return plans
+
+    def _learn_lines(self, view: PortalView, plans: list[Plan], batch: BatchResult) -> None:
+        """What the batch's line adds answered (external_lines.py); never fails the calls."""
+        if self.lines is None:
+            return
+        try:
+            store = store_of(self.ctx.app)
+            self.lines.learn(store, view.member_id, plans, batch, self.ctx.clock())
+        except Exception as error:  # a line is a comfort: the next register adds it again
+            metrics.worker_error("lines", error)
 
     def _users_by_extension(
         self, client: Portal24, view: PortalView, calls: list[Claimed]
