@@ -5,8 +5,9 @@ free on 127.0.0.1, and stops with a message naming the taken one otherwise: star
 send the install request to whatever listens there. Then sets development defaults (nothing to
 configure; written to make-run.env in the instance folder, where `flask --app b24app …` finds
 them), applies migrations, starts the three processes under honcho (Ctrl-C stops them all),
-installs the app on the development portal "alpha" through its real installer, and prints what to
-open, how to send a first call (a new PBX_CALL_ID each run) and how to start the PBX simulator.
+installs the app on the development portal "alpha" through its real installer, connects alpha's
+originate_url to the development portal's PBX stand-in (click-to-call end to end), and prints what
+to open, how to send a first call (a new PBX_CALL_ID each run) and how to start the PBX simulator.
 """
 
 from __future__ import annotations
@@ -182,7 +183,40 @@ def _install_and_greet(app: Flask) -> None:
         timeout=30,
     )
     key = _pbx_key(app) if response.ok else None
-    print(_banner(key, response.ok), flush=True)
+    connected = bool(key) and connect_pbx(app)
+    print(_banner(key, response.ok, pbx_connected=connected), flush=True)
+
+
+def connect_pbx(app: Flask, code: str = "alpha") -> bool:
+    """Point portal `code`'s originate_url at the development portal's PBX stand-in
+    (`/_pbx/<code>/originate`, devportal/pbx_receiver.py) and give the stand-in the portal's
+    originate secret, its PBX key and b24app's address, so that a click on a number in the
+    development portal rings through b24app to the stand-in, which reports the call back.
+    Through the admin command line (`portals set`, `portals show --json`), as an admin would.
+    True when done; otherwise prints why and returns False (make run goes on without it)."""
+    from devportal.seed import _member
+
+    member_id = _member(code)
+    runner = app.test_cli_runner()
+    url = f"{DEVPORTAL}/_pbx/{code}/originate"
+    done = runner.invoke(args=["portals", "set", member_id, f"originate_url={url}"])
+    shown = runner.invoke(args=["portals", "show", member_id, "--json"])
+    if done.exit_code != 0 or shown.exit_code != 0:
+        print(f"b24app: click-to-call is not connected: {done.output}{shown.output}", flush=True)
+        return False
+    portal = json.loads(shown.output)
+    answer = requests.post(
+        f"{DEVPORTAL}/_dev/portals/{code}/pbx",
+        json={
+            "secret": portal["originate_secret"],
+            "pbx_key": portal["pbx_key"],
+            "b24app_url": WEB,
+        },
+        timeout=10,
+    )
+    if not answer.ok:
+        print(f"b24app: the PBX stand-in refused its settings: {answer.text}", flush=True)
+    return answer.ok
 
 
 def _pbx_key(app: Flask) -> str | None:
@@ -220,7 +254,7 @@ def simulator_command(key: str) -> str:
     )
 
 
-def _banner(key: str | None, installed: bool) -> str:
+def _banner(key: str | None, installed: bool, *, pbx_connected: bool = False) -> str:
     call = json.dumps(first_call())
     lines = [
         "",
@@ -246,6 +280,14 @@ def _banner(key: str | None, installed: bool) -> str:
             f"    {simulator_command(key)}",
             f"  and watch them in the portal's telephony: {DEVPORTAL}/p/alpha/telephony/",
         ]
+        if pbx_connected:
+            lines += [
+                "  Then click a number on the development portal's Telephony page to try "
+                "click-to-call:",
+                f"    {DEVPORTAL}/p/alpha/telephony/",
+                "    (b24app signs the webhook to the portal's PBX stand-in, which reports the",
+                "    call back: watch it registered, sent, received and finished on that page)",
+            ]
     else:
         lines.append("  Installing on portal 'alpha' failed; see the log above.")
     lines += ["Ctrl-C stops everything.", "=" * 78]

@@ -215,6 +215,68 @@ def test_the_banners_call_arrives_in_each_run_and_the_cli_finds_make_runs_settin
     assert call_ids[0] != call_ids[1]
 
 
+# --- issue 13 item 7: click-to-call end to end in make run ---------------------------------------
+
+
+def test_a_click_in_make_runs_portal_rings_through_b24app_to_the_pbx_and_back(
+    tmp_path: Path,
+) -> None:
+    """The banner's click-to-call: a click on a CRM contact's number in the development portal
+    reaches b24app (ONEXTERNALCALLSTART), b24app's signed webhook reaches the PBX stand-in at
+    alpha's originate_url, which verifies it and reports start (Bitrix24's CALL_ID) and finish;
+    the call ends finished in the portal, never registered again. A callback goes the same way
+    and is registered by b24app as a callback (TYPE 4)."""
+    with make_run(tmp_path / "instance", tmp_path / "make-run.log") as run:
+        banner = run.banner()
+        assert "click a number on the development portal's Telephony page to try click-to-call" in (
+            banner
+        )
+        clicked = requests.post(
+            f"{run.devportal}/p/alpha/shell/click-to-call",
+            json={"user_id": 2, "contact_id": 1},
+            timeout=10,
+        )
+        assert clicked.status_code == 202, clicked.text
+        call_id = clicked.json()["CALL_ID"]
+        ordered = requests.post(
+            f"{run.devportal}/p/alpha/shell/callback",
+            json={"user_id": 1, "phone": "+1 555 123 4567", "text": "About my order"},
+            timeout=10,
+        )
+        assert ordered.status_code == 202, ordered.text
+
+        finished = within(DELIVERY_TIMEOUT, lambda: len(statistics(run)) == 2 and statistics(run))
+        by_type = {row["INCOMING"]: row for row in finished}
+        assert by_type["1"]["CALL_ID"] == call_id  # Bitrix24's own call, finished
+        assert by_type["1"]["PORTAL_USER_ID"] == 2 and by_type["1"]["CALL_DURATION"] == 2
+        assert by_type["4"]["PHONE_NUMBER"] == "+1 555 123 4567"  # the callback, by b24app
+        pbx = requests.get(f"{run.devportal}/_dev/portals/alpha/pbx", timeout=10).json()
+        received = [(r["type"], r["verified"], r["status"]) for r in pbx["received"]]
+        assert sorted(received) == [("call.start", True, 200), ("callback.start", True, 200)]
+        assert sorted((r["event"], r["status"]) for r in pbx["reports"]) == [
+            ("finish", 202),
+            ("finish", 202),
+            ("start", 202),
+            ("start", 202),
+        ]
+        journal = requests.get(
+            f"{run.devportal}/_dev/journal",
+            params={"method": "telephony.externalCall.register"},
+            timeout=10,
+        ).json()["entries"]
+        assert [str(e["params"]["TYPE"]) for e in journal] == ["4"]  # the callback, by b24app
+
+
+def within(seconds: float, condition: Any) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s")
+
+
 # --- issue 14 item 8: without configuration ------------------------------------------------------
 
 
