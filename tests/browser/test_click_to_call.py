@@ -52,7 +52,9 @@ def test_an_employee_clicks_a_number_and_a_client_orders_a_callback(
 ) -> None:
     bind(rest, "ONEXTERNALCALLSTART", f"{handlers.url}/events")
     bind(rest, "ONEXTERNALCALLBACKSTART", f"{handlers.url}/events")
-    page.goto(f"{devportal.url}/p/alpha/telephony/?as_user=2")
+    page.goto(f"{devportal.url}/p/alpha/?as_user=2")
+    page.get_by_role("link", name="CRM").click()  # the shell's CRM: its contacts
+    page.wait_for_url("**/p/alpha/telephony/?as_user=2&lang=en#contacts")
     expect(page.locator("#outgoing-app")).to_have_text(TEST_CLIENT_ID)
 
     page.get_by_role("button", name="Call +7 495 123-45-67 through the app").click()
