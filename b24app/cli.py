@@ -16,7 +16,17 @@ from flask.cli import AppGroup, ScriptInfo
 
 from b24app.config import ConfigError
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_PACKAGE = Path(__file__).resolve().parent
+# The checkout's migrations/ beside the package; the image's wheel carries them inside it
+# (Dockerfile, pyproject.toml's package data), where nothing else would find them.
+MIGRATIONS = next(
+    (
+        folder
+        for folder in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations")
+        if folder.is_dir()
+    ),
+    _PACKAGE.parent / "migrations",
+)
 
 
 def alembic_config(database_url: str) -> Config:
