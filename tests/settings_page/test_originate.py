@@ -13,9 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,83 +25,15 @@ from werkzeug.serving import make_server
 
 from b24app import create_app
 from b24app.db import get_db
-from b24app.models import Origination
 from b24app.portals import originate_secret, store
 from b24app.wiring import current_store
 from devportal import faults
 from devportal.state import DevPortal
 from tests.conftest import LiveApp, make_settings
 from tests.settings_page.conftest import Page, open_page
+from tests.settings_page.originate_helpers import add_origination, refused_port, stand_in_pbx
 
 ADMIN, EMPLOYEE = 1, 2  # the development portal's Anna Admin and Boris Sales
-
-
-# --- a PBX of the test's own ----------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: str
-
-
-@dataclass
-class StandInPbx:
-    """A PBX's webhook receiver on 127.0.0.1: answers `status` with `answer` after `delay`
-    seconds (a `location` makes it a redirect) and keeps what it received."""
-
-    status: int = 200
-    answer: str = '{"status": "dialing"}'
-    delay: float = 0.0
-    location: str | None = None
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
-
-
-@contextmanager
-def stand_in_pbx() -> Iterator[StandInPbx]:
-    pbx = StandInPbx()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode()
-            pbx.received.append(Received(self.path, dict(self.headers.items()), body))
-            time.sleep(pbx.delay)
-            data = pbx.answer.encode()
-            try:
-                self.send_response(pbx.status)
-                if pbx.location:
-                    self.send_header("Location", pbx.location)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # b24app stopped waiting (the slow PBX's case)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    pbx.url = f"http://127.0.0.1:{server.server_address[1]}/b24/originate"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield pbx
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def refused_port() -> str:
-    """The address of a port nothing listens on (bound, then closed)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = server.server_address[1]
-    server.server_close()
-    return f"http://127.0.0.1:{port}/b24/originate"
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -523,20 +453,6 @@ def test_the_read_only_view_shows_the_block_without_the_secret_or_any_action(liv
 
 
 # --- requests to the PBX --------------------------------------------------------------------------
-
-
-def add_origination(live: LiveApp, portal: DevPortal, **columns: Any) -> None:
-    with live.app.app_context(), get_db().write() as session:
-        row = store.find_portal(session, portal.member_id)
-        assert row is not None
-        n = session.query(Origination).count()
-        values: dict[str, Any] = {
-            "portal_id": row.id,
-            "dedupe_key": f"key-{n}",
-            "webhook_id": f"msg_{n}",
-            **columns,
-        }
-        session.add(Origination(**values))
 
 
 def test_requests_to_the_pbx_are_shown_with_the_pbx_answer_in_the_portal_zone(
