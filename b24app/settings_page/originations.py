@@ -5,8 +5,7 @@ ONEXTERNALCALLBACKSTART: a client filled in a callback form; api-reference/telep
 and b24app sends each to the portal's PBX as a signed webhook (models.Origination; PRODUCT.md
 "From Bitrix24 to the PBX"). This block of the page shows the latest of them: when, which kind,
 the number, the employee, and what the PBX answered (its HTTP status), or why it was not
-delivered. The answer is always the
-PBX's: Bitrix24 plays no part in it.
+delivered. The answer is always the PBX's: Bitrix24 plays no part in it.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24app.models import Origination
+from b24app.originate import outbox
 from b24app.settings_page import messages
 from b24app.settings_page.journal import local_time
 
@@ -27,15 +26,9 @@ MAX_BODY = 500  # characters of the PBX's answer shown
 
 
 def recent(session: Session, portal_id: int, limit: int = DEFAULT_LIMIT) -> list[Origination]:
-    """The portal's newest requests first, at most `limit` (1–MAX_LIMIT)."""
-    limit = max(1, min(limit, MAX_LIMIT))
-    query = (
-        select(Origination)
-        .where(Origination.portal_id == portal_id)
-        .order_by(Origination.created_at.desc(), Origination.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+    """The portal's newest requests first (originate/outbox.py `recent`), at most `limit`
+    (1–MAX_LIMIT)."""
+    return outbox.recent(session, portal_id, max(1, min(limit, MAX_LIMIT)))
 
 
 def _int(value: Any) -> int | None:

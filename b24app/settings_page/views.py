@@ -26,6 +26,7 @@ from b24app.db import get_db
 from b24app.frames import framed
 from b24app.logs import get_logger
 from b24app.models import Portal, PortalStatus, utcnow
+from b24app.originate import sender
 from b24app.portals import currencies, lines, mapping, store
 from b24app.portals.reauth import authorization_url
 from b24app.portals.settings import Preferences, zone
@@ -553,11 +554,8 @@ def send_test_call(viewer: Viewer) -> Response:
     )
 
 
-def _send_test(viewer: Viewer, phone_number: str) -> Any:
-    """originate/sender.py `send_test`: a TestAnswer (ok, status, seconds, body, error,
-    error_code); it never raises."""
-    from b24app.originate import sender
-
+def _send_test(viewer: Viewer, phone_number: str) -> sender.TestAnswer:
+    """originate/sender.py `send_test` (it never raises)."""
     return sender.send_test(
         current_store(), viewer.member_id, user_id=viewer.user_id, phone_number=phone_number
     )
