@@ -302,7 +302,9 @@ def fill_development_defaults(settings: Settings, instance_path: Path) -> Settin
     """Give a development run the secrets it lacks, stored in the instance folder.
 
     Generated once and reused, so tokens encrypted yesterday still decrypt today. Never used
-    outside development: production refuses to start without the real values.
+    outside development: production refuses to start without the real values. Warned about when
+    they are made; later starts (every `flask --app b24app …` after `make run`) say it at debug
+    level only.
     """
     if not settings.is_development:
         return settings
@@ -312,6 +314,7 @@ def fill_development_defaults(settings: Settings, instance_path: Path) -> Settin
         "secret_key": saved.get("secret_key") or secrets.token_urlsafe(32),
         "encryption_keys": saved.get("encryption_keys") or Fernet.generate_key().decode(),
     }
+    say = log.warning if saved != generated else log.debug
     if saved != generated:
         instance_path.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(generated))
@@ -320,10 +323,10 @@ def fill_development_defaults(settings: Settings, instance_path: Path) -> Settin
     for field, value in generated.items():
         if not getattr(settings, field):
             updates[field] = value
-            log.warning("development mode: %s not set, using one generated in %s", field, store)
+            say("development mode: %s not set, using one generated in %s", field, store)
     if not settings.client_id:
         updates.update(client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET)
-        log.warning("development mode: B24_CLIENT_ID not set, using the development portal's app")
+        say("development mode: B24_CLIENT_ID not set, using the development portal's app")
     if not settings.public_url:
         updates["public_url"] = "http://127.0.0.1:5000"
     return settings.model_copy(update=updates)

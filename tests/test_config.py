@@ -163,3 +163,16 @@ def test_a_database_url_b24app_cannot_use_is_named_without_its_password(url: str
 def test_production_refuses_a_short_metrics_token():
     message = refusal(**production(B24APP_METRICS_TOKEN="short"))
     assert "B24APP_METRICS_TOKEN" in message and "32 characters" in message
+
+
+def test_development_warns_when_it_makes_its_secrets_and_not_at_every_start(tmp_path, caplog):
+    """Every `flask --app b24app …` after `make run` starts the app: one warning at the first."""
+    settings = load_settings(
+        _env_file=None, B24APP_ENV="development", B24APP_INSTANCE_PATH=str(tmp_path)
+    )
+    with caplog.at_level("WARNING"):
+        create_app(settings)
+        assert "development mode: secret_key not set" in caplog.text
+        caplog.clear()
+        create_app(settings)
+    assert "development mode" not in caplog.text
