@@ -9,6 +9,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY b24app ./b24app
 COPY migrations ./b24app/migrations
+# the pages' built CSS and JavaScript (static/, committed; b24app.static_folder finds it there)
+COPY static ./b24app/static
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim

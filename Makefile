@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint typecheck pytest lock clean
+.PHONY: setup run test test-fast lint typecheck pytest lock clean frontend frontend-check
 
 # Test processes (pytest-xdist). Four on two cores: three drill lanes that mostly wait (on
 # Bitrix24's rate, on outages; tests/conftest.py DRILL_LANES) beside the ordinary tests.
@@ -44,6 +44,16 @@ pytest: $(STAMP)
 ## The edit loop, under a minute: lint, types and the tests on SQLite, without drills and browser.
 test-fast: lint typecheck
 	$(BIN)/pytest -n $(JOBS) -q -m "not postgresql" --ignore tests/drills --ignore tests/browser $(PYTEST_ARGS)
+
+## Rebuild the settings page (frontend/, Vue 3 on Bitrix24's UI kit) into static/settings-page/.
+## Needs Node.js 20.19+ and npm; the built files are committed, so `make run` needs neither.
+frontend:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+## CI: rebuild the settings page and fail when the committed static/ differs from the build.
+frontend-check: frontend
+	@git diff --quiet -- static/ && test -z "$$(git status --porcelain -- static/)" \
+	  || { git status --short -- static/; echo "static/ differs from what frontend/ builds: run make frontend and commit static/" >&2; exit 1; }
 
 ## Re-pin the dependencies after editing pyproject.toml.
 lock: $(STAMP)

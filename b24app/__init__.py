@@ -27,6 +27,16 @@ from b24app import (
 from b24app.config import ConfigError, Settings, fill_development_defaults, load_settings
 from b24app.textbody import StrictRequest
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def static_folder() -> str:
+    """The pages' CSS and JavaScript, served under /static/ (PRODUCT.md): the checkout's
+    top-level static/ (built from frontend/ and committed), or the copy inside the package that
+    the image's wheel carries (Dockerfile)."""
+    inside = _PACKAGE / "static"
+    return str(inside if inside.is_dir() else _PACKAGE.parent / "static")
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app. Without `settings`, read and validate the environment (config.py); a
@@ -39,7 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             if cli.running_flask_command():
                 return cli.unconfigured_app(error)
             raise
-    app = Flask(__name__, instance_path=settings.instance_path or None)
+    app = Flask(
+        __name__, instance_path=settings.instance_path or None, static_folder=static_folder()
+    )
     app.request_class = StrictRequest  # forms decoded as declared, never repaired (textbody.py)
     settings = fill_development_defaults(settings, Path(app.instance_path))
     logs.configure(settings.log_level)

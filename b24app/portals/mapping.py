@@ -51,21 +51,40 @@ def check_user_id(value: str, line: int | None = None) -> int:
 
 def parse_csv(text: str) -> dict[str, int]:
     """Validate a whole CSV; return {extension: user_id} or raise the first MappingError."""
+    rows, errors = check_csv(text)
+    if errors:
+        raise errors[0]
+    return rows
+
+
+def check_csv(text: str) -> tuple[dict[str, int], list[MappingError]]:
+    """Read a whole CSV: ({extension: user_id} of its valid lines, every line's error in line
+    order). A wrong header is the one error: without it no line can be read."""
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     header = next(reader, None)
     if [h.strip().lower() for h in header or []] != HEADER:
-        raise MappingError(1, "header", "the first line must be exactly: extension,user_id")
+        return {}, [MappingError(1, "header", "the first line must be exactly: extension,user_id")]
     mapping: dict[str, int] = {}
+    errors: list[MappingError] = []
     for line, row in enumerate(reader, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) != 2:
-            raise MappingError(line, "row", "needs exactly two columns: extension,user_id")
-        extension = check_extension(row[0], line)
-        if extension in mapping:
-            raise MappingError(line, "extension", f"{extension} appears twice")
-        mapping[extension] = check_user_id(row[1], line)
-    return mapping
+        try:
+            extension, user_id = _row(row, line, mapping)
+        except MappingError as error:
+            errors.append(error)
+            continue
+        mapping[extension] = user_id
+    return mapping, errors
+
+
+def _row(row: list[str], line: int, seen: dict[str, int]) -> tuple[str, int]:
+    if len(row) != 2:
+        raise MappingError(line, "row", "needs exactly two columns: extension,user_id")
+    extension = check_extension(row[0], line)
+    if extension in seen:
+        raise MappingError(line, "extension", f"{extension} appears twice")
+    return extension, check_user_id(row[1], line)
 
 
 def to_csv(mapping: Iterable[tuple[str, int]]) -> str:

@@ -161,19 +161,67 @@ def remove_mapping(member_id: str, extension: object) -> dict[str, int]:
     return rows
 
 
-def import_csv(member_id: str, text: str, employees: Sequence[Employee] | None) -> dict[str, int]:
-    """Replace the whole mapping with a CSV's (the CLI's format and rules), only if it is all
-    valid."""
+@dataclass(frozen=True)
+class ImportCheck:
+    """What importing a CSV would do: the mapping it makes, what changes against today's, and
+    every line that stops it (in the page's language, with its line number)."""
+
+    rows: dict[str, int]
+    added: list[dict[str, object]]  # {"extension", "user_id"}
+    changed: list[dict[str, object]]  # {"extension", "from", "to"}
+    removed: list[dict[str, object]]  # {"extension", "user_id"}
+    errors: list[str]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "count": len(self.rows),
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "errors": self.errors,
+        }
+
+
+def check_import(member_id: str, text: str, employees: Sequence[Employee] | None) -> ImportCheck:
+    """Read a CSV as `import_csv` would (the CLI's format and rules), without saving: every bad
+    line (portals/mapping.py `check_csv`; a user who is no active employee, when Bitrix24
+    could be asked), and the rows added, changed and removed against the stored mapping."""
     if not text.strip():
         raise Refused.one("csv", messages.nothing_to_import())
-    try:
-        rows = mapping.parse_csv(text)
-    except mapping.MappingError as error:
-        raise Refused.one("csv", messages.mapping_error(error)) from None
-    _check_employees(rows, employees, _lines(text, rows))
+    rows, problems = mapping.check_csv(text)
+    errors = [messages.mapping_error(problem) for problem in problems]
+    lines = _lines(text, rows)
+    if employees is not None:
+        known = {e.id for e in employees}
+        errors += [
+            messages.not_an_employee(uid, lines.get(ext)) for ext, uid in rows.items()
+            if uid not in known
+        ]  # fmt: skip
+    with get_db().read() as session:
+        portal = store.find_portal(session, member_id)
+        now = mapping.load(session, portal) if portal else {}
+    return ImportCheck(
+        rows,
+        added=[{"extension": e, "user_id": u} for e, u in sorted(rows.items()) if e not in now],
+        changed=[
+            {"extension": e, "from": now[e], "to": u}
+            for e, u in sorted(rows.items())
+            if e in now and now[e] != u
+        ],
+        removed=[{"extension": e, "user_id": u} for e, u in sorted(now.items()) if e not in rows],
+        errors=errors,
+    )
+
+
+def import_csv(member_id: str, text: str, employees: Sequence[Employee] | None) -> dict[str, int]:
+    """Replace the whole mapping with a CSV's (the CLI's format and rules), only if it is all
+    valid; refused with every bad line (`check_import`)."""
+    checked = check_import(member_id, text, employees)
+    if checked.errors:
+        raise Refused([{"field": "csv", "message": error} for error in checked.errors])
     with get_db().write() as session:
-        mapping.replace(session, _portal(session, member_id), rows)
-    return rows
+        mapping.replace(session, _portal(session, member_id), checked.rows)
+    return checked.rows
 
 
 def _lines(text: str, rows: Mapping[str, int]) -> dict[str, int]:
