@@ -215,6 +215,12 @@ def new_public_id() -> str:
     return uuid.uuid4().hex
 
 
+def _received(context: Any) -> datetime:
+    """A call's start until an event says otherwise: when its first event arrived."""
+    created: datetime | None = context.get_current_parameters().get("created_at")
+    return created if created is not None else utcnow()
+
+
 class Call(Base):
     """A call a PBX told us about, and its way to Bitrix24: the outbox row.
 
@@ -231,6 +237,8 @@ class Call(Base):
         UniqueConstraint("portal_id", "idempotency_key"),
         Index("ix_calls_due", "state", "next_attempt_at"),
         Index("ix_calls_portal_created", "portal_id", "created_at"),
+        # the settings page's journal: newest first by the call's start, paged by (started_at, id)
+        Index("ix_calls_portal_started", "portal_id", "started_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -261,6 +269,12 @@ class Call(Base):
     # Bitrix24 refused the call's employee as not active: send it to the portal's fallback user.
     use_fallback_user: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str | None] = mapped_column(Text)  # what the admin should know of a delivery
+    # What the journal orders and finds calls by (delivery/call_index.py keeps them as events
+    # arrive): when the call started (an instant, fixed when the event saying so arrived), the
+    # digits of its PHONE_NUMBER, and every extension its events named ("\n101\n102\n").
+    started_at: Mapped[datetime] = mapped_column(default=_received)
+    phone_digits: Mapped[str | None] = mapped_column(String(32))
+    extensions: Mapped[str | None] = mapped_column(Text)
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.id", cascade="all, delete-orphan"

@@ -138,12 +138,20 @@ class CallOutcome:
     wait_until: datetime | None = None  # queued events wait until then (None: due at once)
 
 
-def event_added(session: Session, call_id: int, now: datetime, *, kind: str | None = None) -> None:
+def event_added(
+    session: Session,
+    call_id: int,
+    now: datetime,
+    *,
+    kind: str | None = None,
+    also: Mapping[str, Any] | None = None,
+) -> None:
     """A new event of this call was stored (the intake, a finished download): make the call due
     now, unless a worker holds it; either way bump `events_version`, so that a worker that
     claimed it before cannot record it done (record() leaves it queued). A start (the event's
     `kind`) brings back the events that failed only because it had not come (NO_START, and the
-    recording that then had no finish): one statement more, for starts only."""
+    recording that then had no finish): one statement more, for starts only. `also`: more
+    columns to set in the same UPDATE (the journal's, delivery/call_index.later_values)."""
     if kind == EventKind.START:
         _waited_in_vain(session, call_id)
     leased = Call.state == CallState.DELIVERING
@@ -155,6 +163,7 @@ def event_added(session: Session, call_id: int, now: datetime, *, kind: str | No
             state=case((leased, CallState.DELIVERING), else_=CallState.QUEUED),
             next_attempt_at=case((leased, Call.next_attempt_at), else_=now),
             updated_at=now,
+            **(also or {}),
         )
         .execution_options(synchronize_session=False)
     )

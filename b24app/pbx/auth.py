@@ -73,6 +73,7 @@ def authenticate(db: Database, box: SecretBox, header: str | None) -> PortalCont
                 status=portal.status,
                 currencies=tuple(currencies.stored_currencies(settings)),
                 has_fallback_user=settings.fallback_user_id is not None,
+                timezone=settings.timezone or "UTC",
             )
     except InvalidToken:  # stored under an encryption key no longer configured
         return _unknown()

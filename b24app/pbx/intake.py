@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from b24app import textbody
 from b24app.config import Settings
 from b24app.db import Database
-from b24app.delivery import outbox, recordings
+from b24app.delivery import call_index, outbox, recordings
 from b24app.logs import get_logger
 from b24app.models import (
     ONCE_PER_CALL,
@@ -63,6 +63,7 @@ from b24app.pbx.schemas import (
     validate_ring,
     validate_start,
 )
+from b24app.portals.settings import zone
 
 log = get_logger(__name__)
 
@@ -114,6 +115,7 @@ class PortalContext:
     status: str
     currencies: Sequence[str] = field(default_factory=tuple)
     has_fallback_user: bool = False
+    timezone: str = "UTC"  # IANA: a CALL_START_DATE without an offset is read in it
 
 
 # --- reading the body ------------------------------------------------------------------------
@@ -464,18 +466,22 @@ def _refused(refused: recordings.RecordingRefused) -> Result:
 
 def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert | None) -> Result:
     """One short write transaction (the module docstring): the call's row, the event's row, what
-    the event brings, and the call marked due (delivery/outbox.event_added)."""
+    the event brings, and the call marked due (delivery/outbox.event_added); the call's row
+    gets what the journal orders and finds it by (delivery/call_index.py) in the same
+    statements."""
     now = utcnow()
+    facts = call_index.facts_of(event.kind, event.request, zone(portal.timezone))
     differing: list[FieldError] = []
     with db.write() as session:  # committed when the block ends, before anyone is answered
-        call_id, new_call = _call_row(session, portal.portal_id, event.key, now)
+        call_id, new_call = _call_row(session, portal.portal_id, event.key, now, facts)
         if new_call is not None:  # the call's first event: nothing to compare, already due
             event_id = _insert_event(session, call_id, event, now)
             if after is not None and event_id is not None:
                 after(session, portal.portal_id, event_id, now)
             public_id, state = new_call, str(CallState.QUEUED)
         else:
-            event_id, differing = _add_to_call(session, portal, call_id, event, after, now)
+            also = call_index.later_values(facts, now)
+            event_id, differing = _add_to_call(session, portal, call_id, event, after, now, also)
             public_id, state = session.execute(
                 select(Call.public_id, Call.state).where(Call.id == call_id)
             ).one()
@@ -501,10 +507,13 @@ def _insert_statement(session: Session, table: type[Call] | type[CallEvent]) -> 
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> tuple[int, str | None]:
+def _call_row(
+    session: Session, portal_id: int, key: str, now: datetime, facts: call_index.Facts
+) -> tuple[int, str | None]:
     """The id of the portal's call with this key, and its public id when inserted now (its first
-    event: queued, due now, events_version 1, as outbox.event_added would leave it): INSERT … ON
-    CONFLICT DO NOTHING, so concurrent first events of one call make one row."""
+    event: queued, due now, events_version 1, as outbox.event_added would leave it; its start,
+    number and extensions from `facts`): INSERT … ON CONFLICT DO NOTHING, so concurrent first
+    events of one call make one row."""
     public_id = new_public_id()
     inserted = session.execute(
         _insert_statement(session, Call)
@@ -516,6 +525,7 @@ def _call_row(session: Session, portal_id: int, key: str, now: datetime) -> tupl
             next_attempt_at=now,
             created_at=now,
             events_version=1,
+            **call_index.first_values(facts, now),
         )
         .on_conflict_do_nothing(index_elements=["portal_id", "idempotency_key"])
         .returning(Call.id)
@@ -535,9 +545,11 @@ def _add_to_call(
     event: Event,
     after: AfterInsert | None,
     now: datetime,
+    also: Mapping[str, Any],
 ) -> tuple[int | None, list[FieldError]]:
     """A later event of a known call: stored unless it repeats one (then the fields in which it
-    differs), checked against the call's CALL_ID, and the call marked due."""
+    differs), checked against the call's CALL_ID, and the call marked due (with `also`, the
+    journal's columns: call_index.later_values)."""
     if event.kind == EventKind.ANSWER:
         event = _answer_in_turn(session, call_id, event)
     event_id = _insert_event(session, call_id, event, now)
@@ -546,7 +558,7 @@ def _add_to_call(
     _refuse_contradiction(session, call_id, event)
     if after is not None:
         after(session, portal.portal_id, event_id, now)
-    outbox.event_added(session, call_id, now, kind=event.kind)
+    outbox.event_added(session, call_id, now, kind=event.kind, also=also)
     return event_id, []
 
 
