@@ -223,13 +223,26 @@ class PortalClient:
         return self.call(method, params)["result"]
 
     def batch(
-        self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False
+        self,
+        commands: dict[str, tuple[str, dict[str, Any]]],
+        *,
+        halt: bool = False,
+        state: PortalState | None = None,
+        send_at: float | None = None,
     ) -> BatchResult:
-        """Up to 50 commands in one request; `$result[key][FIELD]` may refer to earlier ones."""
+        """Up to 50 commands in one request; `$result[key][FIELD]` may refer to earlier ones
+        (settings/how-to-call-rest-api/batch.md). A batch is one request for the rate limit.
+
+        `state`: the portal's state the caller has just read (it then is not read again);
+        `send_at`: a throttle slot the caller booked for this request (epoch seconds, the
+        schedule's `next_slot`; the request waits until then and books no other, except to send
+        it again after a refresh, a redirect or QUERY_LIMIT_EXCEEDED). Raises as `call`."""
         if not 0 < len(commands) <= 50:
             raise ValueError("a batch holds 1 to 50 commands")
         cmd = {key: f"{method}?{to_query(params)}" for key, (method, params) in commands.items()}
-        envelope = self.call("batch", {"halt": int(halt), "cmd": cmd})
+        envelope = self._call(
+            "batch", {"halt": int(halt), "cmd": cmd}, state=state, send_at=send_at
+        )
         inner = envelope.get("result") or {}
         errors = {
             key: BitrixError(str(e.get("error")), str(e.get("error_description") or ""))
@@ -251,8 +264,10 @@ class PortalClient:
         timeout: float | None = None,
         revive: tuple[str, ...] = (),
         keep_free: float | None = None,
+        state: PortalState | None = None,
+        send_at: float | None = None,
     ) -> dict[str, Any]:
-        snap = self._snapshot(revive)
+        snap = self._snapshot(revive, state)
         token = snap.access_token
         if snap.expired:
             token = tokens.refresh(self.installations, self.oauth, self.member_id, token)
@@ -260,7 +275,11 @@ class PortalClient:
         redirects = 0
         limit_retries = 0
         while True:
-            self._slot(snap, keep_free)
+            if send_at is not None:  # booked by the caller: wait for it, book nothing more
+                _sleep_until(send_at)
+                send_at = None
+            else:
+                self._slot(snap, keep_free)
             response = self._post(snap.endpoint, method, params, token, timeout or self.timeout)
             if response.status_code in REDIRECT_CODES and redirects < MAX_REDIRECTS:
                 redirects += 1
@@ -317,8 +336,11 @@ class PortalClient:
             raise transport_error(exc, method, timeout) from None
 
     # --- portal state ---------------------------------------------------------------------------
-    def _snapshot(self, revive: tuple[str, ...] = ()) -> _Snapshot:
-        state = self.installations.portal_state(self.member_id)
+    def _snapshot(
+        self, revive: tuple[str, ...] = (), state: PortalState | None = None
+    ) -> _Snapshot:
+        if state is None:
+            state = self.installations.portal_state(self.member_id)
         if state is None:
             raise PortalUnavailable("unknown", f"no portal {self.member_id}")
         if state.status != PortalStatus.ACTIVE and state.status not in revive:
@@ -331,7 +353,7 @@ class PortalClient:
             endpoint=state.client_endpoint,
             access_token=state.tokens.access_token,
             expired=tokens.expired(state.tokens),
-            limits=throttle_mod.ENTERPRISE if state.enterprise_limits else throttle_mod.STANDARD,
+            limits=throttle_mod.limits_of(state.enterprise_limits),
         )
 
     def _moved(self, method: str, response: requests.Response) -> str:
@@ -405,6 +427,14 @@ def is_admin(client_endpoint: str, access_token: str, *, timeout: float, allow_l
         allow_local=allow_local,
     )
     return envelope.get("result") is True
+
+
+def _sleep_until(send_at: float) -> None:
+    """Wait for a slot booked earlier (throttle.next_slot's send time, epoch seconds)."""
+    delay = send_at - time.time()
+    metrics.THROTTLE_WAIT.observe(max(delay, 0.0))
+    if delay > 0:
+        time.sleep(delay)
 
 
 def _error(status: int, body: dict[str, Any]) -> BitrixError:

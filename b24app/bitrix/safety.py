@@ -210,12 +210,20 @@ class PublicOnlyAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+# Connections kept open per portal address: the worker sends up to this many batches of one
+# portal side by side (delivery/worker.py, BATCHES_IN_FLIGHT), each on its own connection.
+POOL_SIZE = 40
+
+
 def portal_session(*, allow_local: bool, https_only: bool = True) -> requests.Session:
     """A requests session for calling portals: address-checked unless local portals are allowed;
-    `https_only=False` lets plain http go to public addresses too (public_session)."""
+    `https_only=False` lets plain http go to public addresses too (public_session). Keeps up to
+    POOL_SIZE connections per address open for reuse."""
     session = requests.Session()
     if not allow_local:
-        adapter = PublicOnlyAdapter(https_only=https_only)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        adapter: HTTPAdapter = PublicOnlyAdapter(https_only=https_only, pool_maxsize=POOL_SIZE)
+    else:
+        adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session

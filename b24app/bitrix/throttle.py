@@ -16,6 +16,11 @@ A question someone is waiting on (`PortalClient.ask`: a PBX asking who should ta
 must not wait and must not crowd out the delivery, so it takes a slot only by `spare_slot`: when
 it can go at once and leaves `keep_free` requests of the burst free, else it is not sent at all.
 The worker's own requests always book with `next_slot` and wait; a question never waits.
+
+The worker sends several batches of one portal side by side (delivery/worker.py): as many as
+`free_slots` says can go now, each booked with `next_slot` like any request (`next_slots` books
+them together). A `batch` is one request for the bucket (limits.md: "the limit counts HTTP
+requests"; digest §4.1), so K batches in flight take K slots, never more than the burst.
 """
 
 from __future__ import annotations
@@ -46,6 +51,32 @@ def next_slot(
     arrival = max(theoretical_arrival, now)
     send_at = max(now, arrival - tolerance, blocked_until)
     return send_at, max(arrival, send_at) + interval
+
+
+def next_slots(
+    theoretical_arrival: float, blocked_until: float, now: float, limits: Limits, count: int
+) -> tuple[list[float], float]:
+    """`next_slot` `count` times in a row: (when each of the requests may be sent, the new
+    theoretical arrival), epoch seconds. The first ones go at once while the burst lasts."""
+    times: list[float] = []
+    for _ in range(count):
+        send_at, theoretical_arrival = next_slot(theoretical_arrival, blocked_until, now, limits)
+        times.append(send_at)
+    return times, theoretical_arrival
+
+
+def free_slots(theoretical_arrival: float, blocked_until: float, now: float, limits: Limits) -> int:
+    """How many requests could be sent at once now without waiting (0 while blocked after a
+    QUERY_LIMIT_EXCEEDED): the burst less what the bucket still holds. Epoch seconds in."""
+    if blocked_until > now:
+        return 0
+    in_bucket = max(0.0, theoretical_arrival - now) * limits.rate
+    return max(0, int(limits.burst - in_bucket + 1e-9))
+
+
+def limits_of(enterprise: bool) -> Limits:
+    """The portal's limits by its plan (limits.md: Enterprise 5/s and 250, others 2/s and 50)."""
+    return ENTERPRISE if enterprise else STANDARD
 
 
 def spare_slot(

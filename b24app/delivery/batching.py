@@ -42,6 +42,22 @@ def fit(items: Iterable[T], *, key: Callable[[T], int], budget: int = MAX_COMMAN
     return taken
 
 
+def split(
+    items: Iterable[T], *, key: Callable[[T], int], budget: int = MAX_COMMANDS, limit: int = 1
+) -> list[list[T]]:
+    """Up to `limit` consecutive batches of `items` (oldest first), each the longest prefix of
+    what is left that fits `budget` (`fit`); every item must fit a batch on its own."""
+    rest = list(items)
+    batches: list[list[T]] = []
+    while rest and len(batches) < limit:
+        taken = fit(rest, key=key, budget=budget)
+        if not taken:
+            break
+        batches.append(taken)
+        rest = rest[len(taken) :]
+    return batches
+
+
 # --- looking calls up ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,12 @@
    calls wait, spending no attempt, until a probe finds it answering again.
 5. All outcomes are written in one transaction (outbox.record).
 
+A portal's round may hold several batches (outbox.claim_round numbers them in Claimed.batch):
+they are planned together, their leases renewed and their throttle slots booked in one write
+transaction, and sent side by side, each batch from its own thread of the worker's request pool
+(Context.send_pool), each with its own booked slot. Each call is in exactly one of them, so a
+call's own commands still go in one request, in the call's order.
+
 The look-up happens as soon as the portal answers again, without waiting out the 60 s a cloud
 request may still run after our timeout (limits.md), except for requests that may still be
 running (retry.RUNNING_LIMIT). What the documentation guarantees makes a repeat safe otherwise:
@@ -32,10 +38,12 @@ lease runs out.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -43,7 +51,8 @@ from typing import Any, Protocol
 import structlog
 from flask import Flask
 
-from b24app.bitrix.client import BatchResult
+from b24app.bitrix.client import BatchResult, PortalState
+from b24app.bitrix.throttle import limits_of
 from b24app.db import Database
 from b24app.delivery import batching, lifecycle, metrics, outbox, portal_health, recordings, retry
 from b24app.delivery.batching import MAX_COMMANDS, Commands
@@ -53,8 +62,9 @@ from b24app.delivery.outbox import CallOutcome, Claimed, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
 from b24app.models import CallRecording, EventKind, EventState, Portal, PortalStatus, utcnow
 from b24app.portal_status import GONE
-from b24app.portals import currencies, mapping
+from b24app.portals import currencies, mapping, throttle
 from b24app.portals.settings import Preferences
+from b24app.portals.store import InstallationStore
 from b24app.wiring import store_of
 
 
@@ -65,13 +75,21 @@ class PortalView:
     prefs: Preferences
     extensions: dict[str, int]
     currencies_fetched_at: datetime | None
+    state: PortalState | None = None  # what the client needs (tokens), read in the same read
 
 
 class Portal24(Protocol):
     """What delivery asks of a portal (bitrix/client.PortalClient has it; tests may hand in an
     in-process fake through Context.clients)."""
 
-    def batch(self, commands: Commands, *, halt: bool = False) -> BatchResult: ...
+    def batch(
+        self,
+        commands: Commands,
+        *,
+        halt: bool = False,
+        state: PortalState | None = None,
+        send_at: float | None = None,
+    ) -> BatchResult: ...
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
@@ -92,6 +110,7 @@ class Context:
     currencies_due: Callable[[str], bool] = lambda _member_id: False
     clock: Callable[[], datetime] = utcnow
     clients: Callable[[str], Portal24] | None = None  # member_id → client; default: the store's
+    send_pool: Executor | None = None  # sends a round's further batches (None: one by one)
     _clients: dict[str, Portal24] = field(default_factory=dict)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock)
     # member_id → extension → (Bitrix24 user id or None, when asked): profiles.py
@@ -100,7 +119,7 @@ class Context:
 
     def client(self, member_id: str) -> Portal24:
         """One client per portal for the worker's life, so its HTTPS connections are reused
-        (a worker has at most one batch per portal in flight)."""
+        (its session keeps a connection per batch in flight, safety.POOL_SIZE)."""
         with self._clients_lock:
             if member_id not in self._clients:
                 make = self.clients or store_of(self.app).client
@@ -108,7 +127,12 @@ class Context:
             return self._clients[member_id]
 
 
-def load_portal(db: Database, portal_id: int) -> PortalView | None:
+def load_portal(
+    db: Database, portal_id: int, store: InstallationStore | None = None
+) -> PortalView | None:
+    """The portal as delivery needs it, in one read: settings, extension mapping and, with the
+    installation `store`, the client's state and decrypted tokens (so the batches' requests do
+    not read them again). None if the portal row is gone."""
     with db.read() as session:
         portal = session.get(Portal, portal_id)
         if portal is None:
@@ -121,7 +145,22 @@ def load_portal(db: Database, portal_id: int) -> PortalView | None:
             prefs=prefs,
             extensions=mapping.load(session, portal),
             currencies_fetched_at=s.currencies_fetched_at if s else None,
+            state=store.state_of(portal) if store is not None else None,
         )
+
+
+@dataclass
+class _Batch:
+    """One batch request of a portal's round: its calls and their plans, then its answer."""
+
+    calls: list[Claimed]
+    plans: dict[int, Plan] = field(default_factory=dict)
+    lines: BatchLines | None = None  # the line numbers this batch adds (external_lines.py)
+    sending: list[Claimed] = field(default_factory=list)  # the calls whose commands it carries
+    commands: Commands = field(default_factory=dict)
+    send_at: float | None = None  # its booked throttle slot (epoch seconds)
+    result: BatchResult | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -133,8 +172,7 @@ class PortalDelivery:
     calls: Sequence[Claimed]
     outcomes: dict[int, CallOutcome] = field(default_factory=dict)
     reached: bool = False  # Bitrix24 answered a batch
-    lines: BatchLines | None = None  # the line numbers of the batch being planned
-    sent_at: datetime | None = None  # when the last batch request went out
+    sent_at: dict[int, datetime] = field(default_factory=dict)  # call → its last request's time
 
     def __post_init__(self) -> None:
         self.was_unknown = {call.id for call in self.calls if call.unknown}
@@ -143,7 +181,7 @@ class PortalDelivery:
 
     def run(self) -> Counter[str]:
         started = time.monotonic()
-        view = load_portal(self.ctx.db, self.portal_id)
+        view = load_portal(self.ctx.db, self.portal_id, store_of(self.ctx.app))
         if view is None:
             return Counter()  # the portal row is gone, and its calls with it (cascade)
         with structlog.contextvars.bound_contextvars(member_id=view.member_id):
@@ -179,35 +217,38 @@ class PortalDelivery:
         self, client: Portal24, view: PortalView, uncertain: list[Claimed], calls: list[Claimed]
     ) -> list[Claimed]:
         """Settle the calls found finished; return the calls to send now (those found with
-        their finish marked delivered, so only their recordings remain)."""
-        commands = batching.lookup_commands(uncertain)
-        if not commands:  # nothing to look them up by (the intake always gives an id)
-            self.unresolved.clear()
-            return calls
-        try:
-            batch = self._batch(client, view, commands, "lookup", len(uncertain))
-        except Exception as error:  # every failure becomes the calls' outcome
-            verdict = self._failed_request(error)
-            for call in calls:
-                mine = verdict if call.id in self.unresolved else retry.not_sent(verdict)
-                self.outcomes[call.id].retry = self._settle(call, mine)
-            return []
-        answers = batching.found(uncertain, batch)
+        their finish marked delivered, so only their recordings remain). One batch of
+        look-ups per 50 uncertain calls; if one fails, nothing of the round is sent."""
         by_id = {call.id: call for call in calls}
-        for call in uncertain:
-            look = answers[call.id]
-            if look.record is not None:
-                by_id[call.id] = self._found_finished(call, look.record)
-            elif look.error is not None:
-                reason = (
-                    "Could not read Bitrix24's call statistics to check whether the call was "
-                    f"finished ({look.error.code}: {look.error.description})."
-                )
-                verdict = Verdict("retry", OUTCOME_UNKNOWN, reason, unknown=True)
-                self.outcomes[call.id].retry = self._settle(call, verdict)
-                del by_id[call.id]
-            else:
-                self.unresolved.discard(call.id)
+        for start in range(0, len(uncertain), MAX_COMMANDS):
+            chunk = uncertain[start : start + MAX_COMMANDS]
+            commands = batching.lookup_commands(chunk)
+            if not commands:  # nothing to look them up by (the intake always gives an id)
+                self.unresolved -= {call.id for call in chunk}
+                continue
+            try:
+                batch = self._batch(client, view, commands, "lookup", chunk)
+            except Exception as error:  # every failure becomes the calls' outcome
+                verdict = self._failed_request(error)
+                for call in by_id.values():
+                    mine = verdict if call.id in self.unresolved else retry.not_sent(verdict)
+                    self.outcomes[call.id].retry = self._settle(call, mine)
+                return []
+            answers = batching.found(chunk, batch)
+            for call in chunk:
+                look = answers[call.id]
+                if look.record is not None:
+                    by_id[call.id] = self._found_finished(call, look.record)
+                elif look.error is not None:
+                    reason = (
+                        "Could not read Bitrix24's call statistics to check whether the call was "
+                        f"finished ({look.error.code}: {look.error.description})."
+                    )
+                    verdict = Verdict("retry", OUTCOME_UNKNOWN, reason, unknown=True)
+                    self.outcomes[call.id].retry = self._settle(call, verdict)
+                    del by_id[call.id]
+                else:
+                    self.unresolved.discard(call.id)
         return list(by_id.values())
 
     def _found_finished(self, call: Claimed, record: dict[str, Any]) -> Claimed:
@@ -235,39 +276,106 @@ class PortalDelivery:
 
     # --- 2. send ---------------------------------------------------------------------------------
     def _send(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> None:
-        plans = self._plan(client, view, calls)
-        ours = outbox.extend_lease(
-            self.ctx.db,
-            [call.id for call in calls if plans[call.id].steps or plans[call.id].attach],
-            worker_id=self.ctx.worker_id,
-            now=self.ctx.clock(),
-            lease=self.ctx.lease,
-        )
-        sending = [call for call in calls if call.id in ours and plans[call.id].steps]
-        commands: Commands = {
-            step.key: (step.method, step.params)
-            for call in sending
-            for step in plans[call.id].steps
-        }
-        if commands:
-            try:
-                batch = self._batch(client, view, commands, "deliver", len(sending))
-            except Exception as error:  # every failure becomes the calls' outcome
-                self._request_failed(error, calls, plans, ours)
-                return
-            for call in sending:
-                self._settle_answers(call, plans[call.id], batch, view)
-            self._learn_lines(view, [plans[call.id] for call in sending], batch)
-        self._attach_all(client, view, [c for c in calls if c.id in ours], plans)
+        """Plan the round's batches, renew the leases and book one throttle slot per batch to
+        send (one transaction), send the batches side by side, and settle each call by its
+        batch's answer; then attach recordings."""
+        groups: dict[int, list[Claimed]] = {}
         for call in calls:
-            self._waiting(call, plans[call.id])
+            groups.setdefault(call.batch, []).append(call)
+        lookup = self._users_by_extension(client, view, calls)
+        batches = [self._plan(view, group, lookup) for group in groups.values()]
+        wanted = [
+            call.id
+            for batch in batches
+            for call in batch.calls
+            if batch.plans[call.id].steps or batch.plans[call.id].attach
+        ]
+        ours = self._renew_and_book(view, wanted, batches)
+        sends = [batch for batch in batches if batch.commands]
+        self._send_all(client, view, sends)
+        for batch in sends:
+            if batch.error is not None:
+                self._request_failed(batch.error, batch, ours)
+                continue
+            assert batch.result is not None
+            for call in batch.sending:
+                self._settle_answers(call, batch.plans[call.id], batch.result, view)
+            self._learn_lines(view, batch)
+        plans = {call_id: plan for batch in batches for call_id, plan in batch.plans.items()}
+        failed = {call.id for batch in sends if batch.error is not None for call in batch.calls}
+        attach = [call for call in calls if call.id in ours and call.id not in failed]
+        self._attach_all(client, view, attach, plans)
+        for call in calls:
+            if call.id not in failed:
+                self._waiting(call, plans[call.id])
 
-    def _plan(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> dict[int, Plan]:
-        plans: dict[int, Plan] = {}
+    def _renew_and_book(
+        self, view: PortalView, wanted: list[int], batches: list[_Batch]
+    ) -> set[int]:
+        """One write transaction: renew our lease on the calls about to go (outbox.extend_lease:
+        those another worker took over are not sent by us), then book a throttle slot for each
+        batch left with commands. Returns the calls still ours; fills each batch's `sending`,
+        `commands` and `send_at`."""
+        if not wanted:
+            return set()
+        now = self.ctx.clock()
+        with self.ctx.db.write() as session:
+            ours = outbox.renew_leases(
+                session, wanted, worker_id=self.ctx.worker_id, now=now, lease=self.ctx.lease
+            )
+            for batch in batches:
+                batch.sending = [c for c in batch.calls if c.id in ours and batch.plans[c.id].steps]
+                batch.commands = {
+                    step.key: (step.method, step.params)
+                    for call in batch.sending
+                    for step in batch.plans[call.id].steps
+                }
+            sends = [batch for batch in batches if batch.commands]
+            if sends and view.state is not None:
+                slots = throttle.book(
+                    session,
+                    self.portal_id,
+                    limits_of(view.state.enterprise_limits),
+                    len(sends),
+                    now=time.time(),
+                    sqlite=self.ctx.db.is_sqlite,
+                )
+                for batch, send_at in zip(sends, slots, strict=True):
+                    batch.send_at = send_at
+        return ours
+
+    def _send_all(self, client: Portal24, view: PortalView, sends: list[_Batch]) -> None:
+        """Send the batches side by side: all but the first from the worker's request pool
+        (each in a copy of this thread's context: app, log fields), the first from this thread;
+        return when every one has its answer or its error."""
+        pool = self.ctx.send_pool
+        if pool is None or len(sends) < 2:
+            for batch in sends:
+                self._send_one(client, view, batch)
+            return
+        futures = [
+            pool.submit(contextvars.copy_context().run, self._send_one, client, view, batch)
+            for batch in sends[1:]
+        ]
+        self._send_one(client, view, sends[0])
+        for future in futures:
+            future.result()
+
+    def _send_one(self, client: Portal24, view: PortalView, batch: _Batch) -> None:
+        try:
+            batch.result = self._batch(
+                client, view, batch.commands, "deliver", batch.sending, send_at=batch.send_at
+            )
+        except Exception as error:  # every failure becomes the calls' outcome
+            batch.error = error
+
+    def _plan(self, view: PortalView, calls: list[Claimed], lookup: lifecycle.UserLookup) -> _Batch:
+        """One batch's plans: each call's commands within the batch's 50, and what is settled
+        or refused without sending."""
+        batch = _Batch(calls)
         budget = MAX_COMMANDS
         now = self.ctx.clock()
-        lookup = self._users_by_extension(client, view, calls)
-        self.lines = self.ctx.lines.for_batch(self.ctx.db, self.portal_id, now)
+        batch.lines = lines = self.ctx.lines.for_batch(self.ctx.db, self.portal_id, now)
         for call in calls:
             planned = lifecycle.plan(
                 call.facts,
@@ -276,11 +384,11 @@ class PortalDelivery:
                 lookup,
                 now=now,
                 budget=budget,
-                add_line=self.lines.wanted,
+                add_line=lines.wanted,
             )
-            self.lines.planned(planned)
+            lines.planned(planned)
             budget -= planned.cost
-            plans[call.id] = planned
+            batch.plans[call.id] = planned
             outcome = self.outcomes[call.id]
             outcome.events.update(planned.settled)
             if planned.refused is not None:
@@ -291,15 +399,16 @@ class PortalDelivery:
                             error_code=planned.refused.code,
                             error=planned.refused.message,
                         )
-        return plans
+        return batch
 
-    def _learn_lines(self, view: PortalView, plans: list[Plan], batch: BatchResult) -> None:
+    def _learn_lines(self, view: PortalView, batch: _Batch) -> None:
         """What the batch's line adds answered (external_lines.py); never fails the calls."""
-        if self.lines is None:
+        if batch.lines is None or batch.result is None:
             return
         try:
             store = store_of(self.ctx.app)
-            self.lines.learn(store, view.member_id, plans, batch, self.ctx.clock())
+            plans = [batch.plans[call.id] for call in batch.sending]
+            batch.lines.learn(store, view.member_id, plans, batch.result, self.ctx.clock())
         except Exception as error:  # a line is a comfort: the next register adds it again
             metrics.worker_error("lines", error)
 
@@ -348,7 +457,7 @@ class PortalDelivery:
             for n, ext in enumerate(extensions)
         }
         try:
-            batch = self._batch(client, view, commands, "profiles", 0)
+            batch = self._batch(client, view, commands, "profiles", ())
         except Exception as error:  # the card is a comfort: the calls go on without it
             metrics.worker_error("profiles", error)
             return
@@ -361,16 +470,15 @@ class PortalDelivery:
             ]
             known[extension] = (ids[0] if len(ids) == 1 else None, now)
 
-    def _request_failed(
-        self, error: Exception, calls: list[Claimed], plans: dict[int, Plan], ours: set[int]
-    ) -> None:
+    def _request_failed(self, error: Exception, batch: _Batch, ours: set[int]) -> None:
+        """The batch request failed as a whole: its calls' outcome (retry.for_exception)."""
         verdict = self._failed_request(error)
-        for call in calls:
-            planned = plans[call.id]
+        for call in batch.calls:
+            planned = batch.plans[call.id]
             if call.id in ours and planned.steps:
                 self.outcomes[call.id].retry = self._settle(call, verdict)
                 if verdict.unknown and planned.registers:
-                    self.outcomes[call.id].register_sent_at = self.sent_at
+                    self.outcomes[call.id].register_sent_at = self.sent_at.get(call.id)
             elif planned.attach:
                 self.outcomes[call.id].retry = self._settle(call, retry.not_sent(verdict))
 
@@ -526,13 +634,24 @@ class PortalDelivery:
         return verdict
 
     def _batch(
-        self, client: Portal24, view: PortalView, commands: Commands, purpose: str, calls: int
+        self,
+        client: Portal24,
+        view: PortalView,
+        commands: Commands,
+        purpose: str,
+        calls: Sequence[Claimed],
+        *,
+        send_at: float | None = None,
     ) -> BatchResult:
+        """One batch request (with the round's portal state; at `send_at` if a slot was booked),
+        timed and counted; notes when it went out for each of `calls`. Raises as the client."""
         started = time.monotonic()
-        self.sent_at = self.ctx.clock()
+        sent_at = self.ctx.clock()
+        for call in calls:
+            self.sent_at[call.id] = sent_at
         outcome = "ok"
         try:
-            result = client.batch(commands)
+            result = client.batch(commands, state=view.state, send_at=send_at)
             self.reached = True
             return result
         except Exception as error:
@@ -542,7 +661,7 @@ class PortalDelivery:
             metrics.batch_sent(
                 member_id=view.member_id,
                 purpose=purpose,
-                calls=calls,
+                calls=len(calls),
                 commands=len(commands),
                 outcome=outcome,
                 seconds=time.monotonic() - started,
@@ -564,7 +683,11 @@ class PortalDelivery:
             self._fail_queued(call, verdict.code, reason)
             return None
         at = retry.next_attempt(
-            verdict, attempts=call.attempts, now=now, policy=policy, sent_at=self.sent_at
+            verdict,
+            attempts=call.attempts,
+            now=now,
+            policy=policy,
+            sent_at=self.sent_at.get(call.id),
         )
         unknown = verdict.unknown or call.id in self.unresolved
         code = OUTCOME_UNKNOWN if unknown else verdict.code

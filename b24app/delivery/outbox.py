@@ -20,6 +20,7 @@ IMMEDIATE`, db.py) lets one claimer at a time in. Either way any number of worke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,8 +29,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from b24app.bitrix.throttle import limits_of
 from b24app.db import Database
-from b24app.delivery.batching import MAX_COMMANDS, fit
+from b24app.delivery.batching import MAX_COMMANDS, split
 from b24app.delivery.lifecycle import CallFacts, Change, EventView, estimate_cost
 from b24app.delivery.portal_health import paused_ids
 from b24app.delivery.retry import OUTCOME_UNKNOWN, RUNNING_LIMIT
@@ -45,6 +47,7 @@ from b24app.models import (
     PortalStatus,
 )
 from b24app.portal_status import GONE
+from b24app.portals import throttle
 
 log = get_logger(__name__)
 
@@ -70,6 +73,7 @@ class Claimed:
     shown_to: tuple[int, ...] = ()
     register_sent_at: datetime | None = None
     recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
+    batch: int = 0  # which of its portal's batches of the round the call goes in (claim_round)
 
     @property
     def facts(self) -> CallFacts:
@@ -206,6 +210,15 @@ def due_condition(now: datetime) -> ColumnElement[bool]:
     )
 
 
+@dataclass
+class Round:
+    """What one claim took: each portal's calls (Claimed.batch numbers their batches), and the
+    portals that may have more calls due than they were given."""
+
+    calls: dict[int, list[Claimed]] = field(default_factory=dict)
+    more: set[int] = field(default_factory=set)
+
+
 def claim(
     db: Database,
     *,
@@ -216,21 +229,84 @@ def claim(
     exclude: Collection[int] = (),
     max_commands: int = MAX_COMMANDS,
 ) -> dict[int, list[Claimed]]:
-    """One round: for each portal with due calls (oldest due first, at most `max_portals`, none
-    of `exclude`), its oldest due calls whose commands fit one batch. A busy portal gets one
-    batch per round like any other, so it never starves the rest."""
+    """One round of one batch per portal (`claim_round` with max_batches=1): for each portal
+    with due calls (oldest due first, at most `max_portals`, none of `exclude`), its oldest due
+    calls whose commands fit one batch."""
+    return claim_round(
+        db,
+        worker_id=worker_id,
+        now=now,
+        lease=lease,
+        max_portals=max_portals,
+        exclude=exclude,
+        max_commands=max_commands,
+    ).calls
+
+
+def claim_round(
+    db: Database,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: float,
+    max_portals: int,
+    exclude: Collection[int] = (),
+    max_commands: int = MAX_COMMANDS,
+    max_batches: int = 1,
+    in_flight: Mapping[int, int] | None = None,
+) -> Round:
+    """One round, in one write transaction: for each portal with due calls (oldest due first,
+    at most `max_portals`, none of `exclude`), its oldest due calls that fit its share of
+    batches of `max_commands` commands each, numbered in Claimed.batch.
+
+    A portal's share: `max_batches`, but no more than the requests its throttle schedule lets go
+    at once now (bitrix/throttle.free_slots: the burst less what the bucket holds) less its
+    batches already `in_flight` in this worker; at least one when none is in flight (that one
+    waits for its slot). So K batches of one portal go side by side only while its bucket has
+    room for all K at once. A busy portal gets one share per round like any other, so it never
+    starves the rest."""
+    taken_round = Round()
     if max_portals <= 0:
-        return {}
-    claimed: dict[int, list[Claimed]] = {}
+        return taken_round
     with db.write() as session:
-        for portal_id in _due_portals(session, now, max_portals, exclude):
-            rows = _lock_due(session, db, portal_id, now, max_commands)
+        due = _due_portals(session, now, max_portals, exclude)
+        shares = _shares(session, due, max_batches, in_flight or {})
+        for portal_id in due:
+            share = shares[portal_id]
+            if share <= 0:
+                continue
+            limit = share * max_commands
+            rows = _lock_due(session, db, portal_id, now, limit)
             events = _events_of(session, [row.id for row in rows])
-            cost = {row.id: estimate_cost(events.get(row.id, ())) for row in rows}
-            taken = fit(rows, key=lambda row: min(cost[row.id], max_commands), budget=max_commands)
+            cost = {r.id: min(estimate_cost(events.get(r.id, ())), max_commands) for r in rows}
+            batches = split(rows, key=lambda row: cost[row.id], budget=max_commands, limit=share)
+            batch_of = {row.id: n for n, batch in enumerate(batches) for row in batch}
+            taken = [row for batch in batches for row in batch]
             if taken:
-                claimed[portal_id] = _take(session, taken, events, worker_id, now, lease)
-    return claimed
+                claimed = _take(session, taken, events, worker_id, now, lease, batch_of)
+                taken_round.calls[portal_id] = claimed
+            if len(taken) < len(rows) or len(rows) >= limit:
+                taken_round.more.add(portal_id)
+    return taken_round
+
+
+def _shares(
+    session: Session, portal_ids: list[int], max_batches: int, in_flight: Mapping[int, int]
+) -> dict[int, int]:
+    """How many batches each portal may have in this round (claim_round's rule)."""
+    if max_batches <= 1 and not in_flight:
+        return dict.fromkeys(portal_ids, 1)
+    plans = session.execute(
+        select(Portal.id, Portal.enterprise_limits).where(Portal.id.in_(portal_ids))
+    )
+    limits = {portal_id: limits_of(bool(enterprise)) for portal_id, enterprise in plans}
+    free = throttle.free_now(session, limits, now=time.time())
+    shares = {}
+    for portal_id in portal_ids:
+        busy = in_flight.get(portal_id, 0)
+        room = min(max_batches, free.get(portal_id, 1) - busy)
+        shares[portal_id] = max(room, 0 if busy else 1)
+    return shares
 
 
 def _due_portals(
@@ -244,18 +320,36 @@ def _due_portals(
     return [portal_id for portal_id, _ in session.execute(query)]
 
 
+# The columns of a due call the claim needs (rows, not ORM objects: a claim is on every batch's
+# path and may take thousands of calls).
+CLAIM_COLUMNS = (
+    Call.id,
+    Call.public_id,
+    Call.portal_id,
+    Call.state,
+    Call.attempts,
+    Call.created_at,
+    Call.bitrix_call_id,
+    Call.error_code,
+    Call.events_version,
+    Call.use_fallback_user,
+    Call.shown_to,
+    Call.register_sent_at,
+)
+
+
 def _lock_due(
     session: Session, db: Database, portal_id: int, now: datetime, limit: int
-) -> list[Call]:
+) -> list[Any]:
     query = (
-        select(Call)
+        select(*CLAIM_COLUMNS)
         .where(Call.portal_id == portal_id, due_condition(now))
         .order_by(Call.next_attempt_at, Call.id)
         .limit(limit)
     )
     if not db.is_sqlite:
         query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    return list(session.execute(query))
 
 
 def _events_of(session: Session, call_ids: Sequence[int]) -> dict[int, list[EventView]]:
@@ -293,11 +387,12 @@ def _recordings_of(session: Session, events: Iterable[EventView]) -> dict[int, s
 
 def _take(
     session: Session,
-    rows: list[Call],
+    rows: list[Any],
     events: Mapping[int, list[EventView]],
     worker_id: str,
     now: datetime,
     lease: float,
+    batch_of: Mapping[int, int],
 ) -> list[Claimed]:
     """Lease the rows to us in one UPDATE (plus one for calls taken over from a stopped worker),
     not row by row through the ORM: a claim is on every batch's path."""
@@ -331,6 +426,7 @@ def _take(
             recordings={
                 e.id: recordings[e.id] for e in events.get(row.id, ()) if e.id in recordings
             },
+            batch=batch_of.get(row.id, 0),
         )
         for row in rows
     ]
@@ -354,22 +450,29 @@ def extend_lease(
     if not wanted:
         return set()
     with db.write() as session:
-        ours = set(
-            session.scalars(
-                select(Call.id).where(
-                    Call.id.in_(wanted),
-                    Call.state == CallState.DELIVERING,
-                    Call.leased_by == worker_id,
-                )
+        return renew_leases(session, wanted, worker_id=worker_id, now=now, lease=lease)
+
+
+def renew_leases(
+    session: Session, ids: Collection[int], *, worker_id: str, now: datetime, lease: float
+) -> set[int]:
+    """extend_lease inside the caller's write transaction (the worker books its throttle slots
+    in the same one): one UPDATE … RETURNING of the calls still leased to us."""
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            update(Call)
+            .where(
+                Call.id.in_(list(ids)),
+                Call.state == CallState.DELIVERING,
+                Call.leased_by == worker_id,
             )
+            .values(lease_until=now + timedelta(seconds=lease))
+            .returning(Call.id)
+            .execution_options(synchronize_session=False)
         )
-        if ours:
-            session.execute(
-                update(Call)
-                .where(Call.id.in_(ours))
-                .values(lease_until=now + timedelta(seconds=lease))
-            )
-    return ours
+    )
 
 
 def record(

@@ -1,11 +1,31 @@
 """The delivery worker (`flask --app b24app worker`, the Procfile's `worker:`).
 
-The loop: claim a round (one batch per portal, oldest due first, portals already in flight in
-this worker left out) → deliver each portal's batch in a small thread pool → each portal records
-its own outcomes → claim again as soon as there is room (at once after a full round; after a
-round that took everything due, once a batch is done, not in a loop of empty claims); sleep a
-little when nothing is due. Paused portals (portal_health.py) get one probe per interval from a
-pool of their own, so a portal that hangs never holds the threads that deliver to the others.
+The loop: claim a round (each due portal's share of batches, oldest due first) → deliver each
+portal's share in a small thread pool → each portal records its own outcomes → claim again as
+soon as there is room (at once after a full round or while a portal has more due than its share;
+after a round that took everything due, once a batch is done, not in a loop of empty claims);
+sleep a little when nothing is due.
+
+One portal, several batches in flight. A portal's share of a round is up to BATCHES_PER_ROUND
+batches, and a portal may have several rounds in flight, up to BATCHES_IN_FLIGHT batches in all
+in this worker, but never more than its throttle schedule lets go at once
+(outbox.claim_round: the free slots of its bucket, bitrix/throttle.free_slots). The batches of a
+round go side by side from the request pool (REQUEST_THREADS), each with its own booked slot.
+Why that stays within Bitrix24's limits: a batch is one request for the portal's leaky bucket
+(limits.md), every request of every worker books its slot in the one shared schedule (burst 40
+at 1.8/s against Bitrix24's 50 at 2/s), so at most 40 requests of ours can reach the bucket at
+once and QUERY_LIMIT_EXCEEDED does not come from us, however many batches are in flight;
+BATCHES_IN_FLIGHT (40, the burst) only bounds how many calls one worker holds leased for one
+portal. The method time budget (limits.md, `operating`: seconds of execution per method in a
+10-minute window) counts what runs, not how it is spread: the same calls cost the same whether
+their batches go one after another or side by side; Bitrix24 checks it before each command, so
+batches in flight together may overrun it by what they run at once, and the next call answers
+OPERATION_TIME_LIMIT, a wait until `operating_reset_at` (retry.py). Each call is leased to one
+worker and is in one batch of its round (Claimed.batch), so its own events still go in one
+request, in its order; different calls of a portal go in parallel.
+
+Paused portals (portal_health.py) get one probe per interval from a pool of their own, so a
+portal that hangs never holds the threads that deliver to the others.
 Recordings to fetch from a PBX's RECORD_URL are downloaded by a third pool (DOWNLOAD_THREADS,
 delivery/recordings.py), so a slow recording server holds neither deliveries nor probes.
 Click-to-call and callback requests go to the PBX from a fourth (ORIGINATE_THREADS,
@@ -57,6 +77,9 @@ from b24app.wiring import store_of
 log = get_logger(__name__)
 
 DEFAULT_THREADS = 4
+BATCHES_PER_ROUND = 10  # a portal's batches in one claim (claim, send side by side, record)
+BATCHES_IN_FLIGHT = 40  # a portal's batches in flight in one worker (STANDARD burst: 40)
+REQUEST_THREADS = BATCHES_IN_FLIGHT  # batch requests sent side by side (deliver._send_all)
 PROBE_THREADS = 2  # probes wait at most portal_health.PROBE_TIMEOUT each
 PROBE_POLL = 0.25  # seconds between looks for due probes (the first is due 0.5 s after a pause)
 DOWNLOAD_THREADS = 2  # recordings fetched at once; each waits at most recordings.DOWNLOAD_DEADLINE
@@ -133,26 +156,32 @@ class Worker:
             ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe") as probes,
             ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as downloads,
             ThreadPoolExecutor(ORIGINATE_THREADS, thread_name_prefix="originate") as originate,
+            ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="request") as requests,
         ):
-            inflight: dict[int, Future[Counter[str]]] = {}
+            self.ctx.send_pool = requests
+            inflight: dict[Future[Counter[str]], tuple[int, int]] = {}  # → (portal, batches)
             while not self._stop.is_set():
                 _collect(inflight, totals)
                 self._forget_probes()
                 self._beat()
                 if not once:
                     self._housekeeping()
+                busy = _batches_by_portal(inflight)
+                full = {p for p, batches in busy.items() if batches >= BATCHES_IN_FLIGHT}
                 room = self.portals_per_round - len(inflight)
                 self._downloaded = False  # set when a download ends after this claim
-                claimed = self._claim(room, exclude=set(inflight) | set(self._probes))
-                for portal_id, calls in claimed.items():
-                    inflight[portal_id] = pool.submit(self._deliver, portal_id, calls)
-                self._start_probes(probes, exclude=set(inflight))
+                claimed = self._claim(room, exclude=full | set(self._probes), in_flight=busy)
+                for portal_id, calls in claimed.calls.items():
+                    batches = len({call.batch for call in calls})
+                    future = pool.submit(self._deliver, portal_id, calls)
+                    inflight[future] = (portal_id, batches)
+                self._start_probes(probes, exclude={p for p, _ in inflight.values()})
                 self._start_downloads(downloads)
                 self._start_originations(originate)
-                if claimed and len(claimed) >= room:
-                    continue  # the round was full: more portals may be due, claim at once
+                if claimed.calls and (len(claimed.calls) >= room or claimed.more):
+                    continue  # a full round, or a portal with more due: claim again at once
                 pending: list[Future[Any]] = [
-                    *inflight.values(),
+                    *inflight,
                     *self._probes.values(),
                     *self._downloads.values(),
                     *self._originations.values(),
@@ -165,7 +194,7 @@ class Worker:
                         continue
                 self._pause(pending, originate)
             remaining: list[Future[Any]] = [
-                *inflight.values(),
+                *inflight,
                 *self._probes.values(),
                 *self._downloads.values(),
                 *self._originations.values(),
@@ -175,26 +204,28 @@ class Worker:
         log.info("worker stopped", worker=self.worker_id, **dict(totals))
         return totals
 
-    def _claim(self, room: int, *, exclude: set[int]) -> dict[int, list[outbox.Claimed]]:
+    def _claim(self, room: int, *, exclude: set[int], in_flight: dict[int, int]) -> outbox.Round:
         if room <= 0:
-            return {}
+            return outbox.Round()
         started = time.monotonic()
         try:
-            claimed = outbox.claim(
+            claimed = outbox.claim_round(
                 self.ctx.db,
                 worker_id=self.worker_id,
                 now=self.ctx.clock(),
                 lease=self.ctx.lease,
                 max_portals=room,
                 exclude=exclude,
+                max_batches=BATCHES_PER_ROUND,
+                in_flight=in_flight,
             )
         except Exception as error:  # the database may be back next time
             metrics.worker_error("claim", error)
             self._stop.wait(self.idle_sleep)
-            return {}
+            return outbox.Round()
         metrics.claimed(
-            portals=len(claimed),
-            calls=sum(len(calls) for calls in claimed.values()),
+            portals=len(claimed.calls),
+            calls=sum(len(calls) for calls in claimed.calls.values()),
             seconds=time.monotonic() - started,
         )
         return claimed
@@ -405,11 +436,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _collect(inflight: dict[int, Future[Counter[str]]], totals: Counter[str]) -> None:
-    for portal_id, future in list(inflight.items()):
-        if future.done():
-            del inflight[portal_id]
-            totals.update(future.result())
+def _collect(inflight: dict[Future[Counter[str]], tuple[int, int]], totals: Counter[str]) -> None:
+    for future in [f for f in inflight if f.done()]:
+        del inflight[future]
+        totals.update(future.result())
+
+
+def _batches_by_portal(inflight: dict[Future[Counter[str]], tuple[int, int]]) -> dict[int, int]:
+    """Each portal's batches in flight in this worker."""
+    busy: Counter[int] = Counter()
+    for portal_id, batches in inflight.values():
+        busy[portal_id] += batches
+    return dict(busy)
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -174,16 +174,19 @@ class InstallationStore:
         """bitrix.client.Installations: the portal's state and decrypted tokens (a read)."""
         with self.db.read() as session:
             portal = find_portal(session, member_id)
-            if portal is None:
-                return None
-            return PortalState(
-                portal_id=portal.id,
-                status=portal.status,
-                status_detail=portal.status_detail or "",
-                client_endpoint=portal.client_endpoint,
-                tokens=self.read_tokens(portal),
-                enterprise_limits=portal.enterprise_limits,
-            )
+            return None if portal is None else self.state_of(portal)
+
+    def state_of(self, portal: Portal) -> PortalState:
+        """What `portal_state` answers, from a portal row the caller has read (the worker reads
+        it with the rest of the portal's view: one transaction, delivery/deliver.py)."""
+        return PortalState(
+            portal_id=portal.id,
+            status=portal.status,
+            status_detail=portal.status_detail or "",
+            client_endpoint=portal.client_endpoint,
+            tokens=self.read_tokens(portal),
+            enterprise_limits=portal.enterprise_limits,
+        )
 
     @contextmanager
     def refresh_mutex(self, member_id: str) -> Iterator[None]:

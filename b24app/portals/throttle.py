@@ -2,7 +2,9 @@
 
 The rule (GCRA, Bitrix24's limits) is bitrix/throttle.py's; this keeps its two numbers where every
 thread, process and host sees them. Reserving a slot is one short write transaction, which works
-the same on SQLite and PostgreSQL and needs no extra service.
+the same on SQLite and PostgreSQL and needs no extra service. `book` does the same inside a
+transaction the caller holds, so the worker books a portal round's slots in the write that renews
+its leases (delivery/deliver.py): one transaction for both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from b24app.bitrix.throttle import Limits, next_slot, spare_slot
+from b24app.bitrix.throttle import Limits, free_slots, next_slot, next_slots, spare_slot
 from b24app.db import Database
 from b24app.models import PortalThrottle
 
@@ -58,12 +60,50 @@ class Throttle:
             row.blocked_until = max(row.blocked_until, until)
 
     def _row(self, session: Session, portal_id: int) -> PortalThrottle:
-        insert = sqlite_insert if self.db.is_sqlite else pg_insert
-        session.execute(
-            insert(PortalThrottle)
-            .values(portal_id=portal_id, theoretical_arrival=0.0, blocked_until=0.0)
-            .on_conflict_do_nothing(index_elements=["portal_id"])
-        )
-        return session.scalars(
-            select(PortalThrottle).where(PortalThrottle.portal_id == portal_id).with_for_update()
-        ).one()
+        return _row(session, portal_id, sqlite=self.db.is_sqlite)
+
+
+def book(
+    session: Session, portal_id: int, limits: Limits, count: int, *, now: float, sqlite: bool
+) -> list[float]:
+    """Book `count` request slots of the portal in the caller's write transaction (the row is
+    locked until it commits); return when each may be sent (epoch seconds, `next_slots`)."""
+    if count <= 0:
+        return []
+    row = _row(session, portal_id, sqlite=sqlite)
+    times, row.theoretical_arrival = next_slots(
+        row.theoretical_arrival, row.blocked_until, now, limits, count
+    )
+    return times
+
+
+def free_now(
+    session: Session, limits_by_portal: dict[int, Limits], *, now: float
+) -> dict[int, int]:
+    """How many requests each of these portals could send at once now (`free_slots`), read
+    without locking (a hint for sizing a claim: the booking decides). One query."""
+    found = {portal_id: limits.burst for portal_id, limits in limits_by_portal.items()}
+    if not found:
+        return found
+    rows = session.execute(
+        select(
+            PortalThrottle.portal_id,
+            PortalThrottle.theoretical_arrival,
+            PortalThrottle.blocked_until,
+        ).where(PortalThrottle.portal_id.in_(list(found)))
+    )
+    for portal_id, arrival, blocked in rows:
+        found[portal_id] = free_slots(arrival, blocked, now, limits_by_portal[portal_id])
+    return found
+
+
+def _row(session: Session, portal_id: int, *, sqlite: bool) -> PortalThrottle:
+    insert = sqlite_insert if sqlite else pg_insert
+    session.execute(
+        insert(PortalThrottle)
+        .values(portal_id=portal_id, theoretical_arrival=0.0, blocked_until=0.0)
+        .on_conflict_do_nothing(index_elements=["portal_id"])
+    )
+    return session.scalars(
+        select(PortalThrottle).where(PortalThrottle.portal_id == portal_id).with_for_update()
+    ).one()

@@ -32,7 +32,12 @@ class FakePortal:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def batch(
-        self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False
+        self,
+        commands: dict[str, tuple[str, dict[str, Any]]],
+        *,
+        halt: bool = False,
+        state: Any = None,
+        send_at: float | None = None,
     ) -> BatchResult:
         self.requests.append([method for method, _ in commands.values()])
         if self.before and (error := self.before.pop(0)) is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from b24app import health
+from b24app.bitrix.throttle import STANDARD
 from b24app.db import get_db
 from b24app.delivery import outbox
 from b24app.delivery.batching import FINISH
@@ -52,7 +53,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_120_calls_go_in_three_batches_each_finished_once(live_app: LiveApp) -> None:
-    """batch.md: at most 50 commands a request, so 120 calls are 50 + 50 + 20."""
+    """batch.md: at most 50 commands a request, so 120 calls are 50 + 50 + 20 (sent side by
+    side: the portal may see them in any order, test_pipelining.py)."""
     portal = live_app.install("alpha")
     call_ids = register_on_portal(live_app.dev, portal, 120)
     ids = queue(live_app, portal, finished_requests(call_ids))
@@ -61,7 +63,7 @@ def test_120_calls_go_in_three_batches_each_finished_once(live_app: LiveApp) -> 
 
     assert totals == Counter(delivered=120)
     sizes = [len(entry["params"]["cmd"]) for entry in batches(live_app.dev, portal)]
-    assert sizes == [50, 50, 20]
+    assert sorted(sizes, reverse=True) == [50, 50, 20]
     assert finished_ids(portal) == Counter({call_id: 1 for call_id in call_ids})
     for record in portal.statistics:
         # finish page: ADD_TO_CHAT always sent, here the portal's default 0; nothing odd sent
@@ -107,13 +109,15 @@ def test_calls_needing_registration_count_twice_against_the_batch(live_app: Live
     queue(live_app, portal, unregistered_requests(26))
     assert run_worker(live_app.app) == Counter(delivered=26)
     sizes = [len(entry["params"]["cmd"]) for entry in batches(live_app.dev, portal)]
-    assert sizes == [50, 2]
+    assert sorted(sizes, reverse=True) == [50, 2]  # side by side: in either order
     assert len(portal.statistics) == 26
 
 
 def test_a_busy_portal_does_not_starve_a_small_one(live_app: LiveApp) -> None:
-    """One batch per portal per round, oldest due first: 500 calls waiting on one portal (and
-    queued before the others) do not delay the 5 of another beyond the first round."""
+    """One share per portal per round, oldest due first: 500 calls waiting on one portal (and
+    queued before the others) do not delay the 5 of another beyond the first round. The busy
+    portal's bucket is nearly full (a busy spell before): its share is the 2 batches it can
+    send at once (outbox.claim_round), the rest follows at the throttle's pace."""
     busy = live_app.install("busy")
     small = live_app.install("small")
     roomy(busy)
@@ -121,11 +125,21 @@ def test_a_busy_portal_does_not_starve_a_small_one(live_app: LiveApp) -> None:
     small_ids = queue(
         live_app, small, finished_requests(register_on_portal(live_app.dev, small, 5))
     )
+    with live_app.app.app_context(), get_db().write() as session:
+        full = time.time() + (STANDARD.burst - 2.5) / STANDARD.rate  # room for two requests
+        session.merge(
+            PortalThrottle(
+                portal_id=portal_id(live_app, busy), theoretical_arrival=full, blocked_until=0.0
+            )
+        )
 
-    # One thread: the portals' batches go strictly one after the other.
+    # One thread: the portals' rounds go strictly one after the other.
     assert run_worker(live_app.app, threads=1) == Counter(delivered=505)
     order = [e["member_id"] for e in live_app.dev.entries(method="batch") if is_delivery(e)]
-    assert order[:2] == [busy.member_id, small.member_id]  # the first round: one batch each
+    # Round one: the busy portal's share (the two batches its bucket has room for, or three or
+    # four if it drained while the test set up), then the small portal's batch; the busy
+    # portal's other batches come after, at the throttle's pace.
+    assert order.index(small.member_id) <= 4
     assert len(batches(live_app.dev, busy)) == 10
     assert sum(finished_ids(busy).values()) == 500 == len(finished_ids(busy))
     assert len(finished_ids(small)) == 5
