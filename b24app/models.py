@@ -237,8 +237,11 @@ class Call(Base):
         UniqueConstraint("portal_id", "idempotency_key"),
         Index("ix_calls_due", "state", "next_attempt_at"),
         Index("ix_calls_portal_created", "portal_id", "created_at"),
-        # the settings page's journal: newest first by the call's start, paged by (started_at, id)
+        # the settings page's journal: newest first by the call's start, paged by (started_at, id);
+        # its failed and waiting calls, and Health's counts and last delivery (migration 0008)
         Index("ix_calls_portal_started", "portal_id", "started_at", "id"),
+        Index("ix_calls_portal_state", "portal_id", "state", "started_at"),
+        Index("ix_calls_portal_delivered", "portal_id", "delivered_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -4,8 +4,11 @@
 arrival, else a registering finish's CALL_START_DATE, else the call's first arrival; a date
 without an offset read in the portal's time zone of now), `phone_digits` (the digits of the
 start's PHONE_NUMBER, else the finish's) and `extensions` (every USER_PHONE_INNER its events
-named, "\\n101\\n102\\n"), filled here from the stored events, and the index
-`ix_calls_portal_started` (portal_id, started_at, id) the settings page's journal pages by.
+named, "\\n101\\n102\\n"), filled here from the stored events, and the indexes the settings
+page's journal and Health read, which it asks every few seconds while open:
+`ix_calls_portal_started` (portal_id, started_at, id) pages newest first,
+`ix_calls_portal_state` (portal_id, state, started_at) its failed and waiting calls and
+Health's counts, `ix_calls_portal_delivered` (portal_id, delivered_at) Health's last delivery.
 
 Revision ID: 0008
 Revises: 0007
@@ -65,9 +68,13 @@ def upgrade() -> None:
     with op.batch_alter_table("calls") as batch:
         batch.alter_column("started_at", existing_type=WHEN, nullable=False)
     op.create_index("ix_calls_portal_started", "calls", ["portal_id", "started_at", "id"])
+    op.create_index("ix_calls_portal_state", "calls", ["portal_id", "state", "started_at"])
+    op.create_index("ix_calls_portal_delivered", "calls", ["portal_id", "delivered_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_calls_portal_delivered", table_name="calls")
+    op.drop_index("ix_calls_portal_state", table_name="calls")
     op.drop_index("ix_calls_portal_started", table_name="calls")
     with op.batch_alter_table("calls") as batch:
         batch.drop_column("extensions")
