@@ -171,6 +171,14 @@ def confirm_redeliver() -> str:
     return _("Confirm first: every failed call of this portal is queued to be sent again.")
 
 
+def bad_cursor() -> str:
+    return _("This page of the journal is no longer valid: open the first page again.")
+
+
+def query_too_long(limit: int) -> str:
+    return _("Search for at most %(count)s characters.", count=limit)
+
+
 def requeued_failed(count: int) -> str:
     if not count:
         return _("No failed calls to deliver again.")
@@ -188,9 +196,11 @@ STATES = {
 
 # Call.error_code (delivery/retry.py, delivery/params.py) → what it means for the admin.
 PROBLEMS = {
+    # said with what the delivery did (user_not_found) wherever the call is known
     "USER_NOT_FOUND": lazy_gettext(
-        "Bitrix24 has no active employee for this call. Map the extension to an employee or set "
-        "a fallback employee, then deliver it again."
+        "Bitrix24 has no active employee for the call's USER_ID or extension. Such calls go to "
+        "the fallback employee when one is set and active: choose one (or map the extension to "
+        "an employee), then deliver the call again."
     ),
     "NO_USER": lazy_gettext(
         "The call names no employee and no fallback employee is set. Set one in Defaults, then "
@@ -337,6 +347,38 @@ STATUS_CODES = {
 }
 
 
+USER_NOT_FOUND = "USER_NOT_FOUND"  # delivery/retry.py
+
+
+def user_not_found(state: str, *, tried_fallback: bool, fallback_set: bool) -> str:
+    """Why Bitrix24 refused the call's employee, as the delivery acts on it (deliver.py): with a
+    fallback employee set, a call whose employee (USER_ID, or an extension nobody has) is not an
+    active employee goes to the fallback employee; it fails only when there is none, or when
+    the fallback employee is not active either (`tried_fallback`: Call.use_fallback_user)."""
+    if state != "failed":
+        return _(
+            "Bitrix24 has no active employee for the call's USER_ID or extension; it is sent to "
+            "the fallback employee instead."
+        )
+    if tried_fallback:
+        return _(
+            "Neither the call's employee (its USER_ID or extension) nor the fallback employee is "
+            "an active employee in Bitrix24. Choose an active fallback employee, or map the "
+            "extension to an active employee, then deliver the call again."
+        )
+    if fallback_set:
+        return _(
+            "Bitrix24 had no active employee for the call's USER_ID or extension, and no "
+            "fallback employee was set then. One is set now: deliver the call again and it goes "
+            "to the fallback employee (or map the extension to an employee first)."
+        )
+    return _(
+        "Bitrix24 has no active employee for the call's USER_ID or extension, and no fallback "
+        "employee is set. Choose a fallback employee (for calls to unknown extensions) or map "
+        "the extension to an employee, then deliver the call again."
+    )
+
+
 def problem(code: str | None, text: str | None) -> str:
     """Plain words for a call's or an event's error (`code` Call/CallEvent.error_code, `text`
     its error): ours for codes we know; for another code, Bitrix24's text when the code is
@@ -371,10 +413,12 @@ def outcome(
     if state == "delivering":
         return _("Being sent to Bitrix24 now.")
     if state == "failed":
-        return reason or problem(code, text) or _("Failed.")
+        return reason or problem(code, text) or failed()
     if code or text:
         return _(
-            "Will try again at %(time)s. %(problem)s", time=retry_at, problem=problem(code, text)
+            "Will try again at %(time)s. %(problem)s",
+            time=retry_at,
+            problem=reason or problem(code, text),
         )
     return _("Waiting to be sent to Bitrix24.")
 
@@ -686,6 +730,30 @@ PAUSED_ACTION = lazy_gettext(
     "Nothing to do: %(count)s calls wait and are delivered as soon as Bitrix24 answers. None "
     "is lost or failed for waiting."
 )
+
+PAUSED_WAITING = lazy_gettext(
+    "%(count)s calls wait and are delivered as soon as Bitrix24 answers; none is lost or failed "
+    "for waiting."
+)
+
+
+def failed() -> str:
+    return _("Failed.")
+
+
+def failed_action(count: int, cause: str) -> str:
+    """What Health asks of the admin when calls have failed (`cause`: the most common one's
+    words), so it never says "Nothing to do" beside failures."""
+    said = _(
+        "Calls that failed: %(count)s. Fix the cause, then deliver them again (“Deliver all "
+        "failed again…” in the journal).",
+        count=count,
+    )
+    if not cause:
+        return said
+    most = _("Most often: %(cause)s", cause=cause)
+    return f"{said} {most}"
+
 
 PORTAL_ACTIONS = {
     "active": lazy_gettext("Nothing to do."),

@@ -158,7 +158,8 @@ def page_state(viewer: Viewer) -> dict[str, Any]:
         portal = _find(session, viewer.member_id)
         s = portal.settings
         tz = zone(s.timezone)
-        health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
+        prefs = Preferences.of(s)
+        health = journal.health(session, portal.id, portal.status, tz=tz, now=now, prefs=prefs)
         state: dict[str, Any] = {
             "portal": {"member_id": portal.member_id, "domain": portal.domain},
             "viewer": {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
@@ -320,24 +321,91 @@ def export_mapping(viewer: Viewer) -> Response:
 @bp.get("/app/api/calls")
 @api(admin=True)
 def calls(viewer: Viewer) -> Response:
-    show = request.args.get("show", "all")
-    if show not in journal.FILTERS:
-        show = "all"
-    limit = request.args.get("limit", type=int) or journal.DEFAULT_LIMIT
+    """One page of the call journal (journal.py), newest first by the call's start.
+
+    Query parameters, all optional:
+    - `show`: `all` (default), `failed`, `waiting` (queued or being sent), `today` (started
+      since midnight in the portal's zone); anything else is `all`.
+    - `q`: a phone number (its digits are matched: "+7 (495) 123-45-67" finds 74951234567;
+      a longer one by its last 10 digits), an extension, or a PBX_CALL_ID (or the CALL_ID of a
+      call the PBX registered itself); at most 100 characters (else 422 naming `q`).
+    - `by`: what `q` is: `any` (default: all three; a number needs 5 digits there), `phone`,
+      `extension`, `pbx_call_id`.
+    - `limit`: calls per page, 1–200, default 50.
+    - `cursor`: the `next_cursor` of the previous page: the next page, with no gaps or
+      repeats while calls arrive (422 naming `cursor` for one the journal did not give out).
+      Without it, `offset` (default 0) calls are skipped.
+    - `version`: the `version` of the last answer; when nothing on this page changed since, the
+      answer is only `{"ok", "unchanged": true, "version", "total", "zone", "health"}` (cheap:
+      made for polling every few seconds).
+
+    Answer: `{"ok": true, "show", "q", "by", "limit", "zone", "total", "has_more",
+    "next_cursor", "version", "unchanged": false, "calls": [...], "health": {...}}`; `zone` is
+    the portal's IANA time zone, each call's `started_at` its start in it with the offset
+    ("2026-03-08T10:20:30+03:00"; `started_at_text` the same as "2026-03-08 10:20:30") and
+    `created_at` when b24app received it. Administrators only (403 otherwise).
+    """
+    query = _journal_query()
     now = utcnow()
     with get_db().read() as session:
         portal = _find(session, viewer.member_id)
         tz = zone(portal.settings.timezone)
         prefs = Preferences.of(portal.settings)
-        lookup = mapping.load(session, portal).get
-        rows = journal.latest(session, portal.id, show=show, tz=tz, now=now, limit=limit)
-        found = journal.recordings(session, rows)
+        rows = mapping.load(session, portal)
+        context = (viewer.lang, tz.key, prefs, sorted(rows.items()))
+        seen = journal.version(session, portal.id, query, tz=tz, now=now, context=context)
+        health = journal.health(session, portal.id, portal.status, tz=tz, now=now, prefs=prefs)
+        said: dict[str, Any] = {
+            "version": seen.digest,
+            "zone": tz.key,
+            "health": health.as_json(),
+        }
+        if seen.digest == request.args.get("version"):
+            return jsonify(ok=True, unchanged=True, total=seen.total, **said)
+        found = journal.page(session, seen, query)
+        recordings = journal.recordings(session, found.calls)
         described = [
-            journal.describe(row, tz=tz, prefs=prefs, lookup=lookup, recordings=found)
-            for row in rows
+            journal.describe(row, tz=tz, prefs=prefs, lookup=rows.get, recordings=recordings)
+            for row in found.calls
         ]
-        health = journal.health(session, portal.id, portal.status, tz=tz, now=now)
-    return jsonify(ok=True, show=show, calls=described, health=health.as_json())
+    return jsonify(
+        ok=True,
+        unchanged=False,
+        show=query.show,
+        q=query.q,
+        by=query.by,
+        limit=query.limit,
+        total=found.total,
+        has_more=found.has_more,
+        next_cursor=found.next_cursor,
+        calls=described,
+        **said,
+    )
+
+
+def _journal_query() -> journal.Query:
+    """The journal's query from the URL (`calls` says what each parameter means)."""
+    args = request.args
+    show = args.get("show", "all")
+    by = args.get("by", "any")
+    q = args.get("q", "").strip()
+    if len(q) > journal.MAX_QUERY:
+        raise actions.Refused.one("q", messages.query_too_long(journal.MAX_QUERY))
+    cursor = None
+    if args.get("cursor"):
+        try:
+            cursor = journal.Cursor.parse(args["cursor"])
+        except journal.BadCursor:
+            raise actions.Refused.one("cursor", messages.bad_cursor()) from None
+    limit = args.get("limit", type=int) or journal.DEFAULT_LIMIT
+    return journal.Query(
+        show=show if show in journal.FILTERS else "all",
+        q=q,
+        by=by if by in journal.SEARCH_BY else "any",
+        limit=max(1, min(limit, journal.MAX_LIMIT)),
+        cursor=cursor,
+        offset=max(0, min(args.get("offset", type=int) or 0, journal.MAX_OFFSET)),
+    )
 
 
 # --- the API: changing (administrators only) ----------------------------------------------------

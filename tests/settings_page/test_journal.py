@@ -5,9 +5,10 @@ and go out through the real worker, to the development portal. SQLite and Postgr
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
@@ -157,42 +158,52 @@ def test_a_call_with_an_unknown_outcome_is_looked_up_before_it_is_sent_again(liv
     assert "never finished twice" in row["outcome"]
 
 
-def test_journal_filters_failed_and_today(live_app: LiveApp):
+def test_journal_filters_failed_waiting_and_today(live_app: LiveApp):
+    """Newest first by the call's start; `today` is since midnight in the portal's zone."""
     portal = live_app.install("alpha")
     page = open_page(live_app, portal)
     page.post("/settings", {"settings": {"timezone": "Asia/Vladivostok"}})
-    ok = accepted(live_app, portal, **incoming("f-ok", USER_ID=1))
-    bad = accepted(live_app, portal, **incoming("f-bad", USER_PHONE_INNER="555"))
-    old = accepted(live_app, portal, **incoming("f-old", USER_ID=2))
+    now = utcnow()
+    ok = accepted(live_app, portal, **incoming("f-ok", USER_ID=1, CALL_START_DATE=iso(now, -2)))
+    bad = accepted(
+        live_app, portal, **incoming("f-bad", USER_PHONE_INNER="555", CALL_START_DATE=iso(now, -1))
+    )
+    old = accepted(live_app, portal, **incoming("f-old", USER_ID=2, CALL_START_DATE=iso(now, -49)))
+    assert [r["id"] for r in journal(page, "waiting")] == [bad, ok, old]
     deliver(live_app)
-    with live_app.app.app_context(), get_db().write() as session:
-        session.execute(
-            update(Call)
-            .where(Call.public_id == old)
-            .values(created_at=utcnow() - timedelta(days=2))
-        )
 
-    assert [r["id"] for r in journal(page)] == [bad, ok, old]  # newest first
+    assert [r["id"] for r in journal(page)] == [bad, ok, old]  # newest start first
     assert [r["id"] for r in journal(page, "failed")] == [bad]
-    assert [r["id"] for r in journal(page, "today")] == [bad, ok]
+    assert journal(page, "waiting") == []
+    midnight = now.astimezone(ZoneInfo("Asia/Vladivostok")).replace(hour=0, minute=0, second=0)
+    started_today = [c for c, h in ((bad, -1), (ok, -2)) if now + timedelta(hours=h) >= midnight]
+    assert [r["id"] for r in journal(page, "today")] == started_today
     assert page.get("/calls", show="anything").json()["show"] == "all"
+
+
+def iso(now: datetime, hours: float) -> str:
+    """`now` moved by `hours`, with its offset (the PBX says when the call started)."""
+    return (now + timedelta(hours=hours)).isoformat(timespec="seconds")
 
 
 def test_health_shows_the_queue_the_last_delivery_and_failures(live_app: LiveApp):
     portal = live_app.install("alpha")
     page = open_page(live_app, portal)
     assert page.state["health"]["last_delivered_at"] is None
+    assert page.state["health"]["action"] == "Nothing to do."
     accepted(live_app, portal, **incoming("h-1", USER_ID=1))
     accepted(live_app, portal, **incoming("h-2", USER_PHONE_INNER="555"))
 
     before = page.get("/calls").json()["health"]
-    assert before["queued"] == 2 and before["failed_24h"] == 0
+    assert before["queued"] == 2 and before["failed_24h"] == 0 and before["failed"] == 0
     deliver(live_app)
     after = page.get("/state").json()["health"]
 
-    assert after["queued"] == 0 and after["failed_24h"] == 1
+    assert after["queued"] == 0 and after["failed_24h"] == 1 and after["failed"] == 1
     assert after["last_delivered_at"] is not None
-    assert after["status"] == "active" and after["action"] == "Nothing to do."
+    assert after["status"] == "active" and "Nothing to do" not in after["action"]
+    assert after["action"].startswith("Calls that failed: 1. Fix the cause, then deliver them")
+    assert (after["failures"][0]["code"], after["failures"][0]["count"]) == ("USER_NOT_FOUND", 1)
 
 
 def test_a_portal_needing_reauthorisation_gets_a_link(live_app: LiveApp):
