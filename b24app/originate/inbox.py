@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -54,6 +54,8 @@ FIELDS = {
     "VOICE": 64,
 }
 REQUIRED = {"call.start": ("CALL_ID", "PHONE_NUMBER"), "callback.start": ("PHONE_NUMBER",)}
+TOO_LATE = "Bitrix24 sent it too long ago to ring anyone now; not sent"
+NUMBERS = ("USER_ID", "CALL_LIST_ID", "IS_MOBILE", "CRM_ENTITY_ID")  # ids: ASCII digits only
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ def accept(
     fields, problem = _fields(kind, data)
     if problem is not None:
         return Accepted("invalid", field=problem[0], reason=problem[1])
-    inserted = _insert(store, portal_id, kind, _dedupe_key(kind, fields, ts), fields, now)
+    give_up_at = sent_at(ts, now) + GIVE_UP_AFTER[kind]
+    key = _dedupe_key(kind, fields, ts)
+    inserted = _insert(store, portal_id, kind, key, fields, now, give_up_at)
     return Accepted("accepted" if inserted else "duplicate")
 
 
@@ -101,18 +105,33 @@ def _fields(kind: str, data: object) -> tuple[dict[str, str], tuple[str, str] | 
     fields: dict[str, str] = {}
     for name, longest in FIELDS.items():
         value = data.get(name)
-        if value is None or value == "":
+        if value is None:
             continue
         if not isinstance(value, str | int):
             return {}, (name, "must be a string")
         text = str(value).strip()
+        if not text:
+            continue
         if len(text) > longest or not text.isprintable():
             return {}, (name, f"must be at most {longest} printable characters")
+        if name in NUMBERS and not (text.isascii() and text.isdigit()):
+            return {}, (name, "must be a whole number (digits 0-9)")
         fields[name] = text
     for name in REQUIRED[kind]:
         if name not in fields:
             return {}, (name, "is required")
     return fields, None
+
+
+def sent_at(ts: object, now: datetime) -> datetime:
+    """When Bitrix24's event queue sent the event (`ts`, Unix seconds), if that is a time in
+    the last day up to `now`; else `now`. A request's give-up time counts from it: an event that
+    spent a minute in Bitrix24's queue has left its employee waiting that long already."""
+    text = str(ts or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return now
+    when = datetime.fromtimestamp(int(text), UTC)
+    return when if now - timedelta(days=1) <= when <= now else now
 
 
 def _dedupe_key(kind: str, fields: dict[str, str], ts: object) -> str:
@@ -129,8 +148,11 @@ def _insert(
     dedupe_key: str,
     fields: dict[str, str],
     now: datetime,
+    give_up_at: datetime,
 ) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING: the same event twice, even at once, makes one row."""
+    """INSERT … ON CONFLICT DO NOTHING: the same event twice, even at once, makes one row. A
+    request already past `give_up_at` is stored failed (the journal shows it arrived too late)."""
+    late = give_up_at <= now
     insert = sqlite_insert if store.db.is_sqlite else pg_insert
     with store.db.write() as session:
         result = session.execute(
@@ -141,10 +163,11 @@ def _insert(
                 dedupe_key=dedupe_key,
                 webhook_id=f"msg_{uuid.uuid4().hex}",
                 payload=fields,
-                state=OriginationState.QUEUED,
+                state=OriginationState.FAILED if late else OriginationState.QUEUED,
+                error=TOO_LATE if late else None,
                 attempts=0,
                 next_attempt_at=now,
-                give_up_at=now + GIVE_UP_AFTER[kind],
+                give_up_at=give_up_at,
                 created_at=now,
             )
             .on_conflict_do_nothing(index_elements=["portal_id", "kind", "dedupe_key"])

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from b24app.db import Database
@@ -24,7 +25,10 @@ from b24app.models import Origination, OriginationState, Portal
 from b24app.originate.webhooks import Attempt
 from b24app.portal_status import GONE
 
-LEASE = 30.0  # seconds: far above one send (webhooks.TIMEOUT) and the extension look-up
+LEASE = 30.0  # seconds: above an attempt's worst (webhooks.DEADLINE, confirmation, extension)
+PER_PORTAL = 2  # a portal's requests in flight at once, across all workers
+LOOK_AHEAD = 8  # due rows read per request wanted (the rest may be other portals' or late ones)
+NOT_IN_TIME = "not sent in time: b24app's workers or the portal were away while it could help"
 FIRST_RETRY = 1.0  # seconds
 RETRY_CAP = {"call.start": 4.0, "callback.start": 30.0}
 
@@ -44,11 +48,49 @@ class Job:
 
 
 def claim(db: Database, *, worker_id: str, now: datetime, limit: int) -> list[Job]:
-    """Lease up to `limit` due requests (oldest due first) to `worker_id` and count the attempt."""
+    """Lease up to `limit` due requests (oldest due first) to `worker_id` and count the attempt;
+    at most PER_PORTAL of one portal in flight across all workers, so one portal's slow PBX or
+    flood of clicks never holds every sending thread. A due request past its `give_up_at` (the
+    workers or its portal were away) is failed here instead of sent: nobody waits for it now."""
     if limit <= 0:
         return []
+    query = _due(now).limit(limit * LOOK_AHEAD)
+    with db.read() as session:  # most looks find nothing: no write lock for them
+        if session.scalar(query.with_only_columns(Origination.id)) is None:
+            return []
+    with db.write() as session:
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True, of=Origination)
+        rows = session.execute(query).all()
+        late = [row.id for row, _ in rows if row.give_up_at <= now]
+        if late:
+            session.execute(
+                update(Origination)
+                .where(Origination.id.in_(late))
+                .values(state=OriginationState.FAILED, error=NOT_IN_TIME, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        taken = _fair(
+            [(row, m) for row, m in rows if row.give_up_at > now], _in_flight(session, now), limit
+        )
+        if not taken:
+            return []
+        session.execute(
+            update(Origination)
+            .where(Origination.id.in_([row.id for row, _ in taken]))
+            .values(
+                lease_until=now + timedelta(seconds=LEASE),
+                leased_by=worker_id,
+                attempts=Origination.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return [_job(row, member_id) for row, member_id in taken]
+
+
+def _due(now: datetime) -> Select[Origination, str]:
     gone = select(Portal.id).where(Portal.status.in_(GONE))
-    query = (
+    return (
         select(Origination, Portal.member_id)
         .join(Portal, Portal.id == Origination.portal_id)
         .where(
@@ -58,40 +100,43 @@ def claim(db: Database, *, worker_id: str, now: datetime, limit: int) -> list[Jo
             Origination.portal_id.not_in(gone),
         )
         .order_by(Origination.next_attempt_at, Origination.id)
-        .limit(limit)
     )
-    with db.read() as session:  # most looks find nothing: no write lock for them
-        if session.scalar(query.with_only_columns(Origination.id)) is None:
-            return []
-    with db.write() as session:
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True, of=Origination)
-        rows = session.execute(query).all()
-        if not rows:
-            return []
-        session.execute(
-            update(Origination)
-            .where(Origination.id.in_([row.id for row, _ in rows]))
-            .values(
-                lease_until=now + timedelta(seconds=LEASE),
-                leased_by=worker_id,
-                attempts=Origination.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return [
-            Job(
-                id=row.id,
-                portal_id=row.portal_id,
-                member_id=member_id,
-                kind=row.kind,
-                webhook_id=row.webhook_id,
-                payload=dict(row.payload),
-                attempts=row.attempts + 1,
-                created_at=row.created_at,
-            )
-            for row, member_id in rows
-        ]
+
+
+def _in_flight(session: Session, now: datetime) -> dict[int, int]:
+    """Requests being sent now, by portal (a live lease)."""
+    rows = session.execute(
+        select(Origination.portal_id, func.count())
+        .where(Origination.state == OriginationState.QUEUED, Origination.lease_until >= now)
+        .group_by(Origination.portal_id)
+    )
+    return {portal_id: count for portal_id, count in rows}
+
+
+def _fair(rows: list[Any], busy: dict[int, int], limit: int) -> list[Any]:
+    """The first `limit` rows, skipping a portal's once it has PER_PORTAL in flight."""
+    taken = []
+    for row, member_id in rows:
+        if busy.get(row.portal_id, 0) >= PER_PORTAL:
+            continue
+        busy[row.portal_id] = busy.get(row.portal_id, 0) + 1
+        taken.append((row, member_id))
+        if len(taken) == limit:
+            break
+    return taken
+
+
+def _job(row: Origination, member_id: str) -> Job:
+    return Job(
+        id=row.id,
+        portal_id=row.portal_id,
+        member_id=member_id,
+        kind=row.kind,
+        webhook_id=row.webhook_id,
+        payload=dict(row.payload),
+        attempts=row.attempts + 1,
+        created_at=row.created_at,
+    )
 
 
 def record(db: Database, job: Job, attempt: Attempt, *, worker_id: str, now: datetime) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from b24app.logs import get_logger
-from b24app.originate import outbox, recipients, webhooks
+from b24app.originate import outbox, proof, recipients, webhooks
 from b24app.portals.store import InstallationStore, find_portal
 
 log = get_logger(__name__)
@@ -21,14 +21,28 @@ def send(
 ) -> str:
     """Send one leased request and record how it ended; returns its state (outbox.record)."""
     url, secret = recipients.target(store, job.portal_id)
+    refused = proof.confirm(store, job) if url else None  # (no URL: nothing to confirm for)
+    if refused is not None:
+        return _recorded(store, job, refused, worker_id=worker_id, now=now)
     user_id = job.payload.get("USER_ID")
     inner = (
         recipients.extension(store, job.member_id, job.portal_id, int(user_id))
-        if user_id and user_id.isdigit()
+        if user_id and user_id.isascii() and user_id.isdigit()
         else None
     )
     payload = webhooks.body(job.kind, job.payload, inner)
     attempt = webhooks.send(store.settings, url, secret, job.webhook_id, payload)
+    return _recorded(store, job, attempt, worker_id=worker_id, now=now)
+
+
+def _recorded(
+    store: InstallationStore,
+    job: outbox.Job,
+    attempt: webhooks.Attempt,
+    *,
+    worker_id: str,
+    now: Callable[[], datetime],
+) -> str:
     state = outbox.record(store.db, job, attempt, worker_id=worker_id, now=now())
     log.info(
         "originate webhook",

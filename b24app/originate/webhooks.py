@@ -22,12 +22,13 @@ may reach the PBX twice after a timeout: it carries the same webhook-id and CALL
 | 4xx but 408, 425, 429           | refused        | failed at once (the PBX said no) |
 | 408, 425, 429, 5xx              | refused        | tried again                      |
 | connection refused / cut off    | connection     | tried again                      |
-| no answer within TIMEOUT        | timeout        | tried again                      |
+| no answer within TIMEOUT/DEADLINE | timeout      | tried again                      |
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from b24app.bitrix.safety import portal_session
 from b24app.config import Settings
 
 TIMEOUT = (3.05, 5.0)  # seconds: connect, read. An employee is waiting; a PBX answers at once.
+DEADLINE = 8.0  # seconds for a whole attempt, however slowly the PBX answers
 BODY_KEPT = 500  # characters of the PBX's answer kept for the journal and the settings page
 AGAIN = {408, 425, 429}  # 4xx answers that mean "not now" rather than "no"
 INTEGERS = ("USER_ID", "CRM_ENTITY_ID", "CALL_LIST_ID", "IS_MOBILE")
@@ -85,7 +87,7 @@ def body(kind: str, fields: dict[str, str], user_phone_inner: str | None) -> dic
     for name in names:
         value: Any = fields.get(name)
         if name in INTEGERS and value is not None:
-            value = int(value) if value.isdigit() else value
+            value = int(value) if value.isascii() and value.isdigit() else value
         out[name] = value
     out["USER_PHONE_INNER"] = user_phone_inner
     return out
@@ -95,7 +97,7 @@ def send(
     settings: Settings, url: str | None, secret: str, webhook_id: str, payload: dict[str, Any]
 ) -> Attempt:
     """POST `payload` (JSON) to `url`, signed with `secret` as message `webhook_id`; how it
-    ended (never raises)."""
+    ended (never raises), within DEADLINE seconds whatever the PBX does."""
     started = time.monotonic()
     if not url:
         return Attempt("no_url", False, error="no originate URL is set (settings page)")
@@ -105,21 +107,60 @@ def send(
         "user-agent": "b24app-originate/1",
         **signature_headers(secret, webhook_id, data),
     }
-    allowed = settings.originate_private_allowed
-    try:
-        with portal_session(allow_local=allowed, https_only=not allowed) as session:
-            response = session.post(
-                url, data=data.encode(), headers=headers, timeout=TIMEOUT, allow_redirects=False
-            )
-            answer = response.text[:BODY_KEPT]
-    except UnsafeAddress as error:
-        return Attempt("unsafe_address", False, error=f"address refused: {error}")
-    except requests.Timeout:
-        return _took(Attempt("timeout", True, error="the PBX did not answer in time"), started)
-    except requests.RequestException as error:
-        reason = f"could not reach the PBX ({type(error).__name__})"
-        return _took(Attempt("connection", True, error=reason), started)
-    return _took(_answered(response.status_code, answer, response.headers), started)
+    exchange = _Exchange(settings, url, data.encode(), headers)
+    # requests has no deadline for a whole exchange (its timeouts are per socket operation: a
+    # PBX sending a byte every few seconds would hold a thread for ever), so the exchange runs in
+    # a thread of its own and is left behind, to end by itself, once DEADLINE is over.
+    thread = threading.Thread(target=exchange.run, name="originate-exchange", daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    return _took(exchange.outcome(), started)
+
+
+class _Exchange:
+    """One POST; `outcome()` is how it ended so far (a status that came counts: the PBX has the
+    request even if its body never finishes)."""
+
+    def __init__(self, settings: Settings, url: str, body: bytes, headers: dict[str, str]) -> None:
+        self.settings, self.url, self.body, self.headers = settings, url, body, headers
+        self.status: int | None = None
+        self.location = ""
+        self.answer = ""
+        self.ended: Attempt | None = None
+
+    def run(self) -> None:
+        allowed = self.settings.originate_private_allowed
+        try:
+            with portal_session(allow_local=allowed, https_only=not allowed) as session:
+                response = session.post(
+                    self.url,
+                    data=self.body,
+                    headers=self.headers,
+                    timeout=TIMEOUT,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                with response:
+                    self.location = str(response.headers.get("location", ""))[:200]
+                    self.status = response.status_code
+                    chunk = next(response.iter_content(BODY_KEPT), b"")
+                    self.answer = chunk.decode("utf-8", "replace")[:BODY_KEPT]
+        except UnsafeAddress as error:
+            self.ended = Attempt("unsafe_address", False, error=f"address refused: {error}")
+        except requests.Timeout:
+            self.ended = Attempt("timeout", True, error="the PBX did not answer in time")
+        except requests.RequestException as error:
+            if self.status is None:
+                reason = f"could not reach the PBX ({type(error).__name__})"
+                self.ended = Attempt("connection", True, error=reason)
+
+    def outcome(self) -> Attempt:
+        if self.status is not None:
+            return _answered(self.status, self.answer, self.location)
+        if self.ended is not None:
+            return self.ended
+        reason = f"the PBX did not answer within {DEADLINE:g} s"
+        return Attempt("timeout", True, error=reason)
 
 
 def signature_headers(secret: str, webhook_id: str, data: str) -> dict[str, str]:
@@ -132,11 +173,10 @@ def signature_headers(secret: str, webhook_id: str, data: str) -> dict[str, str]
     }
 
 
-def _answered(status: int, answer: str, headers: Any) -> Attempt:
+def _answered(status: int, answer: str, where: str) -> Attempt:
     if 200 <= status < 300:
         return Attempt("ok", False, status, answer)
     if 300 <= status < 400:
-        where = str(headers.get("location", ""))[:200]
         reason = f"the PBX answered with a redirect ({status} to {where!r}); none is followed"
         return Attempt("redirect", False, status, answer, reason)
     again = status >= 500 or status in AGAIN

@@ -8,6 +8,8 @@ Bitrix24 shows a call's line in reports and Sales Intelligence only for lines th
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,12 @@ from b24app.portals.store import InstallationStore
 MAX_NUMBER = 64  # external_lines.number
 MAX_NAME = 255
 ALREADY_EXISTS = "Line already exists"  # externalLine.add's error for a known number
+LIST_TTL = 30.0  # seconds a listing is answered from this process's memory
+LIST_WAIT = 5.0  # seconds the page waits for Bitrix24's listing
+KEEP_FREE = 0.5  # of the portal's burst left to the delivery
+
+_listed: dict[str, tuple[list[Line], float]] = {}
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,19 @@ def check_number(value: str) -> str:
 
 
 def listed(store: InstallationStore, member_id: str) -> list[Line]:
-    """The app's lines on the portal, asked of Bitrix24 now (BitrixError if it cannot say);
-    the numbers are remembered as known."""
-    rows = store.client(member_id).result("telephony.externalLine.get") or []
+    """The app's lines on the portal, as Bitrix24 listed them at most LIST_TTL seconds ago
+    (BitrixError if it cannot say now); the numbers are remembered as known. Asked with
+    PortalClient.ask: a settings page, however often it is reloaded, never waits for or takes
+    the delivery's request slots (without a spare slot: RateLimited NO_SLOT)."""
+    now = time.monotonic()
+    with _lock:
+        cached = _listed.get(member_id)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    answer = store.client(member_id).ask(
+        "telephony.externalLine.get", timeout=LIST_WAIT, keep_free=KEEP_FREE
+    )
+    rows = answer.get("result") or []
     lines = [
         Line(
             NUMBER=str(row.get("NUMBER") or ""),
@@ -65,6 +83,8 @@ def listed(store: InstallationStore, member_id: str) -> list[Line]:
         if isinstance(row, dict) and row.get("NUMBER")
     ]
     remember(store, member_id, [(line.NUMBER, line.NAME) for line in lines])
+    with _lock:
+        _listed[member_id] = (lines, now + LIST_TTL)
     return lines
 
 
@@ -86,6 +106,8 @@ def add(store: InstallationStore, member_id: str, number: str, name: str = "") -
             raise
         added = False
     remember(store, member_id, [(number, name or None)])
+    with _lock:
+        _listed.pop(member_id, None)  # the next listing shows it
     return added
 
 

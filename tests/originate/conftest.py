@@ -41,6 +41,7 @@ class Receiver:
     answers: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    drip: float = 0.0  # > 0: after the headers, one byte of body every `drip` seconds, for a minute
 
     def start(self) -> None:
         receiver = self
@@ -61,9 +62,25 @@ class Receiver:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
+                if receiver.drip:
+                    self._drip()
+                    return
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _drip(self) -> None:
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                ends = time.monotonic() + 60
+                try:
+                    while time.monotonic() < ends and not receiver.stopped:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(receiver.drip)
+                except OSError:  # the sender hung up
+                    pass
+                self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -74,7 +91,10 @@ class Receiver:
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
+    stopped: bool = False
+
     def stop(self) -> None:
+        self.stopped = True
         self.httpd.shutdown()
         self.httpd.server_close()
 
