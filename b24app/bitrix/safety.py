@@ -37,6 +37,7 @@ _HOST_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
 _URL_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII: no space, control or non-ASCII
 _FORBIDDEN = set("\"'<>\\^`{|}")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291 2.5.5.1), still routed
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -125,13 +126,13 @@ def public_address(host: str, port: int) -> str:
 
 
 def _is_public(address: Address) -> bool:
-    """Global unicast; an IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is
-    judged by the IPv4 address it leads to."""
+    """Global unicast; an IPv6 address that carries an IPv4 one (mapped, compatible, 6to4,
+    NAT64) is judged by the IPv4 address it leads to."""
     if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
+        if embedded is None and (address in _NAT64 or address in _IPV4_COMPATIBLE):
             embedded = ipaddress.IPv4Address(address.packed[-4:])
         if embedded is not None:
             return _is_public(embedded)

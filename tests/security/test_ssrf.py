@@ -40,6 +40,8 @@ PRIVATE_PORTALS = [
     "https://[fe80::1]/rest/",
     "https://[64:ff9b::7f00:1]/rest/",  # NAT64 of 127.0.0.1
     "https://[2002:a00:5::1]/rest/",  # 6to4 of 10.0.0.5
+    "https://[::127.0.0.1]/rest/",  # IPv4-compatible (deprecated ::/96) 127.0.0.1
+    "https://[::a00:5]/rest/",  # IPv4-compatible 10.0.0.5
     "https://169.254.169.254/latest/meta-data/",
     "https://localhost/rest/",
     "https://internal.example/rest/",  # a name that resolves to a private address
