@@ -3,12 +3,14 @@
 Bodies are form-encoded with bracketed keys (`auth[application_token]`), see bitrix/encoding.py.
 - ONAPPINSTALL and ONAPPUPDATE carry a full `auth`: verified with the OAuth server like an
   install, and its user must be an administrator; ONAPPUPDATE brings the new
-  `application_token`. Both bind the events the app handles that are not bound yet (a portal
-  installed before click-to-call existed gets it on the next update).
-- ONEXTERNALCALLSTART and ONEXTERNALCALLBACKSTART (click-to-call, callback) are believed with
-  the portal's `application_token` and stored for the PBX (originate/inbox.py); 400 names a
-  field that is wrong. Their tokens are kept only when the portal has none that work (a delayed
-  event must not overwrite a pair we already rotated).
+  `application_token`. Their tokens are kept only when the portal has none that work (a
+  delayed event must not overwrite a pair we already rotated). Both bind the events the app
+  handles that are not bound yet (a portal installed before click-to-call existed gets it on
+  the next update).
+- ONEXTERNALCALLSTART and ONEXTERNALCALLBACKSTART (click-to-call, callback) are stored for the
+  PBX with the portal's `application_token` (originate/inbox.py; 400 names a field that is
+  wrong; their tokens are not kept); Bitrix24 confirms each before the PBX gets it
+  (originate/proof.py).
 - ONAPPUNINSTALL carries no token: only `application_token`, compared in constant time with the
   one we keep (api-reference/events/safe-event-handlers.md). Every user who opens the app sees
   that token, so the uninstall is believed only with the OAuth server's proof that the app is
