@@ -396,7 +396,7 @@ class Origination(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # the webhook's `type`: call.start, callback.start
+    kind: Mapped[str] = mapped_column(String(32))  # the webhook's `type`: call.start, callback.…
     dedupe_key: Mapped[str] = mapped_column(String(128))
     webhook_id: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # Bitrix24's `data`, as it sent it
