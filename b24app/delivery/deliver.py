@@ -16,11 +16,12 @@
    calls wait, spending no attempt, until a probe finds it answering again.
 5. All outcomes are written in one transaction (outbox.record).
 
-A portal's round may hold several batches (outbox.claim_round numbers them in Claimed.batch):
-they are planned together, their leases renewed and their throttle slots booked in one write
-transaction, and sent side by side, each batch from its own thread of the worker's request pool
-(Context.send_pool), each with its own booked slot. Each call is in exactly one of them, so a
-call's own commands still go in one request, in the call's order.
+A portal's round may hold several batches (outbox.claim_round numbers them in Claimed.batch
+and books a throttle slot for each in the claim's transaction): they are planned together,
+their leases renewed in one write (unless the claim is fresh), and sent side by side, each
+batch from its own thread of the worker's request pool (Context.send_pool), each at its booked
+slot. Each call is in exactly one of them, so a call's own commands still go in one request, in
+the call's order.
 
 The look-up happens as soon as the portal answers again, without waiting out the 60 s a cloud
 request may still run after our timeout (limits.md), except for requests that may still be
@@ -52,7 +53,6 @@ import structlog
 from flask import Flask
 
 from b24app.bitrix.client import BatchResult, PortalState
-from b24app.bitrix.throttle import limits_of
 from b24app.db import Database
 from b24app.delivery import batching, lifecycle, metrics, outbox, portal_health, recordings, retry
 from b24app.delivery.batching import MAX_COMMANDS, Commands
@@ -62,7 +62,7 @@ from b24app.delivery.outbox import CallOutcome, Claimed, Retry
 from b24app.delivery.retry import OUTCOME_UNKNOWN, USER_NOT_FOUND, RetryPolicy, Verdict
 from b24app.models import CallRecording, EventKind, EventState, Portal, PortalStatus, utcnow
 from b24app.portal_status import GONE
-from b24app.portals import currencies, mapping, throttle
+from b24app.portals import currencies, mapping
 from b24app.portals.settings import Preferences
 from b24app.portals.store import InstallationStore
 from b24app.wiring import store_of
@@ -276,9 +276,9 @@ class PortalDelivery:
 
     # --- 2. send ---------------------------------------------------------------------------------
     def _send(self, client: Portal24, view: PortalView, calls: list[Claimed]) -> None:
-        """Plan the round's batches, renew the leases and book one throttle slot per batch to
-        send (one transaction), send the batches side by side, and settle each call by its
-        batch's answer; then attach recordings."""
+        """Plan the round's batches, renew the leases, send the batches side by side (each at
+        the slot its claim booked), and settle each call by its batch's answer; then attach
+        recordings."""
         groups: dict[int, list[Claimed]] = {}
         for call in calls:
             groups.setdefault(call.batch, []).append(call)
@@ -290,7 +290,7 @@ class PortalDelivery:
             for call in batch.calls
             if batch.plans[call.id].steps or batch.plans[call.id].attach
         ]
-        ours = self._renew_and_book(view, wanted, batches)
+        ours = self._renew(wanted, batches)
         sends = [batch for batch in batches if batch.commands]
         self._send_all(client, view, sends)
         for batch in sends:
@@ -309,39 +309,31 @@ class PortalDelivery:
             if call.id not in failed:
                 self._waiting(call, plans[call.id])
 
-    def _renew_and_book(
-        self, view: PortalView, wanted: list[int], batches: list[_Batch]
-    ) -> set[int]:
-        """One write transaction: renew our lease on the calls about to go (outbox.extend_lease:
-        those another worker took over are not sent by us), then book a throttle slot for each
-        batch left with commands. Returns the calls still ours; fills each batch's `sending`,
-        `commands` and `send_at`."""
-        if not wanted:
-            return set()
-        now = self.ctx.clock()
-        with self.ctx.db.write() as session:
-            ours = outbox.renew_leases(
-                session, wanted, worker_id=self.ctx.worker_id, now=now, lease=self.ctx.lease
+    def _renew(self, wanted: list[int], batches: list[_Batch]) -> set[int]:
+        """Renew our lease on the calls about to go (outbox.extend_lease: those another worker
+        took over are not sent by us); one write, skipped while the claim is fresh
+        (outbox.FRESH_CLAIM). Returns the calls still ours; fills each batch's `sending`,
+        `commands` and `send_at` (the slot its claim booked, if any)."""
+        fresh = min(outbox.FRESH_CLAIM, self.ctx.lease / 4)
+        claimed = {call.id: call.claimed_at for call in self.calls}
+        if all(time.monotonic() - claimed[call_id] < fresh for call_id in wanted):
+            ours = set(wanted)
+        else:
+            ours = outbox.extend_lease(
+                self.ctx.db,
+                wanted,
+                worker_id=self.ctx.worker_id,
+                now=self.ctx.clock(),
+                lease=self.ctx.lease,
             )
-            for batch in batches:
-                batch.sending = [c for c in batch.calls if c.id in ours and batch.plans[c.id].steps]
-                batch.commands = {
-                    step.key: (step.method, step.params)
-                    for call in batch.sending
-                    for step in batch.plans[call.id].steps
-                }
-            sends = [batch for batch in batches if batch.commands]
-            if sends and view.state is not None:
-                slots = throttle.book(
-                    session,
-                    self.portal_id,
-                    limits_of(view.state.enterprise_limits),
-                    len(sends),
-                    now=time.time(),
-                    sqlite=self.ctx.db.is_sqlite,
-                )
-                for batch, send_at in zip(sends, slots, strict=True):
-                    batch.send_at = send_at
+        for batch in batches:
+            batch.sending = [c for c in batch.calls if c.id in ours and batch.plans[c.id].steps]
+            batch.commands = {
+                step.key: (step.method, step.params)
+                for call in batch.sending
+                for step in batch.plans[call.id].steps
+            }
+            batch.send_at = batch.calls[0].send_at
         return ours
 
     def _send_all(self, client: Portal24, view: PortalView, sends: list[_Batch]) -> None:

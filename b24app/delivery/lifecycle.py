@@ -94,6 +94,7 @@ class EventView:
     state: str
     created_at: datetime
     error: str | None = None
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from b24app.bitrix.throttle import limits_of
+from b24app.bitrix.throttle import Limits, limits_of
 from b24app.db import Database
 from b24app.delivery.batching import MAX_COMMANDS, split
 from b24app.delivery.lifecycle import CallFacts, Change, EventView, estimate_cost
@@ -54,6 +54,11 @@ log = get_logger(__name__)
 # lifecycle.py's codes for "waited for an event that did not come"
 WAITED_IN_VAIN = ("NO_START", "NOT_FINISHED")
 TAKEN_OVER = "The worker delivering this call stopped; checking Bitrix24 before sending it again."
+# A lease younger than this (and than a quarter of the lease) is not renewed before sending
+# (deliver.py): nobody can have taken the calls over since the claim unless hosts' clocks
+# disagree by most of the lease. Takeovers of a dead worker's calls allow for it: the batch may
+# have gone out up to this long after the lease began (release_dead_leases).
+FRESH_CLAIM = 2.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class Claimed:
     register_sent_at: datetime | None = None
     recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
     batch: int = 0  # which of its portal's batches of the round the call goes in (claim_round)
+    send_at: float | None = None  # that batch's throttle slot, booked by the claim (epoch s)
+    claimed_at: float = 0.0  # time.monotonic() of the claim (a fresh lease is not renewed)
 
     @property
     def facts(self) -> CallFacts:
@@ -254,23 +261,25 @@ def claim_round(
     max_commands: int = MAX_COMMANDS,
     max_batches: int = 1,
     in_flight: Mapping[int, int] | None = None,
+    book: bool = False,
 ) -> Round:
     """One round, in one write transaction: for each portal with due calls (oldest due first,
     at most `max_portals`, none of `exclude`), its oldest due calls that fit its share of
-    batches of `max_commands` commands each, numbered in Claimed.batch.
+    batches of `max_commands` commands each, numbered in Claimed.batch; with `book`, one
+    throttle slot booked per batch in the same transaction (Claimed.send_at).
 
     A portal's share: `max_batches`, but no more than the requests its throttle schedule lets go
-    at once now (bitrix/throttle.free_slots: the burst less what the bucket holds) less its
-    batches already `in_flight` in this worker; at least one when none is in flight (that one
-    waits for its slot). So K batches of one portal go side by side only while its bucket has
-    room for all K at once. A busy portal gets one share per round like any other, so it never
-    starves the rest."""
+    at once now (bitrix/throttle.free_slots: the burst less what the bucket holds, every slot
+    booked so far counted); at least one when none of its batches is `in_flight` in this worker
+    (that one waits for its slot), none while some are and the bucket is full. So K batches of
+    one portal go side by side only while its bucket has room for all K at once. A busy portal
+    gets one share per round like any other, so it never starves the rest."""
     taken_round = Round()
     if max_portals <= 0:
         return taken_round
     with db.write() as session:
         due = _due_portals(session, now, max_portals, exclude)
-        shares = _shares(session, due, max_batches, in_flight or {})
+        shares, limits = _shares(session, due, max_batches, in_flight or {}, book=book)
         for portal_id in due:
             share = shares[portal_id]
             if share <= 0:
@@ -283,7 +292,17 @@ def claim_round(
             batch_of = {row.id: n for n, batch in enumerate(batches) for row in batch}
             taken = [row for batch in batches for row in batch]
             if taken:
-                claimed = _take(session, taken, events, worker_id, now, lease, batch_of)
+                slots: list[float] = []
+                if portal_id in limits:  # booked: the calls go out now (a gone portal's fail)
+                    slots = throttle.book(
+                        session,
+                        portal_id,
+                        limits[portal_id],
+                        len(batches),
+                        now=time.time(),
+                        sqlite=db.is_sqlite,
+                    )
+                claimed = _take(session, taken, events, worker_id, now, lease, batch_of, slots)
                 taken_round.calls[portal_id] = claimed
             if len(taken) < len(rows) or len(rows) >= limit:
                 taken_round.more.add(portal_id)
@@ -291,22 +310,32 @@ def claim_round(
 
 
 def _shares(
-    session: Session, portal_ids: list[int], max_batches: int, in_flight: Mapping[int, int]
-) -> dict[int, int]:
-    """How many batches each portal may have in this round (claim_round's rule)."""
-    if max_batches <= 1 and not in_flight:
-        return dict.fromkeys(portal_ids, 1)
-    plans = session.execute(
-        select(Portal.id, Portal.enterprise_limits).where(Portal.id.in_(portal_ids))
+    session: Session,
+    portal_ids: list[int],
+    max_batches: int,
+    in_flight: Mapping[int, int],
+    *,
+    book: bool,
+) -> tuple[dict[int, int], dict[int, Limits]]:
+    """How many batches each portal may have in this round (claim_round's rule), and the
+    limits of the portals whose slots are to be booked (active ones, when `book`)."""
+    if max_batches <= 1 and not in_flight and not book:
+        return dict.fromkeys(portal_ids, 1), {}
+    rows = session.execute(
+        select(Portal.id, Portal.enterprise_limits, Portal.status).where(Portal.id.in_(portal_ids))
     )
-    limits = {portal_id: limits_of(bool(enterprise)) for portal_id, enterprise in plans}
+    limits, active = {}, {}
+    for portal_id, enterprise, status in rows:
+        limits[portal_id] = limits_of(bool(enterprise))
+        if status not in GONE:
+            active[portal_id] = limits[portal_id]
     free = throttle.free_now(session, limits, now=time.time())
     shares = {}
     for portal_id in portal_ids:
         busy = in_flight.get(portal_id, 0)
-        room = min(max_batches, free.get(portal_id, 1) - busy)
+        room = min(max_batches, free.get(portal_id, 1))
         shares[portal_id] = max(room, 0 if busy else 1)
-    return shares
+    return shares, active if book else {}
 
 
 def _due_portals(
@@ -366,6 +395,7 @@ def _events_of(session: Session, call_ids: Sequence[int]) -> dict[int, list[Even
             CallEvent.state,
             CallEvent.created_at,
             CallEvent.error,
+            CallEvent.error_code,
         )
         .where(CallEvent.call_id.in_(list(call_ids)))
         .order_by(CallEvent.id)
@@ -393,10 +423,12 @@ def _take(
     now: datetime,
     lease: float,
     batch_of: Mapping[int, int],
+    slots: Sequence[float] = (),
 ) -> list[Claimed]:
     """Lease the rows to us in one UPDATE (plus one for calls taken over from a stopped worker),
     not row by row through the ORM: a claim is on every batch's path."""
     ids = [row.id for row in rows]
+    claimed_at = time.monotonic()
     taken_over = {row.id for row in rows if row.state == CallState.DELIVERING}
     _update(
         session,
@@ -427,6 +459,8 @@ def _take(
                 e.id: recordings[e.id] for e in events.get(row.id, ()) if e.id in recordings
             },
             batch=batch_of.get(row.id, 0),
+            send_at=slots[batch_of.get(row.id, 0)] if slots else None,
+            claimed_at=claimed_at,
         )
         for row in rows
     ]
@@ -491,8 +525,11 @@ def record(
     call's new state follows from its events: something still queued → `queued` (due at once, or
     when a waiting event's time is up), else `failed` if an event failed, else `delivered`; and
     `queued` at once whenever an event arrived since the claim (`events_version` moved).
-    A handful of statements whatever the number of calls: one read, one bulk UPDATE of the
-    events, one read of their states, one bulk UPDATE of the calls."""
+    The events' states are the claimed ones with this attempt's changes: whatever else changes
+    an event (the intake, a download, a redelivery) moves `events_version` (event_added,
+    requeue), and then the call is queued whatever its events say. A handful of statements
+    whatever the number of calls: one read of the calls (locked on PostgreSQL), then UPDATEs by
+    primary key grouped by what they set (_update_by_id)."""
     if not outcomes:
         return 0
     with db.write() as session:
@@ -519,25 +556,28 @@ def record(
         for call_id in set(current) - ours:
             log.warning("lease lost; only confirmed facts kept", call=call_id, worker=worker_id)
         _write_events(session, outcomes, ours, now)
-        states = _event_states(session, ours)
         rows = []
         for call_id in sorted(current):
             outcome, row = outcomes[call_id], current[call_id]
             if call_id in ours:
-                moved = row.events_version != claimed[call_id].events_version
-                rows.append(_call_row(row, outcome, states.get(call_id, []), moved, now))
+                call = claimed[call_id]
+                moved = row.events_version != call.events_version
+                rows.append(_call_row(row, outcome, _states_after(call, outcome), moved, now))
             elif outcome.bitrix_call_id and not row.bitrix_call_id:
                 rows.append({"id": call_id, "bitrix_call_id": outcome.bitrix_call_id})
-        if rows:
-            session.execute(update(Call), rows)
+        _update_by_id(session, CALLS, rows)
     return len(ours)
+
+
+CALLS = Call.__table__
+EVENTS = CallEvent.__table__
 
 
 def _write_events(
     session: Session, outcomes: Mapping[int, CallOutcome], ours: Collection[int], now: datetime
 ) -> None:
-    """One bulk UPDATE by primary key, each only from `queued`; a call no longer ours gets only
-    its confirmed deliveries."""
+    """UPDATEs by primary key, each only from `queued`; a call no longer ours gets only its
+    confirmed deliveries."""
     rows = [
         {
             "id": event_id,
@@ -552,28 +592,51 @@ def _write_events(
         for event_id, change in outcome.events.items()
         if call_id in ours or change.state == EventState.DELIVERED
     ]
-    if rows:
-        session.execute(
-            update(CallEvent).where(CallEvent.state == EventState.QUEUED),
-            rows,
-            execution_options={"synchronize_session": None},
-        )
+    _update_by_id(session, EVENTS, rows, EVENTS.c.state == EventState.QUEUED)
 
 
-def _event_states(
-    session: Session, call_ids: Collection[int]
-) -> dict[int, list[tuple[str, str | None, str | None]]]:
-    found: dict[int, list[tuple[str, str | None, str | None]]] = {}
-    if not call_ids:
-        return found
-    rows = session.execute(
-        select(CallEvent.call_id, CallEvent.state, CallEvent.error_code, CallEvent.error)
-        .where(CallEvent.call_id.in_(list(call_ids)))
-        .order_by(CallEvent.id)
-    )
-    for call_id, state, code, error in rows:
-        found.setdefault(call_id, []).append((state, code, error))
-    return found
+def _update_by_id(
+    session: Session, table: Any, rows: Sequence[Mapping[str, Any]], *where: Any
+) -> None:
+    """`UPDATE table SET … WHERE id = :id [AND where]` for each row (its "id" and the columns it
+    sets), in as few statements as the rows allow. Rows setting the same columns form a group;
+    the group's columns that differ from row to row go in one executemany (first, while `where`
+    still holds), and those with one value in every row in one `UPDATE … WHERE id IN (…)`, so
+    each such value is converted once, not per row. Core statements, not the ORM's unit of
+    work: a record is on every batch's path."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(key for key in row if key != "id")), []).append(row)
+    for keys, group in groups.items():
+        first = group[0]
+        same = {key: first[key] for key in keys if all(r[key] == first[key] for r in group)}
+        varying = [key for key in keys if key not in same]
+        if varying:
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"), *where)
+                .values({key: bindparam(f"b_{key}") for key in varying})
+            )
+            params = [
+                {"b_id": row["id"], **{f"b_{key}": row[key] for key in varying}} for row in group
+            ]
+            session.execute(statement, params)
+        if same:
+            ids = [row["id"] for row in group]
+            session.execute(update(table).where(table.c.id.in_(ids), *where).values(same))
+
+
+def _states_after(call: Claimed, outcome: CallOutcome) -> list[tuple[str, str | None, str | None]]:
+    """Each event's (state, error_code, error) once this attempt's changes are written (only
+    queued events change)."""
+    states = []
+    for event in call.events:
+        change = outcome.events.get(event.id) if event.state == EventState.QUEUED else None
+        if change is not None:
+            states.append((change.state, change.error_code, change.error))
+        else:
+            states.append((event.state, event.error_code, event.error))
+    return states
 
 
 def _call_row(
@@ -785,12 +848,13 @@ def release_dead_leases(
     """Shorten the leases of workers of this host whose process is gone (killed, crashed), so
     their calls are taken over (and looked up) as soon as Bitrix24 can no longer be running the
     batch they were in: `running_limit` seconds after it was sent (retry.RUNNING_LIMIT), not
-    when the whole `lease` runs out. The lease was renewed right before sending (extend_lease),
-    so it was sent at `lease_until - lease`. Worker ids are `host:pid:nonce`
+    when the whole `lease` runs out. The lease was claimed or renewed right before sending
+    (extend_lease; a claim at most FRESH_CLAIM seconds before), so it was sent no later than
+    `lease_until - lease + FRESH_CLAIM`. Worker ids are `host:pid:nonce`
     (worker.new_worker_id); a pid reused by another process only keeps a lease until it runs
     out, as before. Returns how many calls were released."""
     prefix = f"{hostname}:"
-    shift = timedelta(seconds=lease - running_limit)
+    shift = timedelta(seconds=lease - running_limit - FRESH_CLAIM)
     if shift <= timedelta(0):
         return 0  # the lease ends no later than Bitrix24 can be running the batch anyway
     with db.write() as session:

@@ -218,6 +218,7 @@ class Worker:
                 exclude=exclude,
                 max_batches=BATCHES_PER_ROUND,
                 in_flight=in_flight,
+                book=True,
             )
         except Exception as error:  # the database may be back next time
             metrics.worker_error("claim", error)

@@ -3,8 +3,8 @@
 The rule (GCRA, Bitrix24's limits) is bitrix/throttle.py's; this keeps its two numbers where every
 thread, process and host sees them. Reserving a slot is one short write transaction, which works
 the same on SQLite and PostgreSQL and needs no extra service. `book` does the same inside a
-transaction the caller holds, so the worker books a portal round's slots in the write that renews
-its leases (delivery/deliver.py): one transaction for both.
+transaction the caller holds, so the worker books a portal round's slots in the transaction that
+claims its calls (delivery/outbox.claim_round): one transaction for both.
 """
 
 from __future__ import annotations

@@ -281,7 +281,9 @@ def test_worker_process_killed_mid_batch_loses_and_doubles_nothing(
     process = _start_worker(live_app, tmp_path, "--lease", "1", "--threads", "1")
     try:
         wait_for(lambda: _slot_booked(live_app, pid) > booked, timeout=30)
-        time.sleep(0.4)  # the batch is on its way; the portal holds it for 1.5 s
+        # the slot is booked with the claim, the batch goes right after (well within 0.8 s)
+        # and the portal holds it for 1.5 s: the kill lands while it works on the batch
+        time.sleep(0.8)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=10)
