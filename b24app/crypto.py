@@ -44,8 +44,8 @@ class SecretBox:
         return self._multi.rotate(ciphertext.encode()).decode()
 
     def lookup_hash(self, value: str) -> str:
-        """The digest stored beside a secret, under the newest key."""
-        return self.lookup_hashes(value)[0]
+        """The digest stored beside a secret, under the newest key (HMAC-SHA256, 64 hex digits)."""
+        return hmac.new(self._hash_keys[0], value.encode(), hashlib.sha256).hexdigest()
 
     def lookup_hashes(self, value: str) -> list[str]:
         """Digests of `value` under every configured key, newest first (for lookups)."""

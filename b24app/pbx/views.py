@@ -277,6 +277,7 @@ def init_app(app: Flask) -> None:
     settings: Settings = app.config["SETTINGS"]
     app.config[RECORD_BODY_LIMIT] = settings.record_max_bytes + FORM_OVERHEAD
     app.extensions[ROUTER] = routing.Router(store_of(app))
+    auth.init_app(app, get_db(app))
     app.register_blueprint(bp)
     app.register_error_handler(404, _routing_error)
     app.register_error_handler(405, _routing_error)

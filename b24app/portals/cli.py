@@ -189,7 +189,7 @@ def map_extensions(member_id: str, import_file: str | None, export: bool) -> Non
 @portals_group.command("rotate-key")
 @click.argument("member_id", metavar="MEMBER_ID_OR_DOMAIN")
 def rotate_pbx_key(member_id: str) -> None:
-    """Give the portal a new PBX key; the old one stops working at once."""
+    """Give the portal a new PBX key; the old one stops working within 5 s in every web process."""
     with get_db().write() as session:
         portal = _portal_or_fail(session, member_id, for_update=True)
         key = pbx_keys.rotate(portal.settings, current_store().box)
