@@ -20,15 +20,16 @@ transaction (`BEGIN IMMEDIATE`) serialises. A new event marks its call due
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -187,8 +188,11 @@ class _Duplicates(dict[str, Any]):
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> _Duplicates:
-    obj = _Duplicates()
+    obj = _Duplicates(pairs)  # built in C; the loop below only when some name came twice
     obj.repeated = []
+    if len(obj) == len(pairs):
+        return obj
+    obj.clear()
     for name, value in pairs:
         if name in obj:
             obj.repeated.append(name)
@@ -486,11 +490,9 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
                 select(Call.public_id, Call.state).where(Call.id == call_id)
             ).one()
     view = {"id": public_id, "state": state}
-    if event_id is not None:
-        log.info("event queued", member_id=portal.member_id, call=public_id, kind=event.kind)
+    if event_id is not None:  # logged once, with its outcome, by the caller (pbx/views.py)
         return Result(Code.ACCEPTED, call=view)
     if not differing:
-        log.info("event repeated", member_id=portal.member_id, call=public_id, kind=event.kind)
         return Result(Code.REPEATED, call=view)
     names = ", ".join(d.field for d in differing)
     by = "PBX_CALL_ID" if "PBX_CALL_ID" in event.request else "CALL_ID"
@@ -498,13 +500,49 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
         f"A {event.kind} of the call with this {by} was already accepted (call {public_id}) "
         f"with other {names}."
     )
-    log.info("event conflict", member_id=portal.member_id, call=public_id, fields=names)
     return Result(Code.CONFLICT, detail, tuple(differing), call=view)
 
 
-def _insert_statement(session: Session, table: type[Call] | type[CallEvent]) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+_CALLS, _EVENTS = cast(Table, Call.__table__), cast(Table, CallEvent.__table__)
+
+
+@functools.cache
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """The two inserts of `_store`, built once per dialect (bound parameters, no ORM), so each
+    request only executes them: building and caching a statement per request cost more than
+    running it (docs/performance.md, Intake)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    call = (
+        insert(_CALLS)
+        .values(
+            portal_id=bindparam("portal_id"),
+            idempotency_key=bindparam("key"),
+            public_id=bindparam("public_id"),
+            state=CallState.QUEUED.value,
+            next_attempt_at=bindparam("now"),
+            created_at=bindparam("now"),
+            events_version=1,
+            started_at=bindparam("started_at"),
+            phone_digits=bindparam("phone_digits"),
+            extensions=bindparam("extensions"),
+        )
+        .on_conflict_do_nothing(index_elements=["portal_id", "idempotency_key"])
+        .returning(_CALLS.c.id)
+    )
+    event = (
+        insert(_EVENTS)
+        .values(
+            call_id=bindparam("call_id"),
+            kind=bindparam("kind"),
+            dedupe_key=bindparam("dedupe_key"),
+            request=bindparam("request"),
+            state=EventState.QUEUED.value,
+            created_at=bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=["call_id", "kind", "dedupe_key"])
+        .returning(_EVENTS.c.id)
+    )
+    return call, event
 
 
 def _call_row(
@@ -515,20 +553,11 @@ def _call_row(
     number and extensions from `facts`): INSERT … ON CONFLICT DO NOTHING, so concurrent first
     events of one call make one row."""
     public_id = new_public_id()
-    inserted = session.execute(
-        _insert_statement(session, Call)
-        .values(
-            portal_id=portal_id,
-            idempotency_key=key,
-            public_id=public_id,
-            state=CallState.QUEUED,
-            next_attempt_at=now,
-            created_at=now,
-            events_version=1,
-            **call_index.first_values(facts, now),
-        )
-        .on_conflict_do_nothing(index_elements=["portal_id", "idempotency_key"])
-        .returning(Call.id)
+    connection = session.connection()
+    statement, _ = _statements(connection.dialect.name)
+    values = {"portal_id": portal_id, "key": key, "public_id": public_id, "now": now}
+    inserted = connection.execute(
+        statement, values | call_index.first_values(facts, now)
     ).scalar_one_or_none()
     if inserted is not None:
         return int(inserted), public_id
@@ -582,19 +611,19 @@ def _answer_in_turn(session: Session, call_id: int, event: Event) -> Event:
 
 def _insert_event(session: Session, call_id: int, event: Event, now: datetime) -> int | None:
     """Insert unless the call has this (kind, dedupe_key) already; the new event's id, or None."""
-    return session.execute(
-        _insert_statement(session, CallEvent)
-        .values(
-            call_id=call_id,
-            kind=event.kind,
-            dedupe_key=event.dedupe_key,
-            request=event.request,
-            state=EventState.QUEUED,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["call_id", "kind", "dedupe_key"])
-        .returning(CallEvent.id)
+    connection = session.connection()
+    _, statement = _statements(connection.dialect.name)
+    inserted: int | None = connection.execute(
+        statement,
+        {
+            "call_id": call_id,
+            "kind": event.kind.value,
+            "dedupe_key": event.dedupe_key,
+            "request": event.request,
+            "now": now,
+        },
     ).scalar_one_or_none()
+    return inserted
 
 
 FIELDS_OF: dict[EventKind, tuple[str, ...]] = {

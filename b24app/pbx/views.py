@@ -20,6 +20,7 @@ from b24app import metrics, ratelimit
 from b24app.config import Settings
 from b24app.db import Database, get_db
 from b24app.logs import get_logger
+from b24app.models import EventKind
 from b24app.pbx import auth, intake, openapi, problems
 from b24app.pbx import route as routing
 from b24app.pbx.intake import Code, PortalContext, Result
@@ -68,25 +69,25 @@ def _portal() -> PortalContext | Result:
 @bp.post("/calls/start")
 def start() -> Response:
     """A call's start: 202 once durably stored (registered in Bitrix24 later, by the worker)."""
-    return _event(intake.accept_start)
+    return _event(EventKind.START, intake.accept_start)
 
 
 @bp.post("/calls/ring")
 def ring() -> Response:
     """Employees whose phones ring: 202 once stored (the card is shown to them later)."""
-    return _event(intake.accept_ring)
+    return _event(EventKind.RING, intake.accept_ring)
 
 
 @bp.post("/calls/answer")
 def answer() -> Response:
     """The employee who answered: 202 once stored (the card is hidden from the others later)."""
-    return _event(intake.accept_answer)
+    return _event(EventKind.ANSWER, intake.accept_answer)
 
 
 @bp.post("/calls/finish")
 def finish() -> Response:
     """Finish a call: 202 once it is durably stored (delivery to Bitrix24 happens later)."""
-    return _event(intake.accept_finish)
+    return _event(EventKind.FINISH, intake.accept_finish)
 
 
 @bp.post("/calls/record")
@@ -105,17 +106,17 @@ def record() -> Response:
     def accept(db: Database, portal: PortalContext, fields: Mapping[str, Any]) -> Result:
         return intake.accept_record(db, portal, fields, files=uploads, settings=settings)
 
-    return _event(accept, uploads)
+    return _event(EventKind.RECORD, accept, uploads)
 
 
 Accept = Callable[[Database, PortalContext, Mapping[str, Any]], Result]
 
 
-def _event(accept: Accept, uploads: list[intake.Upload] | None = None) -> Response:
+def _event(kind: EventKind, accept: Accept, uploads: list[intake.Upload] | None = None) -> Response:
     """Authenticate, read the body's fields (the FILE parts into `uploads`, when given), accept."""
     portal = _portal()
     if isinstance(portal, Result):
-        return _counted(portal)
+        return _counted(kind, portal)
     fields = intake.read_fields(
         request.mimetype,
         body=lambda: request.get_data(cache=False),
@@ -123,19 +124,22 @@ def _event(accept: Accept, uploads: list[intake.Upload] | None = None) -> Respon
         charset=request.mimetype_params.get("charset"),
     )
     if isinstance(fields, Result):
-        return _counted(fields)
-    return _counted(accept(get_db(), portal, fields))
+        return _counted(kind, fields)
+    return _counted(kind, accept(get_db(), portal, fields))
 
 
-def _counted(result: Result) -> Response:
-    """Count and log the intake's outcome (the call's id when there is one), then answer."""
+def _counted(kind: EventKind, result: Result) -> Response:
+    """Count and log the intake's outcome, then answer: one line per request, naming the event
+    and the call's id when there is one (the portal's member_id is bound by `_portal`)."""
     metrics.CALLS_ACCEPTED.labels(result.code.value).inc()
     call = (result.call or {}).get("id")
     if result.code in (Code.ACCEPTED, Code.REPEATED):
-        log.info("call accepted", call=call, outcome=result.code.value)
+        log.info("call accepted", call=call, kind=kind.value, outcome=result.code.value)
     else:
         errors = [e.field for e in result.errors][:20]
-        log.info("call refused", call=call, outcome=result.code.value, fields=errors)
+        log.info(
+            "call refused", call=call, kind=kind.value, outcome=result.code.value, fields=errors
+        )
     return problems.answer(result)
 
 
