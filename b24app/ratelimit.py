@@ -1,7 +1,8 @@
-"""Limits on our own doors (Flask-Limiter over `limits`, moving windows): the PBX API per key,
-failed PBX authentications per address, the installer and the re-authorisation links per
-address. Over a limit: 429 with `Retry-After` (problem+json on the PBX API, see pbx/views.py);
-every other 429 or 503 of the app gets a `Retry-After` too (`_retry_after`).
+"""Limits on our own doors (`limits`' moving windows): the PBX API per key, failed PBX
+authentications per address (`PbxLimits`, on `limits` directly: the PBX API is the hot path),
+the installer and the re-authorisation links per address (Flask-Limiter). Over a limit: 429
+with `Retry-After` (problem+json on the PBX API, see pbx/views.py); every other 429 or 503 of
+the app gets a `Retry-After` too (`_retry_after`).
 
 The numbers (README "For PBX integrators", docs/deployment.md "Rate limits on our own doors"):
 
@@ -48,15 +49,20 @@ the header (pbx/auth.py's parsing: `Bearer K` and `bearer  K` are one key).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
+from limits.strategies import RateLimiter
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from b24app.db import get_db
@@ -67,16 +73,23 @@ PBX_BLUEPRINT = "pbx"
 INSTALL_BLUEPRINTS = ("installer", "reauthorize")  # /install; /oauth/start and /oauth/callback
 RETRY_AFTER_SECONDS = 5  # for a 429 or 503 that does not say when itself
 RECENT_KEYS = 10_000  # authenticated key digests remembered per process (~1 MB)
+EXPIRY_SECONDS = 1.0  # how often the memory storage drops expired entries (SafeMemoryStorage)
 
 
 class SafeMemoryStorage(MemoryStorage):
-    """`limits`' MemoryStorage with its expiry timer started under a lock.
+    """`limits`' MemoryStorage with its expiry timer started under a lock, once a second.
 
     limits 5.8.0 (the newest release) checks `timer.is_alive()` and then starts a new timer
     without a lock, so two request threads of a gthread worker can start the same Timer twice:
     `RuntimeError: threads can only be started once`, a 500 from Flask-Limiter's before_request
     (issue 9 item 6). Fixed upstream by alisaifee/limits#352 (merged, not yet released); this
-    class does the same until a release has it, then goes (tests/test_ratelimit.py reproduces it).
+    class does the same until a release has it (tests/test_ratelimit.py reproduces it).
+
+    Its timer runs EXPIRY_SECONDS after the last one instead of 0.01 s: limits starts a new
+    thread for each run, and at 0.01 s that was a thread started per request or two, 5 % of a
+    web process's CPU under the intake's load (docs/performance.md, Intake). The timer only
+    frees memory: a moving window judges each hit by its entries' own times, and a counter's
+    expiry is checked when it is read, so no answer changes.
     """
 
     STORAGE_SCHEME = ["b24app+memory"]  # noqa: RUF012 - as limits declares it
@@ -88,7 +101,9 @@ class SafeMemoryStorage(MemoryStorage):
     def _MemoryStorage__schedule_expiry(self) -> None:  # overrides the name-mangled private one
         with self._timer_lock:
             if not self.timer.is_alive():
-                self.timer = threading.Timer(0.01, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+                expire = self._MemoryStorage__expire_events  # type: ignore[attr-defined]
+                self.timer = threading.Timer(EXPIRY_SECONDS, expire)
+                self.timer.daemon = True  # never holds a stopping process for its second
                 self.timer.start()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -122,11 +137,13 @@ class RecentKeys:
 
 def key_digest() -> str | None:
     """SHA-256 (hex) of the PBX key in this request's Authorization header, parsed as pbx/auth.py
-    parses it; None without a well-formed one."""
-    key = auth.bearer_key(request.headers.get("Authorization"))
-    if not isinstance(key, str):
-        return None
-    return hashlib.sha256(key.encode()).hexdigest()
+    parses it; None without a well-formed one. Worked out once per request (kept in `flask.g`)."""
+    if "pbx_key_digest" not in g:
+        key = auth.bearer_key(request.headers.get("Authorization"))
+        g.pbx_key_digest = (
+            hashlib.sha256(key.encode()).hexdigest() if isinstance(key, str) else None
+        )
+    return cast(str | None, g.pbx_key_digest)
 
 
 def pbx_key_id() -> str:
@@ -165,8 +182,64 @@ def _known_key() -> bool:
     return False
 
 
-def _failed_authentication(response: Response) -> bool:
-    return response.status_code == 401
+class PbxRateLimited(TooManyRequests):
+    """429 from PbxLimits: `description` is the limit ("3 per 1 minute"), as Flask-Limiter's
+    RateLimitExceeded words it (pbx/views.py answers it as problem+json)."""
+
+
+class PbxLimits:
+    """The PBX API's two limits, checked with `limits` itself on the blueprint's requests.
+
+    The same moving windows and storage (memory or Redis) Flask-Limiter keeps for the other
+    doors, without its per-request machinery (filtering, resolving and re-evaluating limits,
+    rate-limit headers on every answer): that cost ~0.4 ms of a web process's CPU per PBX
+    request, a tenth of the intake's (docs/performance.md, Intake). Per request: one hit of the
+    key's window; unless the key is known to work (`_known_key`), one test of the address's
+    failed-authentication window, and one hit of it when the answer is 401. Over a limit:
+    PbxRateLimited, answered 429 with Retry-After the window's reset (at least 1 s).
+    """
+
+    def __init__(self, strategy: RateLimiter, per_key: str, auth_failures: str) -> None:
+        self.strategy = strategy
+        self.per_key = parse(per_key)
+        self.auth_failures = parse(auth_failures)
+
+    def register(self, app: Flask, blueprint: str) -> None:
+        """Run on the requests of `blueprint` only (the app's per-blueprint hooks: the
+        blueprint object itself is shared by every app and registered already)."""
+        app.before_request_funcs.setdefault(blueprint, []).append(self.check)
+        app.after_request_funcs.setdefault(blueprint, []).append(self.count)
+
+    def check(self) -> None:
+        """Before the view: the key's window, then (unless the key works) the address's."""
+        bucket = (pbx_key_id(), "pbx-key")
+        if not self.strategy.hit(self.per_key, *bucket):
+            self._refuse(self.per_key, bucket)
+        if _known_key():
+            return
+        address = (get_remote_address(), "pbx-auth-failed")
+        g.pbx_failures_bucket = address
+        if not self.strategy.test(self.auth_failures, *address):
+            self._refuse(self.auth_failures, address)
+
+    def count(self, response: Response) -> Response:
+        """After the view: a 401 counts against the address; a 429 says when to come back."""
+        address = g.get("pbx_failures_bucket")
+        if address is not None and response.status_code == 401:
+            self.strategy.hit(self.auth_failures, *address)
+        retry_after = g.get("pbx_retry_after")
+        if response.status_code == 429 and retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def _refuse(self, limit: RateLimitItem, bucket: tuple[str, str]) -> None:
+        reset = self.strategy.get_window_stats(limit, *bucket).reset_time
+        g.pbx_retry_after = max(1, math.ceil(reset - time.time()))
+        raise PbxRateLimited(str(limit))
+
+
+def _is_pbx() -> bool:
+    return request.blueprint == PBX_BLUEPRINT
 
 
 def storage_uri(configured: str) -> str:
@@ -192,15 +265,12 @@ def init_app(app: Flask) -> None:
     )
     app.extensions["b24app.limiter"] = limiter
     app.extensions["b24app.recent_keys"] = RecentKeys()
-    pbx = cast(Blueprint | None, app.blueprints.get(PBX_BLUEPRINT))
-    if pbx is not None:
-        limiter.limit(settings.pbx_rate_limit, key_func=pbx_key_id, scope="pbx-key")(pbx)
-        limiter.limit(
-            settings.pbx_auth_failure_limit,
-            scope="pbx-auth-failed",
-            deduct_when=_failed_authentication,
-            exempt_when=_known_key,
-        )(pbx)
+    if PBX_BLUEPRINT in app.blueprints:
+        limits = PbxLimits(
+            limiter.limiter, settings.pbx_rate_limit, settings.pbx_auth_failure_limit
+        )
+        limits.register(app, PBX_BLUEPRINT)
+        limiter.request_filter(_is_pbx)  # counted by PbxLimits, not by Flask-Limiter
     for name in INSTALL_BLUEPRINTS:  # unauthenticated doors that call Bitrix24 or write rows
         blueprint = cast(Blueprint | None, app.blueprints.get(name))
         if blueprint is not None:
