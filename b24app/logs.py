@@ -8,6 +8,7 @@ an exception that quotes a header cannot leak a token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -29,20 +30,40 @@ KEY_IN_TEXT = re.compile(r"(b24pbx_|Bearer\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECA
 MASK = "***"
 
 
+_MASKED = rf"\1{MASK}"
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, str):
-        return KEY_IN_TEXT.sub(rf"\1{MASK}", SECRET_IN_TEXT.sub(rf"\1{MASK}", value))
+        return _redact_text(value)
     if isinstance(value, dict):
-        return {k: MASK if SECRET_KEYS.search(str(k)) else redact(v) for k, v in value.items()}
+        return {k: MASK if _secret_name(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact(v) for v in value)
     return value
 
 
+def _redact_text(value: str) -> str:
+    """`value` with secrets masked. Each pattern runs only on text that could hold a match (a
+    `=` for SECRET_IN_TEXT; `b24pbx_` or `bearer` in any case for KEY_IN_TEXT, whose letters
+    have no case variants beyond ASCII's): a log line's ordinary values cost two substring
+    tests instead of two regex scans (~15 µs a value, most of a line's cost)."""
+    if "=" in value:
+        value = SECRET_IN_TEXT.sub(_MASKED, value)
+    lowered = value.lower()
+    if "b24pbx_" in lowered or "bearer" in lowered:
+        value = KEY_IN_TEXT.sub(_MASKED, value)
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """Whether a value under this key is masked whole (SECRET_KEYS); key names repeat."""
+    return SECRET_KEYS.search(name) is not None
+
+
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: (MASK if SECRET_KEYS.search(key) else redact(value)) for key, value in event.items()
-    }
+    return {key: (MASK if _secret_name(key) else redact(value)) for key, value in event.items()}
 
 
 def configure(level: str = "INFO") -> None:
