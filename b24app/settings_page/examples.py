@@ -15,6 +15,8 @@ PBX_CALL_ID). The Asterisk example:
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+
 KEY_PLACEHOLDER = "YOUR_PBX_KEY"  # the page puts the real key in once it is shown
 # Asterisk leaves ANSWEREDTIME empty when nobody answered; the API requires DURATION: send 0.
 DURATION = "${IF(${ISNULL(${ANSWEREDTIME})}?0:${ANSWEREDTIME})}"
@@ -39,6 +41,7 @@ def finish_url(public_url: str) -> str:
 
 
 def curl(url: str) -> str:
+    answer = _('202 {"id": "…"}: stored; b24app finishes the call in Bitrix24 within seconds.')
     return f"""curl -sS -X POST '{url}' \\
   -H 'Authorization: Bearer {KEY_PLACEHOLDER}' \\
   -H 'Content-Type: application/json' \\
@@ -51,7 +54,7 @@ def curl(url: str) -> str:
     "DURATION": 95,
     "STATUS_CODE": "ANSWER"
   }}'
-# 202 {{"id": "…"}}: stored; b24app finishes the call in Bitrix24 within seconds.
+# {answer}
 """
 
 
@@ -78,21 +81,36 @@ def asterisk(url: str) -> str:
             "-d 'STATUS_CODE=${DIALSTATUS}' &",
         ]
     )
-    return f"""; extensions.conf: report every finished call to Bitrix24 through b24app.
+    said = {
+        "title": _("extensions.conf: report every finished call to Bitrix24 through b24app."),
+        "step1": _(
+            "1. Where calls come in, remember what b24app needs and push the hangup handler "
+            "(for outgoing calls use TYPE 1, the caller's extension as B24_INNER, and the "
+            "dialled number as PHONE_NUMBER)."
+        ),
+        "inner": _("the extension that takes the call"),
+        "step2": _("2. The hangup handler: one HTTP POST per call, with Asterisk's own CURL()."),
+        "offset": _(
+            "CALL_START_DATE has no offset: b24app reads it in the time zone set on this page."
+        ),
+        "system": _(
+            "Asterisk without CURLOPT(httpheader): the same with System(curl), on one line. "
+            "System() runs a shell, so the caller's number (it comes from outside) is filtered:"
+        ),
+    }
+    return f"""; {said["title"]}
 ;
-; 1. Where calls come in, remember what b24app needs and push the hangup handler
-;    (for outgoing calls use TYPE 1, the caller's extension as B24_INNER, and
-;    the dialled number as PHONE_NUMBER).
+{_comment(said["step1"], ";    ", first="; ")}
 [from-trunk]
 exten => _X.,1,Set(__B24_TYPE=2)
- same => n,Set(__B24_INNER=101)  ; the extension that takes the call
+ same => n,Set(__B24_INNER=101)  ; {said["inner"]}
  same => n,Set(__B24_START=${{STRFTIME(${{EPOCH}},,%Y-%m-%dT%H:%M:%S)}})
  same => n,Set(CHANNEL(hangup_handler_push)=b24app-hangup,s,1)
  same => n,Dial(PJSIP/101,30)
  same => n,Hangup()
 
-; 2. The hangup handler: one HTTP POST per call, with Asterisk's own CURL().
-;    CALL_START_DATE has no offset: b24app reads it in the time zone set on this page.
+{_comment(said["step2"], ";    ", first="; ")}
+{_comment(said["offset"], ";    ", first=";    ")}
 [b24app-hangup]
 exten => s,1,Set(CURLOPT(httpheader)=Authorization: Bearer {KEY_PLACEHOLDER})
  same => n,Set(CURLOPT(httpheader)=Content-Type: application/x-www-form-urlencoded)
@@ -100,8 +118,21 @@ exten => s,1,Set(CURLOPT(httpheader)=Authorization: Bearer {KEY_PLACEHOLDER})
  same => n,Set(B24_ANSWER=${{CURL({url},{fields})}})
  same => n,Return()
 
-; Asterisk without CURLOPT(httpheader): the same with System(curl), on one line.
-; System() runs a shell, so the caller's number (it comes from outside) is filtered:
+{_comment(said["system"], "; ", first="; ")}
 ; exten => s,1,System({system})
 ;  same => n,Return()
 """
+
+
+def _comment(text: str, prefix: str, *, first: str, width: int = 78) -> str:
+    """`text` as dialplan comment lines of at most `width` characters (a word longer than that
+    stays whole)."""
+    lines: list[str] = []
+    line = first
+    for word in text.split():
+        if len(line) + len(word) > width and line.strip(" ;"):
+            lines.append(line.rstrip())
+            line = prefix
+        line += word + " "
+    lines.append(line.rstrip())
+    return "\n".join(lines)

@@ -100,7 +100,7 @@ def originate_url_error(value: str, detail: str) -> str:
     if parts.scheme != "https":
         return _(
             "The address must start with https://: the webhook carries phone numbers. Plain "
-            "http:// is allowed only where b24app runs with B24APP_ORIGINATE_ALLOW_PRIVATE=1."
+            "http:// works only where whoever runs b24app has opened it to private networks."
         )
     if "does not resolve" in detail:
         return _(
@@ -109,8 +109,7 @@ def originate_url_error(value: str, detail: str) -> str:
         )
     return _(
         "%(host)s leads to a private or local network address; b24app sends webhooks to public "
-        "addresses only (whoever runs b24app may allow private ones with "
-        "B24APP_ORIGINATE_ALLOW_PRIVATE=1).",
+        "addresses only. Enter your PBX's public address, or ask whoever runs b24app.",
         host=parts.hostname,
     )
 

@@ -32,6 +32,7 @@ from b24app.portals.reauth import authorization_url
 from b24app.portals.settings import Preferences, zone
 from b24app.settings_page import (
     actions,
+    assets,
     examples,
     journal,
     messages,
@@ -41,17 +42,12 @@ from b24app.settings_page import (
 )
 from b24app.settings_page.entry import EntryRefused, language, verify_entry
 from b24app.settings_page.i18n import use_language
+from b24app.settings_page.page_messages import page_messages
 from b24app.settings_page.page_token import TokenRefused, Viewer
 from b24app.wiring import current_store
 
 log = get_logger(__name__)
-bp = Blueprint(
-    "settings_page",
-    __name__,
-    template_folder="templates",
-    static_folder="static",
-    static_url_path="/app/static",
-)
+bp = Blueprint("settings_page", __name__, template_folder="templates")
 
 View = TypeVar("View", bound=Callable[..., Response])
 
@@ -76,31 +72,46 @@ def page() -> Response:
         token=page_token.issue(current_app.config["SECRET_KEY"], viewer),
         token_header=page_token.HEADER,
         api=f"{request.script_root}/app/api",
-        messages=messages.client_messages(),
+        messages=page_messages(),
         examples=_examples() if viewer.is_admin else None,
         key_placeholder=examples.KEY_PLACEHOLDER,
+        admin_unknown=entry.admin_unknown,
+        timezones=_timezones(),
     )
     html = render_template(
-        "settings_page/page.html",
+        "settings_page/app.html",
         lang=viewer.lang,
         state=state,
         viewer=viewer,
-        admin_unknown=entry.admin_unknown,
-        timezones=sorted(available_timezones()),
+        asset=assets.url,
         bx24_script_url=settings.bx24_script_url,
     )
     log.info("settings page opened", member_id=viewer.member_id, admin=viewer.is_admin)
     return page_headers(Response(html), entry.client_endpoint, settings.bx24_script_url)
 
 
+# The UI kit's colour plugin writes one <style> element (first by hand, then again through
+# @unhead): the theme's colour variables, empty as b24ui 2.13 ships them (the colours themselves
+# are in static/settings-page/settings.css). Both forms are allowed by their hashes rather than
+# 'unsafe-inline', so no other inline style runs; the kit's other styles are set through the CSSOM
+# (element.style), which CSP does not govern. tests/browser/test_page_layout.py fails on any CSP
+# violation, so a kit whose element differs is noticed.
+KIT_STYLE_HASHES = (
+    "'sha256-7ZIzQltM1iU0jPqNUKNjeveSPHJnVZPsIFZx2wkyrFQ='",
+    "'sha256-BNHR/EuRTWKOogNXGy6GYKNW30rxZNFeeHRiLsUCF2A='",
+)
+
+
 def page_headers(response: Response, client_endpoint: str, bx24_script_url: str) -> Response:
     """Framed by the portal's origin only (frames.framed); scripts, styles and requests
-    from our own origin only (plus BX24.js); nothing cached."""
+    from our own origin only (plus BX24.js, and the kit's one style element by its hash); no
+    eval, no inline script; nothing cached."""
     framed(response, client_endpoint)
     ancestors = response.headers["Content-Security-Policy"]
     scripts = " ".join(filter(None, ["'self'", _script_source(bx24_script_url)]))
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "
+        f"default-src 'none'; script-src {scripts}; style-src 'self' {' '.join(KIT_STYLE_HASHES)}; "
+        "img-src 'self' data:; "
         f"connect-src 'self'; form-action 'self'; base-uri 'none'; {ancestors}"
     )
     response.headers["Cache-Control"] = "no-store"
@@ -129,6 +140,11 @@ def _refused(refusal: EntryRefused) -> Response:
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@functools.cache
+def _timezones() -> list[str]:
+    return sorted(available_timezones())
 
 
 def _examples() -> dict[str, Any]:
@@ -481,6 +497,20 @@ def import_mapping(viewer: Viewer) -> Response:
     rows = actions.import_csv(viewer.member_id, text, _all_employees(viewer.member_id))
     _audit(viewer, "mapping imported", rows=len(rows))
     return jsonify(ok=True, mapping=_rows(rows), count=len(rows))
+
+
+@bp.post("/app/api/mapping/import/check")
+@api(admin=True)
+def check_mapping_import(viewer: Viewer) -> Response:
+    """What importing `{"csv"}` would do, without saving (actions.check_import): `{"ok",
+    "count", "added": [{"extension", "user_id"}], "changed": [{"extension", "from", "to"}],
+    "removed": [...], "errors": [every bad line, in words]}`; the page shows it before the
+    admin confirms the import."""
+    text = _body().get("csv")
+    if not isinstance(text, str):
+        raise actions.Refused.one("csv", messages.nothing_to_import())
+    checked = actions.check_import(viewer.member_id, text, _all_employees(viewer.member_id))
+    return jsonify(ok=True, **checked.as_json())
 
 
 @bp.post("/app/api/mapping/from-profiles")

@@ -75,8 +75,18 @@ def screenshot(request: pytest.FixtureRequest) -> Screenshot:
     test_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
 
     def save(page: Page, state: str = "") -> Path:
+        """The whole page: the window made as tall as the page for the picture, then as it was.
+        (Not Playwright's full_page, which stretches the frames' own viewports while it takes
+        the picture: a page that fits its iframe to its content would grow with them.)"""
         path = SCREENSHOTS / (f"{test_name}-{state}.png" if state else f"{test_name}.png")
-        page.screenshot(path=str(path), full_page=True)
+        size = page.viewport_size
+        assert size is not None
+        height = page.evaluate("() => document.documentElement.scrollHeight")
+        scrolled = page.evaluate("() => scrollY")
+        page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+        page.screenshot(path=str(path))
+        page.set_viewport_size(size)
+        page.evaluate("y => scrollTo(0, y)", scrolled)
         return path
 
     return save

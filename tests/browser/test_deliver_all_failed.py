@@ -12,7 +12,7 @@ from b24app.delivery.worker import Worker
 from b24app.portals import pbx_keys
 from b24app.wiring import current_store
 from tests.browser.conftest import Screenshot
-from tests.browser.test_settings_page import flash, open_in_shell, stored
+from tests.browser.test_settings_page import dialog, flash, open_in_shell, stored
 from tests.conftest import LiveApp
 
 
@@ -41,14 +41,14 @@ def test_an_admin_delivers_all_failed_calls_again(
     assert Worker(shell_app.app, idle_sleep=0.05).run(once=True) == Counter(failed=2)
 
     frame.click("#journal-refresh")
-    frame.locator('#journal-rows tr[data-state="failed"]').first.wait_for()
+    frame.locator('#journal-table [data-call][data-state="failed"]').first.wait_for()
     frame.click("#redeliver-all")
-    assert frame.is_visible("#redeliver-confirm")
+    assert "Each is sent at most once" in dialog(frame).inner_text()
     screenshot(page, "deliver-all-failed-confirm")
     frame.click("#redeliver-yes")
 
     flash(frame, "Failed calls queued to be sent again shortly: 2.")
-    assert not frame.is_visible("#redeliver-confirm")
-    frame.locator('#journal-rows tr[data-state="queued"]').nth(1).wait_for()
-    assert frame.locator('#journal-rows tr[data-state="failed"]').count() == 0
+    frame.get_by_role("dialog").wait_for(state="detached")
+    frame.locator('#journal-table [data-call][data-state="queued"]').nth(1).wait_for()
+    assert frame.locator('#journal-table [data-call][data-state="failed"]').count() == 0
     screenshot(page, "deliver-all-failed-done")

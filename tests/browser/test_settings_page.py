@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import requests
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from playwright.sync_api import Frame, Page, Route
+from playwright.sync_api import FloatRect, Frame, Locator, Page, Route
 
 from b24app.db import get_db
 from b24app.delivery.retry import RetryPolicy
@@ -25,7 +25,7 @@ from tests.conftest import TEST_CLIENT_ID, LiveApp
 
 def open_in_shell(page: Page, live: LiveApp, portal: DevPortal, query: str = "") -> Frame:
     """Open the shell of `portal`, click our app's card, and return the settings page's frame
-    once its script has run and the employees are loaded."""
+    once the page has rendered and the employees are loaded."""
     page.goto(f"{live.dev.base_url}/p/{portal.code}/{query}")
     page.locator(f'article[data-client-id="{TEST_CLIENT_ID}"] button').click()
     page.wait_for_function("() => window.bx24Shell.frame && window.bx24Shell.frame.page === 'app'")
@@ -35,16 +35,68 @@ def open_in_shell(page: Page, live: LiveApp, portal: DevPortal, query: str = "")
     # functions, not expressions: Playwright evaluates a polled expression with eval(), which
     # the page's CSP forbids (as it should)
     frame.wait_for_function("() => document.body && document.body.dataset.ready === '1'")
-    frame.wait_for_selector("#employees-state", state="hidden")
+    frame.wait_for_selector("#employees-state", state="detached")
     return frame
 
 
-def flash(frame: Frame, text: str) -> None:
-    frame.wait_for_function(
-        "t => { const f = document.getElementById('flash'); return !f.hidden && "
-        "f.textContent.includes(t); }",
+def in_viewport(page: Page, box: FloatRect | None) -> bool:
+    """Whether `box` (page coordinates, as Playwright gives them for any frame) is wholly inside
+    the browser's window: what the admin sees without scrolling."""
+    size = page.viewport_size
+    assert box is not None and size is not None
+    return (
+        box["y"] >= 0
+        and box["x"] >= 0
+        and box["y"] + box["height"] <= size["height"]
+        and box["x"] + box["width"] <= size["width"]
+    )
+
+
+def flash(frame: Frame, text: str) -> Locator:
+    """Wait for the UI kit's toast that says `text` (a confirmation, or a failure) and check
+    that it appeared where the admin looks: inside the browser's window, wherever the portal's
+    page is scrolled (issue 14 item 2)."""
+    toast = frame.locator('li[data-slot="base"]').filter(has_text=text).last
+    toast.wait_for()
+    frame.wait_for_function(  # the toast slides in: measure it where it stops
+        "t => [...document.querySelectorAll('li[data-slot=base]')].some(n => "
+        "n.textContent.includes(t) && !n.getAnimations().some(a => a.playState === 'running'))",
         arg=text,
     )
+    assert in_viewport(frame.page, toast.bounding_box()), f"toast {text!r} out of view"
+    return toast
+
+
+def dialog(frame: Frame) -> Locator:
+    """The open confirmation (the UI kit's modal), checked to be inside the browser's window."""
+    modal = frame.get_by_role("dialog")
+    modal.wait_for()
+    frame.wait_for_function(
+        "() => { const d = document.querySelector('[role=dialog]'); "
+        "return d && !d.getAnimations().some(a => a.playState === 'running'); }"
+    )
+    assert in_viewport(frame.page, modal.bounding_box()), "the confirmation is out of view"
+    return modal
+
+
+def choose(frame: Frame, select_id: str, text: str) -> None:
+    """Pick `text` in the UI kit's searchable select `select_id`: open it, search for it when
+    it is not among the options shown (a long list shows a window of them), and click it."""
+    frame.click(f"#{select_id}")
+    frame.get_by_role("listbox").wait_for()
+    option = frame.get_by_role("option", name=text, exact=True)
+    if not option.count():
+        frame.page.keyboard.type(text)  # into the select's search field, which has the focus
+    option.first.wait_for()
+    option.first.dispatch_event("click")  # the list floats over the fitted frame's edge
+    frame.get_by_role("listbox").wait_for(state="detached")
+
+
+def field_error(frame: Frame, input_id: str) -> str:
+    """The error the UI kit's form field shows under the control `input_id`."""
+    error = frame.locator(f'[data-slot="root"]:has(#{input_id}) [data-slot="error"]').first
+    error.wait_for()
+    return error.inner_text().strip()
 
 
 def stored(live: LiveApp, portal: DevPortal, read: Callable[..., object]) -> object:
@@ -66,24 +118,21 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     assert frame_box is not None and frame_box["height"] >= content - 2  # BX24.fitWindow()
     screenshot(page, "1-admin-en")
 
-    # map an extension, with the keyboard only
-    frame.focus("#add-extension")
-    page.keyboard.type("201")
-    page.keyboard.press("Tab")
-    page.keyboard.type("Clara")  # the select's type-ahead
-    page.keyboard.press("Tab")
-    page.keyboard.press("Enter")
+    # map an extension: type it, find the employee in the searchable select
+    frame.fill("#add-extension", "201")
+    choose(frame, "add-user", "Clara Support (#3)")
+    frame.click("#add-save")
     flash(frame, "Extension 201 now goes to Clara Support (#3).")
-    assert frame.inner_text('tr[data-extension="201"]').startswith("201")
+    assert frame.inner_text('tr:has([data-extension="201"])').startswith("201")
     frame.fill("#mapping-search", "clara")
-    assert frame.locator("#mapping-rows tr[data-extension]").count() == 1
+    assert frame.locator("#mapping-table tr:has([data-extension])").count() == 1
     frame.fill("#mapping-search", "nobody")
-    assert frame.inner_text("#mapping-rows") == "Nothing matches the search."
+    assert "Nothing matches the search." in frame.inner_text("#mapping-table")
     frame.fill("#mapping-search", "")
     screenshot(page, "2-mapped")
 
     # set the currency
-    frame.select_option("#currency", "EUR")
+    choose(frame, "currency", "EUR")
     frame.click("#defaults-save")
     flash(frame, "Saved.")
     assert stored(shell_app, portal, lambda p: p.settings.currency) == "EUR"
@@ -91,7 +140,7 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     # rotate the key, with the confirmation
     old_key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, current_store().box))
     frame.click("#key-rotate")
-    assert frame.is_visible("#rotate-confirm")
+    assert "The current key stops working at once" in dialog(frame).inner_text()
     screenshot(page, "3-rotate-confirm")
     frame.click("#rotate-yes")
     flash(frame, "New key made.")
@@ -126,11 +175,13 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     assert portal.statistics[-1]["_params"]["COST_CURRENCY"] == "EUR"
 
     frame.click("#journal-refresh")
-    row = frame.locator('#journal-rows tr[data-state="delivered"]')
+    row = frame.locator('#journal-table tr:has([data-state="delivered"][data-call])')
     row.wait_for()
     assert "Clara Support (#3)" in row.inner_text()
     assert "Finished in Bitrix24." in row.inner_text()
-    assert frame.inner_text("#health-last") != "—"
+    assert "2026-03-07 10:20:30" in row.inner_text()  # when the call started, in the zone shown
+    assert frame.inner_text("#journal-zone").startswith("Times in UTC")
+    assert frame.inner_text("#health-last") != "none yet"
     screenshot(page, "5-journal")
 
 
@@ -168,7 +219,7 @@ def test_a_forged_or_expired_page_token_is_refused(
     )
     page.route(f"{shell_app.url}/app/api/**", lambda route: _forge_token(route, forged))
 
-    frame.select_option("#timezone", "Europe/Moscow")
+    choose(frame, "timezone", "Europe/Moscow")
     frame.click("#defaults-save")
 
     flash(frame, "The page's session is not valid. Open the application again in Bitrix24.")
@@ -194,9 +245,8 @@ def test_the_page_in_russian(shell_app: LiveApp, page: Page, screenshot: Screens
     assert frame.inner_text("#journal-title") == "Журнал звонков"
     assert frame.inner_text("#defaults-save") == "Сохранить"
     frame.fill("#add-extension", "20 1")
-    frame.select_option("#add-user", "2")
+    choose(frame, "add-user", "Boris Sales (#2)")
     frame.click("#add-save")
-    frame.wait_for_selector("#extension-error:not([hidden])")
-    assert frame.inner_text("#extension-error").startswith("Добавочный номер — от 1 до 32")
+    assert field_error(frame, "add-extension").startswith("Добавочный номер — от 1 до 32")
     assert frame.get_attribute("#add-extension", "aria-invalid") == "true"
     screenshot(page, "ru")

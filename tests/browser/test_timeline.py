@@ -47,7 +47,7 @@ def test_an_admin_opens_a_calls_timeline_and_delivers_one_event_again(
     )
 
     frame.click("#journal-refresh")
-    row = frame.locator(f'#journal-rows tr[data-call="{public_id}"]')
+    row = frame.locator(f'#journal-table tr:has([data-call="{public_id}"])')
     row.wait_for()
     assert "Clara Support (#3)" in row.inner_text()  # the finish's USER_ID, by name
     toggle = row.locator(".timeline-toggle")

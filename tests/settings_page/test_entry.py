@@ -15,6 +15,7 @@ from b24app.db import get_db
 from b24app.models import PortalStatus
 from b24app.portals import store
 from b24app.settings_page import page_token
+from b24app.settings_page.views import KIT_STYLE_HASHES
 from tests.conftest import LiveApp
 from tests.settings_page.conftest import (
     entry_request,
@@ -32,14 +33,18 @@ def test_an_admin_gets_the_page_with_its_token_framed_by_the_portal_only(live_ap
     csp = page.response.headers["Content-Security-Policy"]
     assert f"frame-ancestors 'self' {live_app.dev.base_url}" in csp
     assert "script-src 'self' api.bitrix24.com;" in csp  # BX24.js, from settings
-    assert "style-src 'self';" in csp and "default-src 'none'" in csp
-    assert "unsafe-inline" not in csp
+    # our files, and the UI kit's one (empty) style element by its hashes (views.py)
+    styles = " ".join(["'self'", *KIT_STYLE_HASHES])
+    assert f"style-src {styles};" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "X-Frame-Options" not in page.response.headers
     assert page.response.headers["Cache-Control"] == "no-store"
     html = page.response.text
-    assert 'id="connection"' in html and 'id="journal"' in html  # the admin's sections
+    assert page.state["examples"] is not None  # the admin's blocks: connection, journal
     assert "<script>" not in html  # no inline script (the CSP would block it)
     assert '<script src="//api.bitrix24.com/api/v1/">' in html
+    page_script = r'<script type="module" src="/static/settings-page/settings\.js\?v=\w{12}">'
+    assert re.search(page_script, html)  # our built page, its URL changing with its content
     assert pbx_key(live_app, portal) not in html  # the key is shown only when asked for
 
 
@@ -57,11 +62,11 @@ def test_a_non_admin_gets_the_read_only_view(live_app: LiveApp):
     page = open_page(live_app, portal, user_id=2)  # Boris is not an admin
 
     assert page.state["viewer"] == {"user_id": 2, "is_admin": False}
-    html = page.response.text
-    assert 'id="readonly-notice"' in html
-    assert "Only administrators of this Bitrix24 can change these settings" in html
-    assert re.search(r"<fieldset\s+disabled", html)
-    assert 'id="connection"' not in html and 'id="journal"' not in html
+    assert 'class="is-readonly"' in page.response.text
+    assert (
+        "Only administrators of this Bitrix24 can change these settings"
+        in (page.state["messages"]["readonly_text"])
+    )
     assert page.state["examples"] is None and "key_rotated_at" not in page.state
 
 
@@ -75,7 +80,7 @@ def test_the_language_follows_the_portals_lang(live_app: LiveApp, lang: str, exp
 
     assert f'<html lang="{expected}">' in page.response.text
     title = "Журнал звонков" if expected == "ru" else "Call journal"
-    assert title in page.response.text
+    assert page.state["messages"]["journal_title"] == title
     assert page.state["messages"]["save"] == ("Сохранить" if expected == "ru" else "Save")
 
 
