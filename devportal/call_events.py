@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devportal import event_queue
+from devportal.crm_data import CrmEntity
 from devportal.install_driver import InstallDriver, bindings
 from devportal.methods.common import granted_scopes
 from devportal.methods.telephony import call_start_date, new_call_id
@@ -139,8 +140,9 @@ def order_callback(
         contact = find_contact(portal, number)
         if contact is not None:
             entity_type, entity_id = "CONTACT", int(contact["ID"])
-        else:
+        else:  # the CRM form files an unknown client as a new lead (searchable from now on)
             entity_type, entity_id = "LEAD", state.next_call_number()
+            portal.crm.append(CrmEntity("LEAD", entity_id, "Callback request", (number,), user_id))
         data = {
             "PHONE_NUMBER": number,
             "TEXT": text.strip()[:TEXT_LENGTH],

@@ -573,11 +573,27 @@ def external_call_search_crm_entities(call: Call, params: dict[str, Any]) -> lis
     wanted = _digits(phone)
     found = [
         entity
-        for entity in call.portal.crm
+        for entity in [*call.portal.crm, *shell_contacts(call.portal)]
         if wanted and any(_digits(number) == wanted for number in entity.phones)
     ]
     found.sort(key=lambda e: (SEARCH_ORDER.index(e.entity_type), e.id))
     return [_found(call.portal, entity) for entity in found]
+
+
+def shell_contacts(portal: Any) -> list[CrmEntity]:
+    """The shell's click-to-call contacts (state.default_contacts) are CRM contacts too, so a
+    number clicked in the shell is found as Bitrix24 would find it; without a responsible
+    employee of their own they are the portal admin's (user 1)."""
+    return [
+        CrmEntity(
+            "CONTACT",
+            int(c["ID"]),
+            f"{c.get('NAME', '')} {c.get('LAST_NAME', '')}".strip(),
+            (str(c["PHONE"]),),
+            int(c.get("ASSIGNED_BY_ID") or 1),
+        )
+        for c in portal.contacts
+    ]
 
 
 # --- attachRecord ---------------------------------------------------------------------------
