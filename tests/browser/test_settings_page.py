@@ -52,6 +52,20 @@ def in_viewport(page: Page, box: FloatRect | None) -> bool:
     )
 
 
+IN_VIEW_WITHIN = 1.0  # s: how soon a toast or a question must be where the admin looks
+
+
+def comes_into_view(page: Page, what: Locator, name: str) -> None:
+    """`what` is wholly inside the browser's window within IN_VIEW_WITHIN seconds of appearing
+    (the page places it by which part of it is on the screen, measured as the window scrolls)."""
+    deadline = time.monotonic() + IN_VIEW_WITHIN
+    box = what.bounding_box()
+    while not in_viewport(page, box) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+        box = what.bounding_box()
+    assert in_viewport(page, box), f"{name} out of view: {box} in {page.viewport_size}"
+
+
 def flash(frame: Frame, text: str) -> Locator:
     """Wait for the UI kit's toast that says `text` (a confirmation, or a failure) and check
     that it appeared where the admin looks: inside the browser's window, wherever the portal's
@@ -63,7 +77,7 @@ def flash(frame: Frame, text: str) -> Locator:
         "n.textContent.includes(t) && !n.getAnimations().some(a => a.playState === 'running'))",
         arg=text,
     )
-    assert in_viewport(frame.page, toast.bounding_box()), f"toast {text!r} out of view"
+    comes_into_view(frame.page, toast, f"toast {text!r}")
     return toast
 
 
@@ -75,7 +89,7 @@ def dialog(frame: Frame) -> Locator:
         "() => { const d = document.querySelector('[role=dialog]'); "
         "return d && !d.getAnimations().some(a => a.playState === 'running'); }"
     )
-    assert in_viewport(frame.page, modal.bounding_box()), "the confirmation is out of view"
+    comes_into_view(frame.page, modal, "the confirmation")
     return modal
 
 

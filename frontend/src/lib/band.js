@@ -17,6 +17,7 @@
 const STRIPE = 32
 const THRESHOLDS = Array.from({ length: 11 }, (_, n) => n / 10)
 const seen = new Map() // stripe -> its visible rectangle, or null
+let observer = null
 
 function write(top, bottom) {
   const root = document.documentElement.style
@@ -37,6 +38,17 @@ function update() {
   if (top < bottom) write(top, bottom)
 }
 
+function take(entries) {
+  for (const entry of entries) seen.set(entry.target, entry.isIntersecting ? entry.intersectionRect : null)
+  update()
+}
+
+/** The band as the observer last saw it, with what it has seen since but not yet reported
+ * (called before a toast or a modal is shown: the page may just have scrolled). */
+export function catchUp() {
+  if (observer) take(observer.takeRecords())
+}
+
 /** Start following the visible band (once, before the app mounts). */
 export function followBand() {
   write(0, window.innerHeight)
@@ -45,10 +57,7 @@ export function followBand() {
   holder.className = 'b24app-band'
   holder.setAttribute('aria-hidden', 'true')
   document.body.appendChild(holder)
-  const observer = new IntersectionObserver((entries) => {
-    for (const entry of entries) seen.set(entry.target, entry.isIntersecting ? entry.intersectionRect : null)
-    update()
-  }, { threshold: THRESHOLDS })
+  observer = new IntersectionObserver(take, { threshold: THRESHOLDS })
   const cover = () => {
     const wanted = Math.ceil(document.body.scrollHeight / STRIPE)
     while (holder.children.length < wanted) {

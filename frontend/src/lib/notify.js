@@ -6,6 +6,7 @@
  * of the iframe is on the screen; the toaster and the modals are placed inside that part.
  */
 import { markRaw } from 'vue'
+import { catchUp } from './band.js'
 
 let toaster = null
 
@@ -17,6 +18,7 @@ export function useToaster(toast) {
 /** A confirmation ("Saved.", "Copied." …): green, gone after 5 s; `actions` (e.g. Undo) are the
  * kit's toast buttons. */
 export function done(text, options = {}) {
+  catchUp()
   return toaster?.add({
     description: text,
     color: 'air-primary-success',
@@ -27,10 +29,12 @@ export function done(text, options = {}) {
 
 /** A failure that belongs to no field: red, kept until closed. */
 export function failed(text) {
+  catchUp()
   return toaster?.add({ description: text, color: 'air-primary-alert', duration: 0 })
 }
 
 /** Something to know that is neither (a line that existed already). */
 export function told(text) {
+  catchUp()
   return toaster?.add({ description: text, color: 'air-primary', duration: 7000 })
 }
