@@ -20,17 +20,18 @@ transaction (`BEGIN IMMEDIATE`) serialises. A new event marks its call due
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ from b24app.models import (
     new_public_id,
     utcnow,
 )
+from b24app.pbx.prepared import PreparedInsert
 from b24app.pbx.schemas import (
     FIELDS,
     FILE,
@@ -506,11 +508,14 @@ def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert
 _CALLS, _EVENTS = cast(Table, Call.__table__), cast(Table, CallEvent.__table__)
 
 
-@functools.cache
+_CALL_VALUES = ("portal_id", "key", "public_id", "now", "started_at", "phone_digits", "extensions")
+_EVENT_VALUES = ("call_id", "kind", "dedupe_key", "request", "now")
+
+
 def _statements(dialect: str) -> tuple[Any, Any]:
-    """The two inserts of `_store`, built once per dialect (bound parameters, no ORM), so each
-    request only executes them: building and caching a statement per request cost more than
-    running it (docs/performance.md, Intake)."""
+    """The two inserts of `_store` (bound parameters, no ORM): the call's row, queued and due,
+    events_version 1, with the journal's columns; and the event's row. Each ON CONFLICT DO
+    NOTHING RETURNING id."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     call = (
         insert(_CALLS)
@@ -521,6 +526,7 @@ def _statements(dialect: str) -> tuple[Any, Any]:
             state=CallState.QUEUED.value,
             next_attempt_at=bindparam("now"),
             created_at=bindparam("now"),
+            updated_at=bindparam("now"),
             events_version=1,
             started_at=bindparam("started_at"),
             phone_digits=bindparam("phone_digits"),
@@ -545,6 +551,27 @@ def _statements(dialect: str) -> tuple[Any, Any]:
     return call, event
 
 
+_PREPARED: weakref.WeakKeyDictionary[Dialect, tuple[PreparedInsert, PreparedInsert]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _prepared(connection: Connection) -> tuple[PreparedInsert, PreparedInsert]:
+    """`_statements` compiled once per database (per engine's dialect), run on the driver's
+    cursor (pbx/prepared.py: building and running a statement through SQLAlchemy cost more
+    than the database's own work; docs/performance.md, Intake)."""
+    dialect = connection.dialect
+    prepared = _PREPARED.get(dialect)
+    if prepared is None:
+        call, event = _statements(dialect.name)
+        prepared = (
+            PreparedInsert.build(call, dialect, _CALL_VALUES),
+            PreparedInsert.build(event, dialect, _EVENT_VALUES),
+        )
+        _PREPARED[dialect] = prepared
+    return prepared
+
+
 def _call_row(
     session: Session, portal_id: int, key: str, now: datetime, facts: call_index.Facts
 ) -> tuple[int, str | None]:
@@ -554,11 +581,10 @@ def _call_row(
     events of one call make one row."""
     public_id = new_public_id()
     connection = session.connection()
-    statement, _ = _statements(connection.dialect.name)
     values = {"portal_id": portal_id, "key": key, "public_id": public_id, "now": now}
-    inserted = connection.execute(
-        statement, values | call_index.first_values(facts, now)
-    ).scalar_one_or_none()
+    inserted = _prepared(connection)[0].run(
+        connection, values | call_index.first_values(facts, now)
+    )
     if inserted is not None:
         return int(inserted), public_id
     found = session.execute(
@@ -612,18 +638,15 @@ def _answer_in_turn(session: Session, call_id: int, event: Event) -> Event:
 def _insert_event(session: Session, call_id: int, event: Event, now: datetime) -> int | None:
     """Insert unless the call has this (kind, dedupe_key) already; the new event's id, or None."""
     connection = session.connection()
-    _, statement = _statements(connection.dialect.name)
-    inserted: int | None = connection.execute(
-        statement,
-        {
-            "call_id": call_id,
-            "kind": event.kind.value,
-            "dedupe_key": event.dedupe_key,
-            "request": event.request,
-            "now": now,
-        },
-    ).scalar_one_or_none()
-    return inserted
+    values = {
+        "call_id": call_id,
+        "kind": event.kind.value,
+        "dedupe_key": event.dedupe_key,
+        "request": event.request,
+        "now": now,
+    }
+    inserted = _prepared(connection)[1].run(connection, values)
+    return None if inserted is None else int(inserted)
 
 
 FIELDS_OF: dict[EventKind, tuple[str, ...]] = {
