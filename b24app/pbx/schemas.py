@@ -96,8 +96,7 @@ def text(max_length: int, *, multiline: bool = False) -> Callable[[Any], str]:
             raise _refuse("must not be empty")
         if len(value) > max_length:
             raise _refuse(f"must be at most {max_length} characters")
-        allowed = _LINE_BREAKS if multiline else ""
-        if any(_control(ch) and ch not in allowed for ch in value):
+        if (_CONTROL_BUT_BREAKS if multiline else _CONTROL).search(value):
             raise _refuse("must not contain control characters")
         if not _encodable(value):
             raise _refuse("must be valid Unicode text (it holds an unpaired surrogate)")
@@ -107,6 +106,10 @@ def text(max_length: int, *, multiline: bool = False) -> Callable[[Any], str]:
 
 
 _LINE_BREAKS = "\t\n\r"
+# Unicode's control characters (category Cc: U+0000-U+001F and U+007F-U+009F, fixed by the
+# standard), found by one regex scan instead of a category look-up per character
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _control(char: str) -> bool:
@@ -200,9 +203,12 @@ def status(value: Any) -> str:
     if not value.strip():
         raise _refuse("must not be empty")
     # never refused for its content: what cannot be stored is replaced (it maps to OTHER anyway)
+    text = value.strip()
+    if not _CONTROL_BUT_BREAKS.search(text) and _encodable(text):
+        return text  # nothing to replace (a status such as "200" or "ANSWER")
     return "".join(
         "\ufffd" if (_control(ch) and ch not in _LINE_BREAKS) or not _encodable(ch) else ch
-        for ch in value.strip()
+        for ch in text
     )
 
 
