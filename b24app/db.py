@@ -10,6 +10,8 @@ Use `db.write()` for a transaction that may write and `db.read()` for one that o
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -32,12 +35,37 @@ class Database:
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
+        # reentrant: a write opened inside another on one thread meets SQLite's lock as before
+        self._writing = threading.RLock() if self.is_sqlite else None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on error."""
-        with self._write_sessions() as session, session.begin():
+        """A transaction that commits on success and rolls back on error.
+
+        On SQLite, a process's write transactions also queue on one lock before BEGIN
+        IMMEDIATE: SQLite's own wait for its write lock is a sleep that grows to 100 ms between
+        tries, so threads of one process that contend for it wait far longer than the few
+        milliseconds a transaction holds it; on the lock they go as soon as it is free. Only
+        other processes then contend in SQLite itself."""
+        with self._turn(), self._write_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This thread's turn to write (SQLite; PostgreSQL's row locks need none): waited for
+        as long as SQLite itself would wait (its busy timeout), then OperationalError as from
+        SQLite ("database is locked")."""
+        if self._writing is None:
+            yield
+            return
+        if not self._writing.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+            )
+        try:
+            yield
+        finally:
+            self._writing.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
