@@ -264,6 +264,12 @@ class Closed:
     def cpu_per_request(self) -> float:
         return self.server_cpu / max(self.requests, 1)
 
+    @property
+    def cpu_per_ok(self) -> float:
+        """gunicorn's CPU per answer that was the expected one (202 for the intake: per
+        accepted call)."""
+        return self.server_cpu / max(self.ok, 1)
+
 
 def closed_loop(url: str, target: Target, connections: int, seconds: float, client: str) -> Closed:
     if client == "wrk":
@@ -439,6 +445,12 @@ def report(m: Measured, args: argparse.Namespace) -> None:
     print(
         f"  intake / ceiling: {share:.2f} (goal ≥ {GOAL_SHARE}: "
         f"{'met' if share >= GOAL_SHARE else 'NOT met'})"
+    )
+    ceiling, intake = closed.values()
+    print(
+        f"  gunicorn CPU per accepted call: {ms(intake.cpu_per_ok)} ms "
+        f"(per /healthz answer: {ms(ceiling.cpu_per_ok)} ms; "
+        f"ratio {ceiling.cpu_per_ok / max(intake.cpu_per_ok, 1e-9):.2f})"
     )
     print(f"\n(b) open loop, {args.rate:.0f} requests/s for {args.open_seconds:.0f} s:")
     print(
