@@ -27,7 +27,10 @@ from b24app.portals.store import InstallationStore
 CONFIRM_WAIT = 2.0  # seconds
 KEEP_FREE = 0.5  # of the portal's burst left to the delivery (PortalClient.ask)
 
-_confirmed: set[str] = set()  # webhook ids (unique per request), this process
+# webhook ids (unique per request) confirmed in this process, the newest CONFIRMED_KEPT: a
+# request is retried for ten minutes at most, so older ones are never asked about again
+CONFIRMED_KEPT = 10_000
+_confirmed: dict[str, None] = {}
 _lock = threading.Lock()
 
 
@@ -51,7 +54,9 @@ def confirm(store: InstallationStore, job: Job) -> Attempt | None:
     if not found:
         return Attempt("unconfirmed", False, error=reason)
     with _lock:
-        _confirmed.add(job.webhook_id)
+        _confirmed[job.webhook_id] = None
+        if len(_confirmed) > CONFIRMED_KEPT:
+            del _confirmed[next(iter(_confirmed))]
     return None
 
 
