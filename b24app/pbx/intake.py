@@ -471,26 +471,29 @@ def _refused(refused: recordings.RecordingRefused) -> Result:
 
 
 def _store(db: Database, portal: PortalContext, event: Event, after: AfterInsert | None) -> Result:
-    """One short write transaction (the module docstring): the call's row, the event's row, what
-    the event brings, and the call marked due (delivery/outbox.event_added); the call's row
-    gets what the journal orders and finds it by (delivery/call_index.py) in the same
-    statements."""
+    """One short write transaction (the module docstring), shared with the events other threads
+    store at the same moment (db.write_together: group commit): the call's row, the event's
+    row, what the event brings, and the call marked due (delivery/outbox.event_added); the
+    call's row gets what the journal orders and finds it by (delivery/call_index.py) in the same
+    statements. Answered only once committed."""
     now = utcnow()
     facts = call_index.facts_of(event.kind, event.request, zone(portal.timezone))
-    differing: list[FieldError] = []
-    with db.write() as session:  # committed when the block ends, before anyone is answered
+
+    def work(session: Session) -> tuple[str, str, int | None, list[FieldError]]:
         call_id, new_call = _call_row(session, portal.portal_id, event.key, now, facts)
         if new_call is not None:  # the call's first event: nothing to compare, already due
             event_id = _insert_event(session, call_id, event, now)
             if after is not None and event_id is not None:
                 after(session, portal.portal_id, event_id, now)
-            public_id, state = new_call, str(CallState.QUEUED)
-        else:
-            also = call_index.later_values(facts, now)
-            event_id, differing = _add_to_call(session, portal, call_id, event, after, now, also)
-            public_id, state = session.execute(
-                select(Call.public_id, Call.state).where(Call.id == call_id)
-            ).one()
+            return new_call, str(CallState.QUEUED), event_id, []
+        also = call_index.later_values(facts, now)
+        event_id, differing = _add_to_call(session, portal, call_id, event, after, now, also)
+        public_id, state = session.execute(
+            select(Call.public_id, Call.state).where(Call.id == call_id)
+        ).one()
+        return public_id, state, event_id, differing
+
+    public_id, state, event_id, differing = db.write_together(work)
     view = {"id": public_id, "state": state}
     if event_id is not None:  # logged once, with its outcome, by the caller (pbx/views.py)
         return Result(Code.ACCEPTED, call=view)

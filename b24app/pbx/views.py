@@ -14,12 +14,11 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Flask, Response, current_app, request
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from werkzeug.exceptions import HTTPException
 
 from b24app import metrics, ratelimit
 from b24app.config import Settings
-from b24app.db import Database, get_db
+from b24app.db import Database, database_away, get_db
 from b24app.logs import get_logger
 from b24app.models import EventKind
 from b24app.pbx import auth, intake, openapi, problems
@@ -217,24 +216,15 @@ def _http_error(error: HTTPException) -> Response:
 
 @bp.errorhandler(Exception)
 def _bug(error: Exception) -> Response:
-    if _database_away(error):  # wherever it surfaced (key look-up, limiter, store): send again
+    # wherever it surfaced (key look-up, limiter, store), the request did nothing durable: 503 +
+    # Retry-After tells the PBX to send it again (a restart drill saw 3 of 1,180 answered 500)
+    if database_away(error):
         log.warning("pbx endpoint: database unavailable", error=type(error).__name__)
         return problems.answer(
             Result(Code.STORE_UNAVAILABLE, "The store is unavailable; send it again.")
         )
     log.exception("pbx endpoint failed", path=request.path)
     return problems.answer(Result(Code.INTERNAL_ERROR, "Something went wrong on our side."))
-
-
-def _database_away(error: Exception) -> bool:
-    """A database error that says the database is unreachable or the connection was lost
-    (OperationalError, InterfaceError, any DBAPIError that invalidated its connection, or the
-    PendingRollbackError a connection lost mid-transaction leaves behind): the request did nothing
-    durable, so 503 + Retry-After tells the PBX to send it again (a restart
-    drill saw 3 of 1,180 such requests answered 500)."""
-    if isinstance(error, OperationalError | InterfaceError | PendingRollbackError):
-        return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
 def _problem_for(error: HTTPException) -> Response:
