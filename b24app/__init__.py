@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
 
 from b24app import (
     cli,
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         __name__, instance_path=settings.instance_path or None, static_folder=static_folder()
     )
     app.request_class = StrictRequest  # forms decoded as declared, never repaired (textbody.py)
+    app.session_interface = NoCookieSession()
     settings = fill_development_defaults(settings, Path(app.instance_path))
     logs.configure(settings.log_level)
 
@@ -76,6 +78,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     retention.init_app(app)  # after delivery, whose `calls` group it joins
     ratelimit.init_app(app)  # after the blueprints it limits
     return app
+
+
+class NoCookieSession(SessionInterface):
+    """b24app keeps nothing in cookies: the settings page carries a signed page token
+    (settings_page/), the OAuth flow a one-time state in the database. Flask's cookie session
+    would still build a signing serializer and read the cookie on every request (~0.1 ms of a
+    PBX request, docs/performance.md, Intake); here `flask.session` is Flask's NullSession,
+    which refuses to be written."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
 def _default_sqlite_url(app: Flask) -> str:

@@ -282,12 +282,15 @@ def init_app(app: Flask) -> None:
 def _own_retry_after(response: Response) -> Response:
     """Flask-Limiter stamps every response with the window's reset as Retry-After (up to a
     minute with a per-minute limit). It means something only on its own 429: a 503 keeps ours
-    (the store is back in seconds, not when a rate window resets), any other answer none."""
-    stamped = "X-RateLimit-Limit" in response.headers
-    if response.status_code == 503 and (stamped or "Retry-After" not in response.headers):
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    elif response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
+    (the store is back in seconds, not when a rate window resets), any other answer none.
+    (Headers are looked at with `getlist`: `in` and `pop` raise and catch an HTTP exception per
+    missing header, a cost every request paid.)"""
+    headers = response.headers
+    if response.status_code == 503:
+        if headers.getlist("X-RateLimit-Limit") or not headers.getlist("Retry-After"):
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif response.status_code != 429 and headers.getlist("Retry-After"):
+        del headers["Retry-After"]
     return response
 
 
