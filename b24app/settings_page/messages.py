@@ -147,7 +147,7 @@ def unknown_extension(extension: str) -> str:
 
 
 def confirm_required() -> str:
-    return _("Confirm the new key first: the current key stops working at once.")
+    return _("Confirm the new key first: the current key stops working within 5 seconds.")
 
 
 def not_failed() -> str:

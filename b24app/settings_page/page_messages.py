@@ -71,7 +71,7 @@ def _blocks() -> dict[str, str]:
         "key_hint": _("Keep the key secret: anyone who has it can report calls to your Bitrix24."),
         "made_on": _("Made on"),
         "key_question": _(
-            "Make a new key? The current key stops working at once: calls your PBX sends "
+            "Make a new key? The current key stops working within 5 seconds: calls your PBX sends "
             "with it are refused until you put the new key in the PBX."
         ),
         "key_yes": _("Yes, make a new key"),

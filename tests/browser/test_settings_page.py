@@ -154,7 +154,7 @@ def test_an_admin_configures_b24app_and_sees_the_call_in_the_journal(
     # rotate the key, with the confirmation
     old_key = stored(shell_app, portal, lambda p: pbx_keys.reveal(p.settings, current_store().box))
     frame.click("#key-rotate")
-    assert "The current key stops working at once" in dialog(frame).inner_text()
+    assert "The current key stops working within 5 seconds" in dialog(frame).inner_text()
     screenshot(page, "3-rotate-confirm")
     frame.click("#rotate-yes")
     flash(frame, "New key made.")
