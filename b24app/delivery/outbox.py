@@ -77,6 +77,7 @@ class Claimed:
     use_fallback_user: bool = False  # Bitrix24 refused the call's employee as not active
     shown_to: tuple[int, ...] = ()
     register_sent_at: datetime | None = None
+    started_at: datetime | None = None  # the journal's start instant (delivery/call_index.py)
     recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
     batch: int = 0  # which of its portal's batches of the round the call goes in (claim_round)
     send_at: float | None = None  # that batch's throttle slot, booked by the claim (epoch s)
@@ -91,6 +92,7 @@ class Claimed:
             register_sent_at=self.register_sent_at,
             use_fallback_user=self.use_fallback_user,
             recordings=self.recordings,
+            started_at=self.started_at,
         )
 
     def event(self, kind: str) -> EventView | None:
@@ -364,6 +366,7 @@ CLAIM_COLUMNS = (
     Call.use_fallback_user,
     Call.shown_to,
     Call.register_sent_at,
+    Call.started_at,
 )
 
 
@@ -455,6 +458,7 @@ def _take(
             use_fallback_user=bool(row.use_fallback_user),
             shown_to=tuple(row.shown_to or ()),
             register_sent_at=row.register_sent_at,
+            started_at=row.started_at,
             recordings={
                 e.id: recordings[e.id] for e in events.get(row.id, ()) if e.id in recordings
             },

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -198,6 +199,22 @@ def test_start_registers_the_call_with_its_line_date_card_and_crm(pbx: Pbx) -> N
     assert shown["CALL_ID"] == registered["CALL_ID"]
     assert (shown["crm_entity_type"], shown["crm_entity_id"]) == ("CONTACT", 7)
     assert kinds_and_states(pbx, public_id) == [("start", "delivered")]
+
+
+def test_a_start_date_without_an_offset_keeps_the_zone_it_arrived_in(pbx: Pbx) -> None:
+    """The admin changes the portal's time zone after a start arrived and before the worker
+    sends it: Bitrix24 gets the moment the PBX meant (read in the zone of its arrival), the one
+    the journal shows, not the same wall-clock time in the new zone."""
+    set_portal(pbx.live, pbx.portal, timezone="Europe/Moscow")
+    pbx.send("start", **START, CALL_START_DATE="2026-03-07T10:20:30")
+    set_portal(pbx.live, pbx.portal, timezone="Asia/Almaty")
+
+    pbx.deliver()
+
+    (registered,) = pbx.portal.calls.values()
+    sent = datetime.fromisoformat(registered["CALL_START_DATE"])
+    assert sent == datetime(2026, 3, 7, 7, 20, 30, tzinfo=UTC)  # 10:20:30 in Moscow
+    assert sent.utcoffset() == timedelta(hours=5)  # shown in the portal's zone now
 
 
 def test_a_portal_that_shows_no_card_at_start_registers_with_show_0(pbx: Pbx) -> None:
