@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
@@ -209,6 +210,13 @@ def process_turn(database: str | None) -> ProcessTurn | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return ProcessTurn(f"{database}-writers")
+
+
+def insert_for(table: Any, *, sqlite_db: bool) -> postgresql.Insert | sqlite.Insert:
+    """`INSERT INTO table` in the backend's own dialect, for its `ON CONFLICT` clauses
+    (`on_conflict_do_nothing`, `on_conflict_do_update`: spelled alike for SQLite and
+    PostgreSQL)."""
+    return sqlite.insert(table) if sqlite_db else postgresql.insert(table)
 
 
 def database_away(error: BaseException) -> bool:

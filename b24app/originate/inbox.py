@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
+from b24app.db import insert_for
 from b24app.models import Origination, OriginationState
 from b24app.portal_status import GONE
 from b24app.portals.store import InstallationStore, find_portal
@@ -153,10 +151,9 @@ def _insert(
     """INSERT … ON CONFLICT DO NOTHING: the same event twice, even at once, makes one row. A
     request already past `give_up_at` is stored failed (the journal shows it arrived too late)."""
     late = give_up_at <= now
-    insert = sqlite_insert if store.db.is_sqlite else pg_insert
     with store.db.write() as session:
         result = session.execute(
-            insert(Origination)
+            insert_for(Origination, sqlite_db=store.db.is_sqlite)
             .values(
                 portal_id=portal_id,
                 kind=kind,

@@ -30,14 +30,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from b24app import textbody
 from b24app.config import Settings
-from b24app.db import Database
+from b24app.db import Database, insert_for
 from b24app.delivery import call_index, outbox, recordings
 from b24app.logs import get_logger
 from b24app.models import (
@@ -519,9 +518,9 @@ def _statements(dialect: str) -> tuple[Any, Any]:
     """The two inserts of `_store` (bound parameters, no ORM): the call's row, queued and due,
     events_version 1, with the journal's columns; and the event's row. Each ON CONFLICT DO
     NOTHING RETURNING id."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    sqlite_db = dialect != "postgresql"
     call = (
-        insert(_CALLS)
+        insert_for(_CALLS, sqlite_db=sqlite_db)
         .values(
             portal_id=bindparam("portal_id"),
             idempotency_key=bindparam("key"),
@@ -539,7 +538,7 @@ def _statements(dialect: str) -> tuple[Any, Any]:
         .returning(_CALLS.c.id)
     )
     event = (
-        insert(_EVENTS)
+        insert_for(_EVENTS, sqlite_db=sqlite_db)
         .values(
             call_id=bindparam("call_id"),
             kind=bindparam("kind"),

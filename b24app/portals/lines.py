@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from b24app.bitrix.errors import BitrixError
+from b24app.db import insert_for
 from b24app.models import ExternalLine, Portal
 from b24app.portals.store import InstallationStore
 
@@ -127,9 +126,8 @@ def remember(store: InstallationStore, member_id: str, lines: list[tuple[str, st
         portal_id = session.scalar(select(Portal.id).where(Portal.member_id == member_id))
         if portal_id is None:
             return
-        insert = sqlite_insert if store.db.is_sqlite else pg_insert
         session.execute(
-            insert(ExternalLine)
+            insert_for(ExternalLine, sqlite_db=store.db.is_sqlite)
             .values(
                 [{"portal_id": portal_id, "number": n, "name": m} for n, m in dict(lines).items()]
             )

@@ -12,12 +12,10 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from b24app.bitrix.throttle import Limits, free_slots, next_slot, next_slots, spare_slot
-from b24app.db import Database
+from b24app.db import Database, insert_for
 from b24app.models import PortalThrottle
 
 
@@ -98,9 +96,8 @@ def free_now(
 
 
 def _row(session: Session, portal_id: int, *, sqlite: bool) -> PortalThrottle:
-    insert = sqlite_insert if sqlite else pg_insert
     session.execute(
-        insert(PortalThrottle)
+        insert_for(PortalThrottle, sqlite_db=sqlite)
         .values(portal_id=portal_id, theoretical_arrival=0.0, blocked_until=0.0)
         .on_conflict_do_nothing(index_elements=["portal_id"])
     )
