@@ -308,35 +308,19 @@ def _call_id(
         )
         return None
     params = register_params(
-        _register_request(source, prefs), prefs, lookup, fallback=call.use_fallback_user
+        _register_request(source, prefs),
+        prefs,
+        lookup,
+        fallback=call.use_fallback_user,
+        started_at=call.started_at,
     )
-    params["CALL_START_DATE"] = _start_date(call, source, prefs, params.get("CALL_START_DATE"))
+    if source.request.get("CALL_START_DATE") is None:  # when we heard of it, in the portal's zone
+        params["CALL_START_DATE"] = source.created_at.astimezone(zone(prefs.timezone)).isoformat()
     users = (params["USER_ID"],) if params.get("SHOW") and "USER_ID" in params else ()
     step = Step(f"r{call.id}", REGISTER, params, source.id, "register", users)
     result.steps.append(replace(step, settles=source.kind == EventKind.START))
     result.registers = True
     return f"$result[r{call.id}][CALL_ID]"
-
-
-def _start_date(call: CallFacts, source: EventView, prefs: Preferences, given: Any) -> Any:
-    """The register's CALL_START_DATE, in the portal's zone now: without one, when we heard of
-    the call; one without an offset, the instant it meant when it arrived (`call.started_at`,
-    so a zone changed before delivery moves neither Bitrix24's time nor the journal's); one with
-    an offset, or not a date at all (Bitrix24's own error then reaches the admin), as given."""
-    here = zone(prefs.timezone)
-    written = source.request.get("CALL_START_DATE")
-    if written is None:
-        return source.created_at.astimezone(here).isoformat()
-    if call.started_at is not None and not _has_offset(str(written)):
-        return call.started_at.astimezone(here).isoformat()
-    return given
-
-
-def _has_offset(value: str) -> bool:
-    try:
-        return datetime.fromisoformat(value.strip()).tzinfo is not None
-    except ValueError:
-        return True  # not a date: sent as given
 
 
 def _line_step(call: CallFacts, register: Step, add_line: Callable[[str], bool]) -> Step | None:

@@ -14,8 +14,10 @@ gets the fixed values. Rules (PRODUCT.md "User resolution order", docs/issue 4 d
 - ADD_TO_CHAT is always sent: the finish page documents the default 1, the core converts a
   missing value to false (digest §5.2), so only an explicit value means the same everywhere.
   The request's value, else the portal's `add_to_chat`.
-- CALL_START_DATE without a UTC offset is read in the portal's `timezone` and sent with its
-  offset (telephony-external-call-register.md: ISO-8601 with a time zone).
+- CALL_START_DATE without a UTC offset means the moment the intake worked out when it arrived
+  (`calls.started_at`: read in the portal's `timezone` of then, delivery/call_index.py), so a
+  zone changed before delivery moves neither Bitrix24's time nor the journal's; it is sent with
+  the portal's offset now (telephony-external-call-register.md: ISO-8601 with a time zone).
 - A call without CALL_ID is registered first (from its start, else from a finish carrying the
   registration fields; lifecycle.py decides): register gets the user, PHONE_NUMBER, TYPE,
   CALL_START_DATE, LINE_NUMBER, the CRM fields, SHOW (as given; a start's default is the portal's
@@ -123,27 +125,32 @@ def register_params(
     lookup: UserLookup,
     *,
     fallback: bool = False,
+    started_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """telephony.externalCall.register's parameters for a call the PBX did not register."""
+    """telephony.externalCall.register's parameters for a call the PBX did not register;
+    `started_at`: the call's start as stored on arrival (start_date)."""
     params: dict[str, Any] = user_params(request, prefs, lookup, fallback=fallback)
     for name in REGISTER_FIELDS:
         if request.get(name) is not None:
             params[name] = request[name]
     if request.get("CALL_START_DATE"):
-        params["CALL_START_DATE"] = start_date(str(request["CALL_START_DATE"]), prefs.timezone)
+        written = str(request["CALL_START_DATE"])
+        params["CALL_START_DATE"] = start_date(written, prefs.timezone, started_at)
     params["SHOW"] = request["SHOW"] if request.get("SHOW") is not None else 0
     params["EXTERNAL_CALL_ID"] = request.get("PBX_CALL_ID")
     params["ADD_TO_CHAT"] = add_to_chat(request, prefs)
     return params
 
 
-def start_date(value: str, timezone: str) -> str:
-    """ISO-8601 with an offset; a date without one is read in the portal's time zone. A value
-    that is not ISO-8601 at all is sent as is, so Bitrix24's own error reaches the admin."""
+def start_date(value: str, timezone: str, started_at: datetime | None = None) -> str:
+    """ISO-8601 with an offset; a date without one is `started_at` (the instant it meant on
+    arrival) in the portal's time zone now, or, not known, read in that zone. A value that is
+    not ISO-8601 at all is sent as is, so Bitrix24's own error reaches the admin."""
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         return value
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone(timezone))
+        here = zone(timezone)
+        parsed = started_at.astimezone(here) if started_at else parsed.replace(tzinfo=here)
     return parsed.isoformat()

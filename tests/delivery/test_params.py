@@ -7,6 +7,7 @@ Pages: api-reference/telephony/telephony-external-call-finish.md and -register.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -215,3 +216,21 @@ def test_register_applies_the_portals_timezone() -> None:
     }
     params = register_params(request, Prefs(timezone="Asia/Almaty"), lookup)
     assert params["CALL_START_DATE"] == "2026-03-07T10:20:30+05:00"
+
+
+def test_a_start_date_without_an_offset_is_the_instant_stored_on_arrival() -> None:
+    """calls.started_at was read in the zone of its arrival (Moscow); the zone is Almaty now."""
+    arrived = datetime(2026, 3, 7, 7, 20, 30, tzinfo=UTC)  # 10:20:30 in Moscow
+    almaty = Prefs(timezone="Asia/Almaty")
+    request = {"PBX_CALL_ID": "p", "USER_ID": 1, "PHONE_NUMBER": "1", "TYPE": 1}
+    without = register_params(
+        {**request, "CALL_START_DATE": "2026-03-07T10:20:30"}, almaty, lookup, started_at=arrived
+    )
+    assert without["CALL_START_DATE"] == "2026-03-07T12:20:30+05:00"
+    given = register_params(
+        {**request, "CALL_START_DATE": "2026-03-07T10:20:30+01:00"},
+        almaty,
+        lookup,
+        started_at=arrived,
+    )
+    assert given["CALL_START_DATE"] == "2026-03-07T10:20:30+01:00"  # an offset is the PBX's word
