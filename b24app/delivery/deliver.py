@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 import structlog
 from flask import Flask
+from sqlalchemy.orm import joinedload
 
 from b24app.bitrix.client import BatchResult, PortalState
 from b24app.db import Database
@@ -128,17 +129,26 @@ class Context:
 
 
 def load_portal(
-    db: Database, portal_id: int, store: InstallationStore | None = None
+    db: Database,
+    portal_id: int,
+    store: InstallationStore | None = None,
+    *,
+    lines: KnownLines | None = None,
+    now: datetime | None = None,
 ) -> PortalView | None:
-    """The portal as delivery needs it, in one read: settings, extension mapping and, with the
-    installation `store`, the client's state and decrypted tokens (so the batches' requests do
-    not read them again). None if the portal row is gone."""
+    """The portal as delivery needs it, in one read: the portal with its settings (one
+    statement), the extension mapping and, with the installation `store`, the client's state and
+    decrypted tokens (so the batches' requests do not read them again); with `lines`, its line
+    numbers too when this worker's read of them is older than their TTL (at `now`). None if the
+    portal row is gone."""
     with db.read() as session:
-        portal = session.get(Portal, portal_id)
+        portal = session.get(Portal, portal_id, options=[joinedload(Portal.settings)])
         if portal is None:
             return None
         s = portal.settings
         prefs = Preferences.of(s)
+        if lines is not None:
+            lines.read_if_stale(session, portal_id, now or utcnow())
         return PortalView(
             member_id=portal.member_id,
             status=portal.status,
@@ -181,7 +191,13 @@ class PortalDelivery:
 
     def run(self) -> Counter[str]:
         started = time.monotonic()
-        view = load_portal(self.ctx.db, self.portal_id, store_of(self.ctx.app))
+        view = load_portal(
+            self.ctx.db,
+            self.portal_id,
+            store_of(self.ctx.app),
+            lines=self.ctx.lines,
+            now=self.ctx.clock(),
+        )
         if view is None:
             return Counter()  # the portal row is gone, and its calls with it (cascade)
         with structlog.contextvars.bound_contextvars(member_id=view.member_id):

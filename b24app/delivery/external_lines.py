@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from b24app.bitrix.client import BatchResult
 from b24app.db import Database
 from b24app.delivery.lifecycle import Plan, Step
@@ -62,20 +64,33 @@ class KnownLines:
     def for_batch(self, db: Database, portal_id: int, now: datetime) -> BatchLines:
         """The numbers one batch to the portal must not add (known, or refused within
         RETRY_AFTER); `external_lines` is read again when this worker's read is older than
-        KNOWN_TTL. Out: the batch's BatchLines. Database errors propagate."""
-        with self._lock:
-            memory = self._portals.get(portal_id)
-        if memory is None or now - memory.read_at >= KNOWN_TTL:
+        KNOWN_TTL (`read_if_stale`, which the portal's view usually did already). Out: the
+        batch's BatchLines. Database errors propagate."""
+        if self._stale(portal_id, now):
             with db.read() as session:
-                known = lines.known(session, portal_id)
-            with self._lock:
-                refused = memory.refused if memory is not None else {}
-                memory = self._portals[portal_id] = _Portal(known, now, refused)
+                self.read_if_stale(session, portal_id, now)
         with self._lock:
+            memory = self._portals[portal_id]
             skip = set(memory.known) | {
                 number for number, at in memory.refused.items() if now - at < RETRY_AFTER
             }
         return BatchLines(self, portal_id, skip)
+
+    def read_if_stale(self, session: Session, portal_id: int, now: datetime) -> None:
+        """Read the portal's numbers from `external_lines` in the caller's transaction (the
+        portal's view: deliver.load_portal), unless this worker read them within KNOWN_TTL."""
+        if not self._stale(portal_id, now):
+            return
+        known = lines.known(session, portal_id)
+        with self._lock:
+            memory = self._portals.get(portal_id)
+            refused = memory.refused if memory is not None else {}
+            self._portals[portal_id] = _Portal(known, now, refused)
+
+    def _stale(self, portal_id: int, now: datetime) -> bool:
+        with self._lock:
+            memory = self._portals.get(portal_id)
+        return memory is None or now - memory.read_at >= KNOWN_TTL
 
     def learned(
         self, portal_id: int, known: Iterable[str], refused: Iterable[str], now: datetime

@@ -21,7 +21,7 @@ IMMEDIATE`, db.py) lets one claimer at a time in. Either way any number of worke
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -281,33 +281,32 @@ def claim_round(
         return taken_round
     with db.write() as session:
         due = _due_portals(session, now, max_portals, exclude)
+        if not due:
+            return taken_round
         shares, limits = _shares(session, due, max_batches, in_flight or {}, book=book)
-        for portal_id in due:
+        locked = {
+            portal_id: _lock_due(session, db, portal_id, now, shares[portal_id] * max_commands)
+            for portal_id in due
+            if shares[portal_id] > 0
+        }
+        events = _events_of(session, [row.id for rows in locked.values() for row in rows])
+        planned: dict[int, list[list[Any]]] = {}
+        cost = {
+            row.id: min(estimate_cost(events.get(row.id, ())), max_commands)
+            for rows in locked.values()
+            for row in rows
+        }
+        for portal_id, rows in locked.items():
             share = shares[portal_id]
-            if share <= 0:
-                continue
-            limit = share * max_commands
-            rows = _lock_due(session, db, portal_id, now, limit)
-            events = _events_of(session, [row.id for row in rows])
-            cost = {r.id: min(estimate_cost(events.get(r.id, ())), max_commands) for r in rows}
             batches = split(rows, key=lambda row: cost[row.id], budget=max_commands, limit=share)
-            batch_of = {row.id: n for n, batch in enumerate(batches) for row in batch}
-            taken = [row for batch in batches for row in batch]
-            if taken:
-                slots: list[float] = []
-                if portal_id in limits:  # booked: the calls go out now (a gone portal's fail)
-                    slots = throttle.book(
-                        session,
-                        portal_id,
-                        limits[portal_id],
-                        len(batches),
-                        now=time.time(),
-                        sqlite=db.is_sqlite,
-                    )
-                claimed = _take(session, taken, events, worker_id, now, lease, batch_of, slots)
-                taken_round.calls[portal_id] = claimed
-            if len(taken) < len(rows) or len(rows) >= limit:
+            if batches:
+                planned[portal_id] = batches
+            if sum(map(len, batches)) < len(rows) or len(rows) >= share * max_commands:
                 taken_round.more.add(portal_id)
+        # booked: the calls go out now (a gone portal's calls are not sent: they fail)
+        wanted = {p: (limits[p], len(batches)) for p, batches in planned.items() if p in limits}
+        slots = throttle.book(session, wanted, now=time.time(), sqlite=db.is_sqlite)
+        taken_round.calls = _take(session, planned, events, worker_id, now, lease, slots)
     return taken_round
 
 
@@ -387,55 +386,60 @@ def _lock_due(
 def _events_of(session: Session, call_ids: Sequence[int]) -> dict[int, list[EventView]]:
     """Every event of these calls, in arrival order (one query)."""
     found: dict[int, list[EventView]] = {}
-    if not call_ids:
-        return found
-    rows = session.execute(
-        select(
-            CallEvent.call_id,
-            CallEvent.id,
-            CallEvent.kind,
-            CallEvent.request,
-            CallEvent.state,
-            CallEvent.created_at,
-            CallEvent.error,
-            CallEvent.error_code,
+    for part in _parts(list(call_ids)):
+        rows = session.execute(
+            select(
+                CallEvent.call_id,
+                CallEvent.id,
+                CallEvent.kind,
+                CallEvent.request,
+                CallEvent.state,
+                CallEvent.created_at,
+                CallEvent.error,
+                CallEvent.error_code,
+            )
+            .where(CallEvent.call_id.in_(part))
+            .order_by(CallEvent.id)
         )
-        .where(CallEvent.call_id.in_(list(call_ids)))
-        .order_by(CallEvent.id)
-    )
-    for call_id, *view in rows:
-        found.setdefault(call_id, []).append(EventView(*view))
+        for call_id, *view in rows:
+            found.setdefault(call_id, []).append(EventView(*view))
     return found
 
 
 def _recordings_of(session: Session, events: Iterable[EventView]) -> dict[int, str]:
     ids = [e.id for e in events if e.kind == EventKind.RECORD]
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(CallRecording.event_id, CallRecording.state).where(CallRecording.event_id.in_(ids))
-    )
-    return {event_id: state for event_id, state in rows}
+    found: dict[int, str] = {}
+    for part in _parts(ids):
+        rows = session.execute(
+            select(CallRecording.event_id, CallRecording.state).where(
+                CallRecording.event_id.in_(part)
+            )
+        )
+        found.update({event_id: state for event_id, state in rows})
+    return found
 
 
 def _take(
     session: Session,
-    rows: list[Any],
+    planned: Mapping[int, list[list[Any]]],
     events: Mapping[int, list[EventView]],
     worker_id: str,
     now: datetime,
     lease: float,
-    batch_of: Mapping[int, int],
-    slots: Sequence[float] = (),
-) -> list[Claimed]:
-    """Lease the rows to us in one UPDATE (plus one for calls taken over from a stopped worker),
-    not row by row through the ORM: a claim is on every batch's path."""
-    ids = [row.id for row in rows]
+    slots: Mapping[int, Sequence[float]],
+) -> dict[int, list[Claimed]]:
+    """Lease the planned rows (each portal's batches) to us in one UPDATE (plus one for calls
+    taken over from a stopped worker) for the whole round, not row by row through the ORM nor
+    portal by portal: a claim is on every batch's path. Each call's Claimed.send_at is its
+    batch's booked slot (`slots`, per portal), none for a portal not booked."""
+    rows = [row for batches in planned.values() for batch in batches for row in batch]
+    if not rows:
+        return {}
     claimed_at = time.monotonic()
     taken_over = {row.id for row in rows if row.state == CallState.DELIVERING}
     _update(
         session,
-        ids,
+        [row.id for row in rows],
         state=CallState.DELIVERING,
         lease_until=now + timedelta(seconds=lease),
         leased_by=worker_id,
@@ -444,39 +448,66 @@ def _take(
     if taken_over:
         _update(session, taken_over, error_code=OUTCOME_UNKNOWN, error=TAKEN_OVER)
     recordings = _recordings_of(session, [e for row in rows for e in events.get(row.id, ())])
-    return [
-        Claimed(
-            id=row.id,
-            public_id=row.public_id,
-            portal_id=row.portal_id,
-            attempts=(row.attempts or 0) + 1,
-            created_at=row.created_at,
-            bitrix_call_id=row.bitrix_call_id,
-            unknown=row.id in taken_over or row.error_code == OUTCOME_UNKNOWN,
-            events=tuple(events.get(row.id, ())),
-            events_version=row.events_version or 0,
-            use_fallback_user=bool(row.use_fallback_user),
-            shown_to=tuple(row.shown_to or ()),
-            register_sent_at=row.register_sent_at,
-            started_at=row.started_at,
-            recordings={
-                e.id: recordings[e.id] for e in events.get(row.id, ()) if e.id in recordings
-            },
-            batch=batch_of.get(row.id, 0),
-            send_at=slots[batch_of.get(row.id, 0)] if slots else None,
-            claimed_at=claimed_at,
-        )
-        for row in rows
-    ]
+    taken: dict[int, list[Claimed]] = {}
+    for portal_id, batches in planned.items():
+        booked = slots.get(portal_id)
+        taken[portal_id] = [
+            _claimed(
+                row, events.get(row.id, ()), recordings, taken_over, claimed_at, number, booked
+            )
+            for number, batch in enumerate(batches)
+            for row in batch
+        ]
+    return taken
+
+
+def _claimed(
+    row: Any,
+    events: Sequence[EventView],
+    recordings: Mapping[int, str],
+    taken_over: Collection[int],
+    claimed_at: float,
+    batch: int,
+    slots: Sequence[float] | None,
+) -> Claimed:
+    return Claimed(
+        id=row.id,
+        public_id=row.public_id,
+        portal_id=row.portal_id,
+        attempts=(row.attempts or 0) + 1,
+        created_at=row.created_at,
+        bitrix_call_id=row.bitrix_call_id,
+        unknown=row.id in taken_over or row.error_code == OUTCOME_UNKNOWN,
+        events=tuple(events),
+        events_version=row.events_version or 0,
+        use_fallback_user=bool(row.use_fallback_user),
+        shown_to=tuple(row.shown_to or ()),
+        register_sent_at=row.register_sent_at,
+        started_at=row.started_at,
+        recordings={e.id: recordings[e.id] for e in events if e.id in recordings},
+        batch=batch,
+        send_at=slots[batch] if slots else None,
+        claimed_at=claimed_at,
+    )
 
 
 def _update(session: Session, ids: Collection[int], **values: Any) -> None:
-    session.execute(
-        update(Call)
-        .where(Call.id.in_(list(ids)))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    for part in _parts(list(ids)):
+        session.execute(
+            update(Call)
+            .where(Call.id.in_(part))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+IN_MOST = 5_000  # ids in one IN list: a round may take 16 portals × 500 calls, and SQLite takes
+# at most 32,766 bound values in a statement
+
+
+def _parts(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), IN_MOST):
+        yield ids[start : start + IN_MOST]
 
 
 def extend_lease(

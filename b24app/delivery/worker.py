@@ -168,7 +168,7 @@ class Worker:
                     self._housekeeping()
                 busy = _batches_by_portal(inflight)
                 full = {p for p, batches in busy.items() if batches >= BATCHES_IN_FLIGHT}
-                room = self.portals_per_round - len(inflight)
+                room = self._room(inflight)
                 self._downloaded = False  # set when a download ends after this claim
                 claimed = self._claim(room, exclude=full | set(self._probes), in_flight=busy)
                 for portal_id, calls in claimed.calls.items():
@@ -203,6 +203,14 @@ class Worker:
             _collect(inflight, totals)
         log.info("worker stopped", worker=self.worker_id, **dict(totals))
         return totals
+
+    def _room(self, inflight: dict[Future[Counter[str]], tuple[int, int]]) -> int:
+        """How many portals the next claim may take: the round's room, once at least a pool's
+        worth of it (`threads`) is free or nothing is in flight. The threads still have a round's
+        worth queued meanwhile, and a claim's own statements (the due portals, their shares and
+        schedules) are shared by several portals instead of paid again for each one that ends."""
+        room = self.portals_per_round - len(inflight)
+        return room if not inflight or room >= self.threads else 0
 
     def _claim(self, room: int, *, exclude: set[int], in_flight: dict[int, int]) -> outbox.Round:
         if room <= 0:

@@ -3,15 +3,18 @@
 The rule (GCRA, Bitrix24's limits) is bitrix/throttle.py's; this keeps its two numbers where every
 thread, process and host sees them. Reserving a slot is one short write transaction, which works
 the same on SQLite and PostgreSQL and needs no extra service. `book` does the same inside a
-transaction the caller holds, so the worker books a portal round's slots in the transaction that
-claims its calls (delivery/outbox.claim_round): one transaction for both.
+transaction the caller holds, for several portals at once, so the worker books a round's slots
+in the transaction that claims its calls (delivery/outbox.claim_round): one transaction for
+both, and the same three statements however many portals the round has.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Mapping
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from b24app.bitrix.throttle import Limits, free_slots, next_slot, next_slots, spare_slot
@@ -62,17 +65,63 @@ class Throttle:
 
 
 def book(
-    session: Session, portal_id: int, limits: Limits, count: int, *, now: float, sqlite: bool
-) -> list[float]:
-    """Book `count` request slots of the portal in the caller's write transaction (the row is
-    locked until it commits); return when each may be sent (epoch seconds, `next_slots`)."""
-    if count <= 0:
-        return []
-    row = _row(session, portal_id, sqlite=sqlite)
-    times, row.theoretical_arrival = next_slots(
-        row.theoretical_arrival, row.blocked_until, now, limits, count
+    session: Session, wanted: Mapping[int, tuple[Limits, int]], *, now: float, sqlite: bool
+) -> dict[int, list[float]]:
+    """Book request slots of several portals in the caller's write transaction: `wanted` maps
+    a portal id to (its limits, how many slots). The rows are locked until it commits, in
+    portal id order, so two workers booking the same portals never deadlock. Returns when each
+    slot may be sent, per portal (epoch seconds, `next_slots`).
+
+    Core statements, not ORM objects (the claim of every round books): one SELECT … FOR UPDATE
+    of the rows, an INSERT only for portals that have none yet, and one UPDATE (executemany)."""
+    wanted = {portal_id: want for portal_id, want in wanted.items() if want[1] > 0}
+    if not wanted:
+        return {}
+    rows = _locked(session, wanted)
+    missing = [portal_id for portal_id in wanted if portal_id not in rows]
+    if missing:
+        session.execute(
+            insert_for(_TABLE, sqlite_db=sqlite)
+            .values(
+                [
+                    {"portal_id": p, "theoretical_arrival": 0.0, "blocked_until": 0.0}
+                    for p in missing
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["portal_id"])
+        )
+        rows |= _locked(session, {portal_id: wanted[portal_id] for portal_id in missing})
+    booked, changes = {}, []
+    for portal_id in sorted(wanted):
+        limits, count = wanted[portal_id]
+        arrival, blocked = rows[portal_id]
+        booked[portal_id], arrival = next_slots(arrival, blocked, now, limits, count)
+        changes.append({"b_portal_id": portal_id, "b_arrival": arrival})
+    session.execute(_SET_ARRIVAL, changes)
+    return booked
+
+
+_TABLE = cast(Table, PortalThrottle.__table__)
+_SET_ARRIVAL = (  # on the table, not the entity: the ORM would take it for a bulk update
+    update(_TABLE)
+    .where(_TABLE.c.portal_id == bindparam("b_portal_id"))
+    .values(theoretical_arrival=bindparam("b_arrival"))
+)
+
+
+def _locked(session: Session, portal_ids: Collection[int]) -> dict[int, tuple[float, float]]:
+    """(theoretical_arrival, blocked_until) of these portals' rows, locked, in portal id order."""
+    rows = session.execute(
+        select(
+            PortalThrottle.portal_id,
+            PortalThrottle.theoretical_arrival,
+            PortalThrottle.blocked_until,
+        )
+        .where(PortalThrottle.portal_id.in_(sorted(portal_ids)))
+        .order_by(PortalThrottle.portal_id)
+        .with_for_update()
     )
-    return times
+    return {portal_id: (arrival, blocked) for portal_id, arrival, blocked in rows}
 
 
 def free_now(

@@ -437,10 +437,10 @@ def test_one_portal_breaking_the_worker_does_not_stop_the_others(
     original = deliver.load_portal
     broken_pid = portal_id(live_app, broken)
 
-    def flaky(db: Any, pid: int, *args: Any) -> Any:
+    def flaky(db: Any, pid: int, *args: Any, **kwargs: Any) -> Any:
         if pid == broken_pid:
             raise RuntimeError("a bug")
-        return original(db, pid, *args)
+        return original(db, pid, *args, **kwargs)
 
     monkeypatch.setattr(deliver, "load_portal", flaky)
     assert run_worker(live_app.app, lease=2.0) == Counter(delivered=2, crashed=2)
