@@ -637,9 +637,10 @@ def _update_by_id(
 ) -> None:
     """`UPDATE table SET … WHERE id = :id [AND where]` for each row (its "id" and the columns it
     sets), in as few statements as the rows allow. Rows setting the same columns form a group;
-    the group's columns that differ from row to row go in one executemany (first, while `where`
-    still holds), and those with one value in every row in one `UPDATE … WHERE id IN (…)`, so
-    each such value is converted once, not per row. Core statements, not the ORM's unit of
+    on SQLite the group's columns that differ from row to row go in one executemany (first,
+    while `where` still holds), and those with one value in every row in one `UPDATE … WHERE id
+    IN (…)`, so each such value is converted once, not per row; on PostgreSQL the whole group is
+    one statement (`_update_unnested`). Core statements, not the ORM's unit of
     work: a record is on every batch's path."""
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -649,8 +650,9 @@ def _update_by_id(
         same = {key: first[key] for key in keys if all(r[key] == first[key] for r in group)}
         varying = [key for key in keys if key not in same]
         if varying and session.get_bind().dialect.name == "postgresql":
-            _update_unnested(session, table, varying, group, where)
-        elif varying:
+            _update_unnested(session, table, group, varying, same, where)
+            continue
+        if varying:
             statement = (
                 update(table)
                 .where(table.c.id == bindparam("b_id"), *where)
@@ -668,22 +670,25 @@ def _update_by_id(
 def _update_unnested(
     session: Session,
     table: Any,
-    keys: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    same: Mapping[str, Any],
     where: Sequence[Any],
 ) -> None:
-    """PostgreSQL: the rows' varying columns in one `UPDATE … FROM (SELECT unnest(:id),
-    unnest(:col) …)`, one array per column (a JSON column as one JSON array, expanded by
-    json_array_elements: psycopg quotes each JSON text of an array in Python, character class by
-    character class). psycopg's executemany runs one statement per row (Python per row, and a
-    single-row UPDATE each on the server): for a share of 500 calls that was most of the
-    record's time. The statement's shape depends only on the columns, so it is compiled once."""
+    """PostgreSQL: a group in one `UPDATE … SET <same values> FROM (SELECT unnest(:id),
+    unnest(:col) …)`: the varying columns as one array each (a JSON column as one JSON array,
+    expanded by json_array_elements: psycopg quotes each JSON text of an array in Python,
+    character class by character class). psycopg's executemany runs one statement per row
+    (Python per row, and a single-row UPDATE each on the server), and a second UPDATE for the
+    shared values wrote every row twice (each version with its index entries: `calls` has
+    eight); for a share of 500 calls that was most of the record's time. The statement's shape
+    depends only on the columns, so it is compiled once."""
     names = ("id", *keys)
     values = select(*(_unnest(table.c[name]) for name in names)).subquery("v")
     statement = (
         update(table)
         .where(table.c.id == values.c.id, *where)
-        .values({key: values.c[key] for key in keys})
+        .values({**{key: values.c[key] for key in keys}, **same})
     )
     session.execute(statement, {f"u_{name}": [row[name] for row in rows] for name in names})
 
