@@ -68,32 +68,29 @@ def book(
     session: Session, wanted: Mapping[int, tuple[Limits, int]], *, now: float, sqlite: bool
 ) -> dict[int, list[float]]:
     """Book request slots of several portals in the caller's write transaction: `wanted` maps
-    a portal id to (its limits, how many slots). The rows are locked until it commits, in
-    portal id order, so two workers booking the same portals never deadlock. Returns when each
-    slot may be sent, per portal (epoch seconds, `next_slots`).
+    a portal id to (its limits, how many slots). Returns when each slot may be sent, per portal
+    (epoch seconds, `next_slots`).
 
-    Core statements, not ORM objects (the claim of every round books): one SELECT … FOR UPDATE
-    of the rows, an INSERT only for portals that have none yet, and one UPDATE (executemany)."""
-    wanted = {portal_id: want for portal_id, want in wanted.items() if want[1] > 0}
+    Core statements, not ORM objects (the claim of every round books), three whatever the number
+    of portals: the rows a portal lacks are inserted first, in portal id order (ON CONFLICT DO
+    NOTHING: an existing row is neither written nor locked), then every row is locked in one
+    SELECT … FOR UPDATE in portal id order and written in one UPDATE. Nothing is locked before
+    the INSERT and every lock is taken in id order, so two claims, or a claim and a client's
+    `Throttle.reserve`, never wait for each other in a cycle (PostgreSQL; SQLite's write
+    transactions take turns)."""
+    wanted = {portal_id: want for portal_id, want in sorted(wanted.items()) if want[1] > 0}
     if not wanted:
         return {}
-    rows = _locked(session, wanted)
-    missing = [portal_id for portal_id in wanted if portal_id not in rows]
-    if missing:
-        session.execute(
-            insert_for(_TABLE, sqlite_db=sqlite)
-            .values(
-                [
-                    {"portal_id": p, "theoretical_arrival": 0.0, "blocked_until": 0.0}
-                    for p in missing
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["portal_id"])
+    session.execute(
+        insert_for(_TABLE, sqlite_db=sqlite)
+        .values(
+            [{"portal_id": p, "theoretical_arrival": 0.0, "blocked_until": 0.0} for p in wanted]
         )
-        rows |= _locked(session, {portal_id: wanted[portal_id] for portal_id in missing})
+        .on_conflict_do_nothing(index_elements=["portal_id"])
+    )
+    rows = _locked(session, wanted)
     booked, changes = {}, []
-    for portal_id in sorted(wanted):
-        limits, count = wanted[portal_id]
+    for portal_id, (limits, count) in wanted.items():
         arrival, blocked = rows[portal_id]
         booked[portal_id], arrival = next_slots(arrival, blocked, now, limits, count)
         changes.append({"b_portal_id": portal_id, "b_arrival": arrival})
