@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import JSON, ColumnElement, String, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.orm import Session
@@ -637,17 +637,20 @@ def _update_by_id(
 ) -> None:
     """`UPDATE table SET … WHERE id = :id [AND where]` for each row (its "id" and the columns it
     sets), in as few statements as the rows allow. Rows setting the same columns form a group;
-    on SQLite the group's columns that differ from row to row go in one executemany (first,
-    while `where` still holds), and those with one value in every row in one `UPDATE … WHERE id
-    IN (…)`, so each such value is converted once, not per row; on PostgreSQL the whole group is
-    one statement (`_update_unnested`). Core statements, not the ORM's unit of
-    work: a record is on every batch's path."""
+    on PostgreSQL the whole group is one statement (`_update_unnested`); on SQLite the group's
+    columns that differ from row to row go in one executemany, and those with one value in every
+    row in one `UPDATE … WHERE id IN (…)`, so each such value is converted once, not per row —
+    unless there is a `where`: then every column goes in the executemany, since its rows may
+    no longer meet `where` once it has run (an event's state: tests/delivery/test_record_values).
+    Core statements, not the ORM's unit of work: a record is on every batch's path."""
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(key for key in row if key != "id")), []).append(row)
     for keys, group in groups.items():
         first = group[0]
         same = {key: first[key] for key in keys if all(r[key] == first[key] for r in group)}
+        if where and session.get_bind().dialect.name != "postgresql":
+            same = {}  # one statement: the first would move rows out of `where` (their state)
         varying = [key for key in keys if key not in same]
         if varying and session.get_bind().dialect.name == "postgresql":
             _update_unnested(session, table, group, varying, same, where)
@@ -699,7 +702,9 @@ def _unnest(column: Any) -> Any:
     name = f"u_{column.key}"
     if _is_json(column):
         return func.json_array_elements(bindparam(name, type_=PG_JSON)).label(column.key)
-    return func.unnest(bindparam(name, type_=ARRAY(column.type))).label(column.key)
+    item = String() if isinstance(column.type, String) else column.type  # not VARCHAR(n)[]:
+    # that cast cuts a longer text silently, the column refuses it (as a single-row UPDATE did)
+    return func.unnest(bindparam(name, type_=ARRAY(item))).label(column.key)
 
 
 def _is_json(column: Any) -> bool:

@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from b24app.db import get_db
 from b24app.delivery import outbox
-from b24app.models import Call, CallEvent, Portal
+from b24app.delivery.lifecycle import Change
+from b24app.models import Call, CallEvent, EventState, Portal, utcnow
 from tests.pbx import make_portal
 from tests.stored import add_call
 
@@ -102,3 +103,38 @@ def test_a_varying_update_keeps_its_condition(app: Flask) -> None:
     with app.app_context(), get_db().read() as session:
         answers = dict(session.execute(select(CallEvent.id, CallEvent.result)).tuples().all())
     assert [answers[event_id] for event_id in events] == [{"n": 0}, None, {"n": 2}]
+
+
+def test_a_delivered_event_loses_its_waiting_note_when_another_event_fails(app: Flask) -> None:
+    """Found in review: on SQLite the shared values (the note cleared) went in a second UPDATE
+    whose condition (`state = 'queued'`) the first had made false for rows whose state differed
+    from the others' (one delivered, one failed): the delivered event kept "Waiting …"."""
+    ids, events = _calls(app, 2)
+    with app.app_context(), get_db().write() as session:
+        session.execute(
+            update(CallEvent)
+            .where(CallEvent.id == events[0])
+            .values(note="Waiting for the call's start.")
+        )
+    outcomes = {
+        ids[0]: outbox.CallOutcome(
+            events={events[0]: Change(EventState.DELIVERED, result={"CALL_ID": "c0"})}
+        ),
+        ids[1]: outbox.CallOutcome(
+            events={events[1]: Change(EventState.FAILED, error_code="X", error="refused")}
+        ),
+    }
+    with app.app_context(), get_db().write() as session:
+        outbox._write_events(session, outcomes, set(ids), utcnow())
+    with app.app_context(), get_db().read() as session:
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(CallEvent.id, CallEvent.state, CallEvent.note).where(
+                    CallEvent.id.in_(events)
+                )
+            )
+        }
+    assert rows[events[0]].state == EventState.DELIVERED
+    assert rows[events[0]].note is None  # delivered: no longer waiting
+    assert rows[events[1]].state == EventState.FAILED
