@@ -3,8 +3,9 @@
 The loop: claim a round (each due portal's share of batches, oldest due first) → deliver each
 portal's share in a small thread pool → each portal records its own outcomes → claim again as
 soon as there is room (at once after a full round or while a portal has more due than its share;
-after a round that took everything due, once a batch is done, not in a loop of empty claims);
-sleep a little when nothing is due.
+after a round that took everything due, once a share is done, not in a loop of empty claims;
+while shares are in flight, once a pool's worth of portals has room, `_room`); sleep a little
+when nothing is due.
 
 One portal, several batches in flight. A portal's share of a round is up to BATCHES_PER_ROUND
 batches, and a portal may have several rounds in flight, up to BATCHES_IN_FLIGHT batches in all
