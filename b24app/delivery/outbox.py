@@ -643,16 +643,17 @@ def _update_by_id(
     unless there is a `where`: then every column goes in the executemany, since its rows may
     no longer meet `where` once it has run (an event's state: tests/delivery/test_record_values).
     Core statements, not the ORM's unit of work: a record is on every batch's path."""
+    postgres = session.get_bind().dialect.name == "postgresql"
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(key for key in row if key != "id")), []).append(row)
     for keys, group in groups.items():
         first = group[0]
         same = {key: first[key] for key in keys if all(r[key] == first[key] for r in group)}
-        if where and session.get_bind().dialect.name != "postgresql":
+        if where and not postgres:
             same = {}  # one statement: the first would move rows out of `where` (their state)
         varying = [key for key in keys if key not in same]
-        if varying and session.get_bind().dialect.name == "postgresql":
+        if varying and postgres:
             _update_unnested(session, table, group, varying, same, where)
             continue
         if varying:
@@ -702,8 +703,9 @@ def _unnest(column: Any) -> Any:
     name = f"u_{column.key}"
     if _is_json(column):
         return func.json_array_elements(bindparam(name, type_=PG_JSON)).label(column.key)
-    item = String() if isinstance(column.type, String) else column.type  # not VARCHAR(n)[]:
-    # that cast cuts a longer text silently, the column refuses it (as a single-row UPDATE did)
+    # VARCHAR[] rather than VARCHAR(n)[]: that cast cuts a longer text silently, while the
+    # column refuses it (as a single-row UPDATE did)
+    item = String() if type(column.type) is String else column.type
     return func.unnest(bindparam(name, type_=ARRAY(item))).label(column.key)
 
 
