@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import select, update
+from sqlalchemy.exc import DataError
 
 from b24app.db import get_db
 from b24app.delivery import outbox
@@ -138,3 +139,20 @@ def test_a_delivered_event_loses_its_waiting_note_when_another_event_fails(app: 
     assert rows[events[0]].state == EventState.DELIVERED
     assert rows[events[0]].note is None  # delivered: no longer waiting
     assert rows[events[1]].state == EventState.FAILED
+
+
+def test_a_text_longer_than_its_column_is_never_cut_silently(app: Flask) -> None:
+    """Found in review: cast to VARCHAR(64)[], PostgreSQL cut a varying error_code to 64
+    characters without a word, where one row's UPDATE was refused. Refused, or kept whole
+    (SQLite does not enforce a length): never stored cut."""
+    ids, _ = _calls(app, 2)
+    long_code = "E" * 70
+    rows = [{"id": ids[0], "error_code": long_code}, {"id": ids[1], "error_code": "SHORT"}]
+    try:
+        with app.app_context(), get_db().write() as session:
+            outbox._update_by_id(session, outbox.CALLS, rows)
+    except DataError:
+        return  # refused as a whole: the calls keep what they had
+    with app.app_context(), get_db().read() as session:
+        stored = session.scalar(select(Call.error_code).where(Call.id == ids[0]))
+    assert stored == long_code
