@@ -207,11 +207,12 @@ class Worker:
 
     def _room(self, inflight: dict[Future[Counter[str]], tuple[int, int]]) -> int:
         """How many portals the next claim may take: the round's room, once at least a pool's
-        worth of it (`threads`) is free or nothing is in flight. The threads still have a round's
+        worth of it (`threads`) is free or a thread has no share. The threads still have a round's
         worth queued meanwhile, and a claim's own statements (the due portals, their shares and
         schedules) are shared by several portals instead of paid again for each one that ends."""
         room = self.portals_per_round - len(inflight)
-        return room if not inflight or room >= self.threads else 0
+        idle = len(inflight) < self.threads  # a thread without a share: claim whatever fits
+        return room if idle or room >= self.threads else 0
 
     def _claim(self, room: int, *, exclude: set[int], in_flight: dict[int, int]) -> outbox.Round:
         if room <= 0:

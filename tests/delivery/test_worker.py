@@ -452,3 +452,19 @@ def test_a_restarted_worker_takes_over_a_killed_workers_calls_once_bitrix24_is_d
     assert rows[sent_just_now[0]].state == CallState.DELIVERING  # it may still be running
     assert rows[still_working[0]].state == CallState.DELIVERING  # its worker is alive
     assert len(commands(live_app.dev, portal, "voximplant.statistic.get")) == 2  # looked up
+
+
+def test_the_worker_claims_more_portals_once_a_pools_worth_has_room(live_app: LiveApp) -> None:
+    """A claim's own statements (the due portals, their shares and schedules) are shared by
+    several portals: while shares are in flight, the worker claims again once as many portals
+    as it has delivery threads have room, not after every share that ends."""
+    worker = Worker(live_app.app, threads=4)  # a round of 16 portals
+
+    def in_flight(portals: int) -> dict:  # type: ignore[type-arg]
+        return {object(): (portal, 1) for portal in range(portals)}
+
+    assert worker._room(in_flight(0)) == 16
+    assert worker._room(in_flight(13)) == 0  # 3 free: the threads still have 9 queued
+    assert worker._room(in_flight(12)) == 4
+    small = Worker(live_app.app, threads=4, portals_per_round=2)  # a round smaller than the pool
+    assert small._room(in_flight(1)) == 1
