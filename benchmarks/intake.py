@@ -1,12 +1,17 @@
 """PBX intake under gunicorn: accepted calls per second and latency of POST /pbx/v1/calls/finish.
 
-A real gunicorn (`--config python:b24app.gunicorn_conf`, 2 processes × 4 threads by default)
-serves the app on the benchmark's database. In the same run, the same server answers a trivial
+A real gunicorn (`--config python:b24app.gunicorn_conf`, its processes and threads as deployed:
+WEB_CONCURRENCY, default 2 per core, × GUNICORN_THREADS, default 4) serves the app on the
+benchmark's database. In the same run, the same server answers a trivial
 endpoint, `GET /healthz` (no database), as the ceiling of what this server and this machine can
 do. Measured for both:
 
 (a) maximum throughput, closed loop: N connections, each sends its next request as soon as the
-    last is answered, for a fixed time (`wrk` when installed, else Python threads);
+    last is answered, for a fixed time (`wrk` when installed, else Python threads), in rounds:
+    the ceiling, the intake, the ceiling … each round a new client whose connections the kernel
+    splits anew between gunicorn's processes (an uneven split moves a round's rate by a third),
+    and the medians compared; with the CPU each side cost per answer: gunicorn's, the database
+    server's (PostgreSQL on this machine) and the client's, which share the cores;
 (b) latency at a fixed open-loop rate (200 requests/s for 10 s): requests leave on schedule
     whether or not earlier ones were answered, and latency counts from the scheduled moment, so
     a stall is not hidden by the client waiting for it.
@@ -25,6 +30,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,10 +44,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import requests
 from sqlalchemy import func, select
 
+from b24app import gunicorn_conf
 from b24app.db import get_db
 from b24app.models import Call
 from benchmarks.environment import World, percentile, world
@@ -98,20 +106,37 @@ class Server:
     url: str
     pid: int
 
-    def cpu(self) -> float:
-        """CPU seconds used so far by gunicorn's processes (Linux /proc; 0 elsewhere), so the
-        cost of a request can be told apart from the machine's other load."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid, ppid = int(stat.parent.name), int(fields[1])
-            if self.pid in (pid, ppid):
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-        return total
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each of gunicorn's processes (Linux /proc; empty
+        elsewhere), so the cost of a request can be told apart from the machine's other load,
+        and an uneven split of the connections between the processes seen."""
+        return {
+            pid: seconds for pid, ppid, _name, seconds in _processes() if self.pid in (pid, ppid)
+        }
+
+
+def _processes() -> Iterator[tuple[int, int, str, float]]:
+    """(pid, parent pid, name, CPU seconds: utime + stime) of every process (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        yield (
+            int(stat.parent.name),
+            int(fields[1]),
+            name,
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+
+
+def database_cpu() -> float:
+    """CPU seconds used so far by this machine's PostgreSQL server (its processes are named
+    `postgres`); 0 for SQLite, whose work is inside gunicorn's processes."""
+    return sum(seconds for _pid, _ppid, name, seconds in _processes() if name == "postgres")
 
 
 @contextmanager
@@ -254,7 +279,10 @@ class Closed:
     p99: float
     max: float
     client: str
-    server_cpu: float = 0.0  # CPU seconds gunicorn spent meanwhile
+    server_cpu: float = 0.0  # CPU seconds gunicorn's processes spent meanwhile
+    busiest: float = 0.0  # the busiest gunicorn process's share of server_cpu
+    database_cpu: float = 0.0  # CPU seconds of the PostgreSQL server meanwhile (0 on SQLite)
+    client_cpu: float = 0.0  # CPU seconds of the load generator
 
     @property
     def rate(self) -> float:
@@ -269,6 +297,35 @@ class Closed:
         """gunicorn's CPU per answer that was the expected one (202 for the intake: per
         accepted call)."""
         return self.server_cpu / max(self.ok, 1)
+
+    @property
+    def machine_cpu_per_ok(self) -> float:
+        """Everything this machine's two sides spent per expected answer: gunicorn, the
+        database server and the load generator, which share the cores."""
+        return (self.server_cpu + self.database_cpu + self.client_cpu) / max(self.ok, 1)
+
+
+def measured_closed_loop(
+    server: Server, target: Target, connections: int, seconds: float, client: str
+) -> Closed:
+    """A closed loop with what it cost: gunicorn's CPU (per process), the database server's
+    and the client's."""
+    before, database = server.cpu(), database_cpu()
+    children, mine = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    closed = closed_loop(server.url, target, connections, seconds, client)
+    after = server.cpu()
+    spent = [after[pid] - before.get(pid, 0.0) for pid in after if pid != server.pid]
+    closed.server_cpu = sum(after.values()) - sum(before.values())
+    closed.busiest = max(spent, default=0.0) / max(sum(spent), 1e-9)
+    closed.database_cpu = database_cpu() - database
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if client == "wrk":  # a child process that has ended
+        closed.client_cpu = (done.ru_utime + done.ru_stime) - (
+            children.ru_utime + children.ru_stime
+        )
+    else:  # threads of this process
+        closed.client_cpu = time.process_time() - mine
+    return closed
 
 
 def closed_loop(url: str, target: Target, connections: int, seconds: float, client: str) -> Closed:
@@ -401,67 +458,84 @@ def ms(seconds: float) -> str:
 
 @dataclass
 class Measured:
-    closed: dict[str, Closed]
+    rounds: dict[str, list[Closed]]  # by target, one closed loop per round
     opened: dict[str, Open]
     accepted: int  # 202 answers to finish, warm-up included
 
 
 def measure(server: Server, key: str, args: argparse.Namespace, client: str) -> Measured:
-    """For the ceiling, then the intake: warm-up, closed loop, open loop."""
-    url = server.url
-    result = Measured({}, {}, 0)
-    for name, target in (
-        ("ceiling GET " + CEILING, Target(CEILING)),
-        ("intake  POST " + FINISH, Target(FINISH, key)),
-    ):
-        warm = closed_loop(url, target, args.connections, args.warmup, client)
-        cpu = server.cpu()
-        closed = closed_loop(url, target, args.connections, args.seconds, client)
-        closed.server_cpu = server.cpu() - cpu
-        opened = open_loop(url, target, args.rate, args.open_seconds, args.pool)
-        result.closed[name], result.opened[name] = closed, opened
-        if target.is_finish:
-            result.accepted = warm.ok + closed.ok + opened.ok
+    """Warm-up for both targets; then `args.rounds` rounds of a closed loop of the ceiling,
+    then of the intake (each loop a new client, so its connections are split between
+    gunicorn's processes anew: the kernel decides, and an uneven split changes a loop's rate);
+    then an open loop of each."""
+    targets = {
+        "ceiling GET " + CEILING: Target(CEILING),
+        "intake  POST " + FINISH: Target(FINISH, key),
+    }
+    result = Measured({name: [] for name in targets}, {}, 0)
+    for target in targets.values():
+        warm = closed_loop(server.url, target, args.connections, args.warmup, client)
+        result.accepted += warm.ok if target.is_finish else 0
+    for _ in range(args.rounds):
+        for name, target in targets.items():
+            closed = measured_closed_loop(server, target, args.connections, args.seconds, client)
+            result.rounds[name].append(closed)
+            result.accepted += closed.ok if target.is_finish else 0
+    for name, target in targets.items():
+        opened = open_loop(server.url, target, args.rate, args.open_seconds, args.pool)
+        result.opened[name] = opened
+        result.accepted += opened.ok if target.is_finish else 0
     return result
 
 
 def report(m: Measured, args: argparse.Namespace) -> None:
-    closed, opened = m.closed, m.opened
     print(
-        f"\n(a) closed loop, {args.connections} connections, {args.seconds:.0f} s "
-        f"(after {args.warmup:.0f} s of warm-up):"
+        f"\n(a) closed loop, {args.connections} connections, {args.rounds} rounds of "
+        f"{args.seconds:.0f} s each, the ceiling and the intake in turn:"
     )
     print(
-        f"  {'':32} {'answered':>9} {'ok':>8} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'server CPU ms/req':>18}"
+        f"  {'':32} {'round':>5} {'ok':>7} {'ok/s':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU ms per answer: gunicorn':>28} {'+ database':>10} {'+ client':>9} "
+        f"{'busiest process':>16}"
     )
-    for name, c in closed.items():
-        print(
-            f"  {name:32} {c.requests:9d} {c.ok:8d} {c.rate:8.0f} {ms(c.p50):>8} {ms(c.p99):>8} "
-            f"{ms(c.cpu_per_request):>18}"
-        )
-    rates = [c.rate for c in closed.values()]
-    share = rates[1] / rates[0]
+    for name, rounds in m.rounds.items():
+        for number, c in enumerate(rounds, 1):
+            print(
+                f"  {name:32} {number:5d} {c.ok:7d} {c.rate:6.0f} {ms(c.p50):>7} {ms(c.p99):>7} "
+                f"{ms(c.cpu_per_ok):>28} {ms(c.database_cpu / max(c.ok, 1)):>10} "
+                f"{ms(c.client_cpu / max(c.ok, 1)):>9} {c.busiest:16.0%}"
+            )
+    ceiling, intake = m.rounds.values()
+    ceiling_rate, intake_rate = (median(c.rate for c in rounds) for rounds in (ceiling, intake))
+    share = intake_rate / ceiling_rate
+    each = [i.rate / c.rate for c, i in zip(ceiling, intake, strict=True)]
+    print(f"  medians: ceiling {ceiling_rate:.0f}/s, intake {intake_rate:.0f}/s")
     print(
         f"  intake / ceiling: {share:.2f} (goal ≥ {GOAL_SHARE}: "
-        f"{'met' if share >= GOAL_SHARE else 'NOT met'})"
+        f"{'met' if share >= GOAL_SHARE else 'NOT met'}); round by round "
+        + ", ".join(f"{r:.2f}" for r in each)
     )
-    ceiling, intake = closed.values()
+    cpu = {name: median(c.cpu_per_ok for c in rounds) for name, rounds in m.rounds.items()}
+    whole = {
+        name: median(c.machine_cpu_per_ok for c in rounds) for name, rounds in m.rounds.items()
+    }
+    (ceiling_cpu, intake_cpu), (ceiling_whole, intake_whole) = cpu.values(), whole.values()
     print(
-        f"  gunicorn CPU per accepted call: {ms(intake.cpu_per_ok)} ms "
-        f"(per /healthz answer: {ms(ceiling.cpu_per_ok)} ms; "
-        f"ratio {ceiling.cpu_per_ok / max(intake.cpu_per_ok, 1e-9):.2f})"
+        f"  gunicorn CPU per accepted call: {ms(intake_cpu)} ms (per /healthz answer: "
+        f"{ms(ceiling_cpu)} ms; ratio {ceiling_cpu / max(intake_cpu, 1e-9):.2f}); "
+        f"the machine's (gunicorn, database, client): {ms(intake_whole)} against "
+        f"{ms(ceiling_whole)} ms (ratio {ceiling_whole / max(intake_whole, 1e-9):.2f})"
     )
     print(f"\n(b) open loop, {args.rate:.0f} requests/s for {args.open_seconds:.0f} s:")
     print(
         f"  {'':32} {'sent':>6} {'ok':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late ms':>8}"
     )
-    for name, o in opened.items():
+    for name, o in m.opened.items():
         print(
             f"  {name:32} {o.sent:6d} {o.ok:6d} {ms(o.p(0.5)):>8} {ms(o.p(0.99)):>8} "
             f"{ms(max(o.latencies)):>8} {ms(o.late):>8}"
         )
-    p99 = list(opened.values())[1].p(0.99)
+    p99 = list(m.opened.values())[1].p(0.99)
     print(
         f"  intake p99 {ms(p99)} ms (goal < {ms(GOAL_P99)} ms: "
         f"{'met' if p99 < GOAL_P99 else 'NOT met'})"
@@ -471,11 +545,16 @@ def report(m: Measured, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process")
+    parser.add_argument(
+        "--workers", type=int, default=gunicorn_conf.workers, help="gunicorn processes"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=gunicorn_conf.threads, help="threads per gunicorn process"
+    )
     parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
     parser.add_argument("--seconds", type=float, default=8.0, help="closed-loop duration")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3, help="closed loops of each, in turn")
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
     parser.add_argument("--open-seconds", type=float, default=10.0)
     parser.add_argument("--pool", type=int, default=32, help="open-loop client connections")
@@ -509,7 +588,8 @@ def main() -> None:
     else:
         verdict = (
             f"{extra} more: requests still in flight when a closed-loop run stopped counting "
-            f"(at most {2 * args.connections} expected), stored all the same"
+            f"(at most {(args.rounds + 1) * args.connections} expected: each closed loop's "
+            "last), stored all the same"
         )
     print(f"\ncalls stored: {stored}; 202 answers counted: {measured.accepted}; {verdict}")
     print(f"load average after {os.getloadavg()[0]:.1f}")
