@@ -135,7 +135,8 @@ def _processes() -> Iterator[tuple[int, int, str, float]]:
 
 def database_cpu() -> float:
     """CPU seconds used so far by this machine's PostgreSQL server (its processes are named
-    `postgres`); 0 for SQLite, whose work is inside gunicorn's processes."""
+    `postgres`), for every client it serves: run the benchmark with nothing else using it.
+    0 for SQLite, whose work is inside gunicorn's processes."""
     return sum(seconds for _pid, _ppid, name, seconds in _processes() if name == "postgres")
 
 
@@ -287,10 +288,6 @@ class Closed:
     @property
     def rate(self) -> float:
         return self.ok / self.seconds
-
-    @property
-    def cpu_per_request(self) -> float:
-        return self.server_cpu / max(self.requests, 1)
 
     @property
     def cpu_per_ok(self) -> float:
