@@ -56,6 +56,8 @@ from benchmarks.environment import World, percentile, world
 
 OPEN_DOOR: dict[str, str] = {}  # the PBX API's default limits never refuse this load
 FINISH = "/pbx/v1/calls/finish"
+APP = "b24app:create_app()"
+NO_STORE_APP = "benchmarks.nostore:create_app()"  # --no-store: answers 202 without storing
 CEILING = "/healthz"
 GOAL_SHARE = 0.5  # intake throughput ≥ half the ceiling
 GOAL_P99 = 0.050  # seconds, at 200 requests/s
@@ -116,7 +118,10 @@ class Server:
 
 
 def _processes() -> Iterator[tuple[int, int, str, float]]:
-    """(pid, parent pid, name, CPU seconds: utime + stime) of every process (Linux /proc)."""
+    """(pid, parent pid, name, CPU seconds) of every process (Linux /proc): its utime + stime
+    and its ended children's (cutime + cstime), so a child that ended between two looks (a
+    PostgreSQL backend or autovacuum worker, a replaced gunicorn worker) is still counted, in
+    its parent."""
     ticks = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -125,24 +130,26 @@ def _processes() -> Iterator[tuple[int, int, str, float]]:
             continue
         name = text[text.index("(") + 1 : text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
-        yield (
-            int(stat.parent.name),
-            int(fields[1]),
-            name,
-            (int(fields[11]) + int(fields[12])) / ticks,
-        )
+        cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
+        yield int(stat.parent.name), int(fields[1]), name, cpu
 
 
-def database_cpu() -> float:
-    """CPU seconds used so far by this machine's PostgreSQL server (its processes are named
-    `postgres`), for every client it serves: run the benchmark with nothing else using it.
-    0 for SQLite, whose work is inside gunicorn's processes."""
-    return sum(seconds for _pid, _ppid, name, seconds in _processes() if name == "postgres")
+def database_cpu(database_url: str | None) -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL server (its processes, named
+    `postgres`, with their ended children), for every client it serves: run the benchmark with
+    nothing else using it. None on SQLite (its work is inside gunicorn's processes) or when no
+    local PostgreSQL process is found (a server elsewhere: not measured)."""
+    if not database_url:
+        return None
+    found = [cpu for _pid, _ppid, name, cpu in _processes() if name == "postgres"]
+    return sum(found) if found else None
 
 
 @contextmanager
-def gunicorn(w: World, workers: int, threads: int, folder: Path) -> Iterator[Server]:
-    """gunicorn with the app's own config on a free port."""
+def gunicorn(
+    w: World, workers: int, threads: int, folder: Path, app: str = APP
+) -> Iterator[Server]:
+    """gunicorn with the app's own config on a free port, serving `app`."""
     port = _free_port()
     metrics_dir = folder / "prometheus"
     metrics_dir.mkdir()
@@ -156,7 +163,7 @@ def gunicorn(w: World, workers: int, threads: int, folder: Path) -> Iterator[Ser
     }
     # max-requests 0: no planned worker restarts in the middle of a measurement.
     command = [sys.executable, "-m", "gunicorn", "--config", "python:b24app.gunicorn_conf"]
-    command += ["--bind", f"127.0.0.1:{port}", "--max-requests", "0", "b24app:create_app()"]
+    command += ["--bind", f"127.0.0.1:{port}", "--max-requests", "0", app]
     with open(folder / "gunicorn.log", "w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
@@ -281,8 +288,9 @@ class Closed:
     max: float
     client: str
     server_cpu: float = 0.0  # CPU seconds gunicorn's processes spent meanwhile
-    busiest: float = 0.0  # the busiest gunicorn process's share of server_cpu
-    database_cpu: float = 0.0  # CPU seconds of the PostgreSQL server meanwhile (0 on SQLite)
+    processes: int = 0  # gunicorn's worker processes
+    busiest: float = 0.0  # the busiest worker process's share of the workers' CPU
+    database_cpu: float | None = None  # the PostgreSQL server's CPU seconds (None: SQLite)
     client_cpu: float = 0.0  # CPU seconds of the load generator
 
     @property
@@ -299,22 +307,31 @@ class Closed:
     def machine_cpu_per_ok(self) -> float:
         """Everything this machine's two sides spent per expected answer: gunicorn, the
         database server and the load generator, which share the cores."""
-        return (self.server_cpu + self.database_cpu + self.client_cpu) / max(self.ok, 1)
+        database = self.database_cpu or 0.0
+        return (self.server_cpu + database + self.client_cpu) / max(self.ok, 1)
 
 
 def measured_closed_loop(
-    server: Server, target: Target, connections: int, seconds: float, client: str
+    server: Server,
+    target: Target,
+    connections: int,
+    seconds: float,
+    client: str,
+    database_url: str | None,
 ) -> Closed:
     """A closed loop with what it cost: gunicorn's CPU (per process), the database server's
     and the client's."""
-    before, database = server.cpu(), database_cpu()
+    before, database = server.cpu(), database_cpu(database_url)
     children, mine = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
     closed = closed_loop(server.url, target, connections, seconds, client)
-    after = server.cpu()
-    spent = [after[pid] - before.get(pid, 0.0) for pid in after if pid != server.pid]
-    closed.server_cpu = sum(after.values()) - sum(before.values())
-    closed.busiest = max(spent, default=0.0) / max(sum(spent), 1e-9)
-    closed.database_cpu = database_cpu() - database
+    after, database_after = server.cpu(), database_cpu(database_url)
+    spent = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
+    workers = [cpu for pid, cpu in spent.items() if pid != server.pid]
+    closed.server_cpu = sum(spent.values())
+    closed.processes = len(workers)
+    closed.busiest = max(workers, default=0.0) / max(sum(workers), 1e-9)
+    if database is not None and database_after is not None:
+        closed.database_cpu = database_after - database
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     if client == "wrk":  # a child process that has ended
         closed.client_cpu = (done.ru_utime + done.ru_stime) - (
@@ -461,10 +478,10 @@ class Measured:
 
 
 def measure(server: Server, key: str, args: argparse.Namespace, client: str) -> Measured:
-    """Warm-up for both targets; then `args.rounds` rounds of a closed loop of the ceiling,
-    then of the intake (each loop a new client, so its connections are split between
-    gunicorn's processes anew: the kernel decides, and an uneven split changes a loop's rate);
-    then an open loop of each."""
+    """Warm-up for both targets; then `args.rounds` rounds of a closed loop of each, the
+    ceiling first in odd rounds, the intake in even ones (each loop a new client, so its
+    connections are split between gunicorn's processes anew: the kernel decides, and an uneven
+    split changes a loop's rate); then an open loop of each."""
     targets = {
         "ceiling GET " + CEILING: Target(CEILING),
         "intake  POST " + FINISH: Target(FINISH, key),
@@ -473,9 +490,14 @@ def measure(server: Server, key: str, args: argparse.Namespace, client: str) -> 
     for target in targets.values():
         warm = closed_loop(server.url, target, args.connections, args.warmup, client)
         result.accepted += warm.ok if target.is_finish else 0
-    for _ in range(args.rounds):
-        for name, target in targets.items():
-            closed = measured_closed_loop(server, target, args.connections, args.seconds, client)
+    for number in range(args.rounds):
+        order = list(targets.items())
+        if number % 2:  # every other round the intake first: what one leaves behind (a
+            order.reverse()  # checkpoint, autovacuum) lands on each side alike
+        for name, target in order:
+            closed = measured_closed_loop(
+                server, target, args.connections, args.seconds, client, args.database_url
+            )
             result.rounds[name].append(closed)
             result.accepted += closed.ok if target.is_finish else 0
     for name, target in targets.items():
@@ -493,14 +515,15 @@ def report(m: Measured, args: argparse.Namespace) -> None:
     print(
         f"  {'':32} {'round':>5} {'ok':>7} {'ok/s':>6} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'CPU ms per answer: gunicorn':>28} {'+ database':>10} {'+ client':>9} "
-        f"{'busiest process':>16}"
+        f"{'busiest of processes':>21}"
     )
     for name, rounds in m.rounds.items():
         for number, c in enumerate(rounds, 1):
+            database = "-" if c.database_cpu is None else ms(c.database_cpu / max(c.ok, 1))
             print(
                 f"  {name:32} {number:5d} {c.ok:7d} {c.rate:6.0f} {ms(c.p50):>7} {ms(c.p99):>7} "
-                f"{ms(c.cpu_per_ok):>28} {ms(c.database_cpu / max(c.ok, 1)):>10} "
-                f"{ms(c.client_cpu / max(c.ok, 1)):>9} {c.busiest:16.0%}"
+                f"{ms(c.cpu_per_ok):>28} {database:>10} "
+                f"{ms(c.client_cpu / max(c.ok, 1)):>9} {c.busiest:14.0%} of {c.processes:>3}"
             )
     ceiling, intake = m.rounds.values()
     ceiling_rate, intake_rate = (median(c.rate for c in rounds) for rounds in (ceiling, intake))
@@ -539,6 +562,22 @@ def report(m: Measured, args: argparse.Namespace) -> None:
     )
 
 
+def _stored_verdict(stored: int, accepted: int, args: argparse.Namespace) -> str:
+    """Whether the database holds every call answered 202 (and at most the closed loops'
+    last requests more, each loop's `connections` in flight when wrk stopped counting)."""
+    if args.no_store:
+        return "none stored, as --no-store means"
+    extra, most = stored - accepted, (args.rounds + 1) * args.connections
+    if extra < 0:
+        return "FEWER than answered 202: accepted calls are missing"
+    if extra > most:
+        return f"{extra} MORE than answered 202, above the {most} requests left in flight"
+    return (
+        f"{extra} more: requests still in flight when a closed-loop run stopped counting "
+        f"(at most {most} expected: each closed loop's last), stored all the same"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url")
@@ -561,6 +600,12 @@ def main() -> None:
         default="auto",
         help="closed-loop load generator (auto: wrk when installed)",
     )
+    parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="serve benchmarks/nostore.py: the intake answers 202 WITHOUT storing (what a call "
+        "costs apart from its store)",
+    )
     args = parser.parse_args()
     client = args.client
     if client == "auto":
@@ -572,23 +617,18 @@ def main() -> None:
         f"threads (gthread), closed-loop client {client}; "
         f"load average before {load[0]:.1f} on {os.cpu_count()} cores"
     )
+    if args.no_store:
+        print("  --no-store: the intake answers 202 WITHOUT STORING (benchmarks/nostore.py)")
     with world(args.database_url, **OPEN_DOOR) as w, tempfile.TemporaryDirectory() as tmp:
         portal = w.install("intake")
         key = w.pbx_key(portal)
-        with gunicorn(w, args.workers, args.threads, Path(tmp)) as server:
+        app = NO_STORE_APP if args.no_store else APP
+        with gunicorn(w, args.workers, args.threads, Path(tmp), app) as server:
             measured = measure(server, key, args, client)
         stored = stored_calls(w)
     report(measured, args)
-    extra = stored - measured.accepted
-    if extra < 0:
-        verdict = "FEWER than answered 202: accepted calls are missing"
-    else:
-        verdict = (
-            f"{extra} more: requests still in flight when a closed-loop run stopped counting "
-            f"(at most {(args.rounds + 1) * args.connections} expected: each closed loop's "
-            "last), stored all the same"
-        )
-    print(f"\ncalls stored: {stored}; 202 answers counted: {measured.accepted}; {verdict}")
+    print(f"\ncalls stored: {stored}; 202 answers counted: {measured.accepted}; ", end="")
+    print(_stored_verdict(stored, measured.accepted, args))
     print(f"load average after {os.getloadavg()[0]:.1f}")
 
 
