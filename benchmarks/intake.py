@@ -17,7 +17,8 @@ do. Measured for both:
     a stall is not hidden by the client waiting for it.
 
 Every finish request is a distinct call (its own PBX_CALL_ID), so every one is a real insert;
-the run checks that the database holds exactly as many calls as were answered 202. The PBX
+the run checks that the database holds every call answered 202, and at most the closed loops'
+last requests more (in flight when wrk stopped counting; `202` is counted exactly). The PBX
 rate limits are the defaults (ratelimit.py: 30,000 per minute per key, far above what the web
 processes accept): the limiter runs on every request but never refuses. No delivery worker runs.
 
@@ -68,13 +69,19 @@ WRK_SCRIPT = r"""
 -- setup() runs in the main Lua state, request() in each thread's own: `thread_id` must stay a
 -- global there (a local of this chunk would shadow the value set by thread:set).
 local next_thread = 0
+local threads = {}
 function setup(thread)
   thread:set("thread_id", next_thread)
   next_thread = next_thread + 1
+  table.insert(threads, thread)
 end
 function init(args)
-  n = 0
+  n, ok = 0, 0
   run, key, path = args[1], args[2], args[3]
+  expected = path == "/pbx/v1/calls/finish" and 202 or 200
+end
+function response(status, headers, body)
+  if status == expected then ok = ok + 1 end
 end
 function request()
   if path ~= "/pbx/v1/calls/finish" then
@@ -90,11 +97,11 @@ function request()
   }, body)
 end
 function done(summary, latency, requests)
-  local e = summary.errors
+  local answered = 0  -- the expected status exactly (202 for a finish), not merely "not an error"
+  for _, thread in ipairs(threads) do answered = answered + thread:get("ok") end
   io.write(string.format(
-    'WRK {"requests":%d,"seconds":%f,"non2xx":%d,"socket_errors":%d,' ..
-    '"p50":%f,"p99":%f,"max":%f}\n',
-    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
+    'WRK {"requests":%d,"seconds":%f,"ok":%d,"p50":%f,"p99":%f,"max":%f}\n',
+    summary.requests, summary.duration / 1e6, answered,
     latency:percentile(50) / 1e6, latency:percentile(99) / 1e6, latency.max / 1e6))
 end
 """
@@ -363,9 +370,8 @@ def _wrk(url: str, target: Target, connections: int, seconds: float) -> Closed:
     finally:
         os.unlink(script.name)
     data = json.loads(next(ln for ln in out.splitlines() if ln.startswith("WRK "))[4:])
-    ok = data["requests"] - data["non2xx"] - data["socket_errors"]
     return Closed(
-        data["requests"], ok, data["seconds"], data["p50"], data["p99"], data["max"], "wrk"
+        data["requests"], data["ok"], data["seconds"], data["p50"], data["p99"], data["max"], "wrk"
     )
 
 
