@@ -48,7 +48,7 @@ from pathlib import Path
 from statistics import median
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from b24app import gunicorn_conf
 from b24app.db import get_db
@@ -57,8 +57,11 @@ from benchmarks.environment import World, percentile, world
 
 OPEN_DOOR: dict[str, str] = {}  # the PBX API's default limits never refuse this load
 FINISH = "/pbx/v1/calls/finish"
-APP = "b24app:create_app()"
-NO_STORE_APP = "benchmarks.nostore:create_app()"  # --no-store: answers 202 without storing
+STORES = {  # --store: b24app's own, or benchmarks/nostore.py's instruments
+    "ours": "b24app:create_app()",
+    "none": "benchmarks.nostore:create_app()",  # answers 202 without storing
+    "narrow": "benchmarks.nostore:create_narrow_app()",  # one narrow row per event
+}
 CEILING = "/healthz"
 GOAL_SHARE = 0.5  # intake throughput ≥ half the ceiling
 GOAL_P99 = 0.050  # seconds, at 200 requests/s
@@ -154,7 +157,7 @@ def database_cpu(database_url: str | None) -> float | None:
 
 @contextmanager
 def gunicorn(
-    w: World, workers: int, threads: int, folder: Path, app: str = APP
+    w: World, workers: int, threads: int, folder: Path, app: str = STORES["ours"]
 ) -> Iterator[Server]:
     """gunicorn with the app's own config on a free port, serving `app`."""
     port = _free_port()
@@ -467,8 +470,11 @@ def open_loop(url: str, target: Target, rate: float, seconds: float, pool_size: 
 # --- the run ------------------------------------------------------------------------------------
 
 
-def stored_calls(w: World) -> int:
+def stored_calls(w: World, store: str) -> int:
+    """Calls in the database: b24app's, or the narrow store's rows (benchmarks/nostore.py)."""
     with w.app.app_context(), get_db().read() as session:
+        if store == "narrow":
+            return int(session.scalar(text("SELECT count(*) FROM bench_inbox")) or 0)
         return int(session.scalar(select(func.count()).select_from(Call)) or 0)
 
 
@@ -571,8 +577,8 @@ def report(m: Measured, args: argparse.Namespace) -> None:
 def _stored_verdict(stored: int, accepted: int, args: argparse.Namespace) -> str:
     """Whether the database holds every call answered 202 (and at most the closed loops'
     last requests more, each loop's `connections` in flight when wrk stopped counting)."""
-    if args.no_store:
-        return "none stored, as --no-store means"
+    if args.store == "none":
+        return "none stored, as --store none means"
     extra, most = stored - accepted, (args.rounds + 1) * args.connections
     if extra < 0:
         return "FEWER than answered 202: accepted calls are missing"
@@ -607,10 +613,12 @@ def main() -> None:
         help="closed-loop load generator (auto: wrk when installed)",
     )
     parser.add_argument(
-        "--no-store",
-        action="store_true",
-        help="serve benchmarks/nostore.py: the intake answers 202 WITHOUT storing (what a call "
-        "costs apart from its store)",
+        "--store",
+        choices=list(STORES),
+        default="ours",
+        help="ours: b24app as it is; none: the intake answers 202 WITHOUT storing; narrow: it "
+        "writes one narrow row per event (benchmarks/nostore.py: what a call costs apart from "
+        "its store)",
     )
     args = parser.parse_args()
     client = args.client
@@ -623,15 +631,14 @@ def main() -> None:
         f"threads (gthread), closed-loop client {client}; "
         f"load average before {load[0]:.1f} on {os.cpu_count()} cores"
     )
-    if args.no_store:
-        print("  --no-store: the intake answers 202 WITHOUT STORING (benchmarks/nostore.py)")
+    if args.store != "ours":
+        print(f"  --store {args.store}: NOT b24app's store (benchmarks/nostore.py)")
     with world(args.database_url, **OPEN_DOOR) as w, tempfile.TemporaryDirectory() as tmp:
         portal = w.install("intake")
         key = w.pbx_key(portal)
-        app = NO_STORE_APP if args.no_store else APP
-        with gunicorn(w, args.workers, args.threads, Path(tmp), app) as server:
+        with gunicorn(w, args.workers, args.threads, Path(tmp), STORES[args.store]) as server:
             measured = measure(server, key, args, client)
-        stored = stored_calls(w)
+        stored = stored_calls(w, args.store)
     report(measured, args)
     print(f"\ncalls stored: {stored}; 202 answers counted: {measured.accepted}; ", end="")
     print(_stored_verdict(stored, measured.accepted, args))
