@@ -701,16 +701,12 @@ def _unnest(column: Any) -> Any:
     """One row per element of the list bound as `u_<column>`, named like the column (a JSON
     column's list goes as one JSON array)."""
     name = f"u_{column.key}"
-    if _is_json(column):
+    if isinstance(column.type, JSON):
         return func.json_array_elements(bindparam(name, type_=PG_JSON)).label(column.key)
     # VARCHAR[] rather than VARCHAR(n)[]: that cast cuts a longer text silently, while the
     # column refuses it (as a single-row UPDATE did)
     item = String() if type(column.type) is String else column.type
     return func.unnest(bindparam(name, type_=ARRAY(item))).label(column.key)
-
-
-def _is_json(column: Any) -> bool:
-    return isinstance(column.type, JSON)
 
 
 def _states_after(call: Claimed, outcome: CallOutcome) -> list[tuple[str, str | None, str | None]]:
