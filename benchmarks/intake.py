@@ -62,6 +62,7 @@ STORES = {  # --store: b24app's own, or benchmarks/nostore.py's instruments
     "ours": "b24app:create_app()",
     "none": "benchmarks.nostore:create_app()",  # answers 202 without storing
     "narrow": "benchmarks.nostore:create_narrow_app()",  # one narrow row per event
+    "raw": "benchmarks.nostore:create_raw_app()",  # b24app's rows, below SQLAlchemy
 }
 CEILING = "/healthz"
 GOAL_SHARE = 0.5  # intake throughput ≥ half the ceiling
@@ -631,8 +632,9 @@ def main() -> None:
         choices=list(STORES),
         default="ours",
         help="ours: b24app as it is; none: the intake answers 202 WITHOUT storing; narrow: it "
-        "writes one narrow row per event (benchmarks/nostore.py: what a call costs apart from "
-        "its store)",
+        "writes one narrow row per event; raw: b24app's own rows below SQLAlchemy "
+        "(benchmarks/nostore.py: what a call costs apart from its store, or with a write path "
+        "of its own)",
     )
     args = parser.parse_args()
     client = args.client

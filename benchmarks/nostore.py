@@ -9,9 +9,14 @@ they show what accepting a call costs apart from its store, in the same run as t
   by one INSERT … ON CONFLICT DO NOTHING RETURNING on the driver's cursor, through b24app's
   own write path (db.write_together: group commit, session, COMMIT): about the least a
   durable intake could write per call on that path.
+- `raw` (`create_raw_app`): b24app's own two rows of a new call (the call's and the event's,
+  the very INSERTs and values of pbx/intake.py), but below SQLAlchemy: one transaction on a
+  pooled driver connection, no session, no Connection, no engine events, no group commit. A
+  call that exists already goes b24app's own way. What b24app's store would cost with a write
+  path of its own under SQLAlchemy (docs/performance.md, Intake, fifth pass).
 
-gunicorn loads them as `benchmarks.nostore:create_app()` and
-`benchmarks.nostore:create_narrow_app()`.
+gunicorn loads them as `benchmarks.nostore:create_app()`,
+`benchmarks.nostore:create_narrow_app()` and `benchmarks.nostore:create_raw_app()`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from sqlalchemy.exc import DBAPIError
 
 from b24app import create_app as create_b24app
 from b24app.db import Database, get_db
+from b24app.delivery import call_index
 from b24app.pbx import intake
+from b24app.pbx.prepared import PreparedInsert
+from b24app.portals.settings import zone
 
 INBOX = (
     "CREATE TABLE IF NOT EXISTS bench_inbox (id {id} PRIMARY KEY, portal_id INTEGER NOT NULL, "
@@ -82,3 +90,61 @@ def create_narrow_app() -> Flask:
             pass
     intake._store = _store_narrow
     return app
+
+
+_STORE = intake._store  # b24app's own, for what the raw store leaves to it
+
+
+def _store_raw(db: Database, portal: Any, event: Any, after: Any) -> intake.Result:
+    if after is not None:  # a finish with RECORD_URL: b24app's own way
+        return _STORE(db, portal, event, after)
+    now = intake.utcnow()
+    facts = call_index.facts_of(event.kind, event.request, zone(portal.timezone))
+    public_id = intake.new_public_id()
+    call = {"portal_id": portal.portal_id, "key": event.key, "public_id": public_id, "now": now}
+    with db._turn():  # SQLite: the same turns as b24app's writes (db.Database.write)
+        pooled = db.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            if db.is_sqlite:
+                driver.execute("BEGIN IMMEDIATE")
+            call_insert, event_insert = _prepared(db)
+            call_id = _run(driver, call_insert, call | call_index.first_values(facts, now))
+            if call_id is None:  # a later event of a known call
+                driver.rollback()
+                return _STORE(db, portal, event, after)
+            values = {"call_id": call_id, "kind": event.kind.value, "now": now}
+            values |= {"dedupe_key": event.dedupe_key, "request": event.request}
+            _run(driver, event_insert, values)
+            driver.commit()
+        except BaseException:
+            driver.rollback()
+            raise
+        finally:
+            pooled.close()
+    return intake.Result(intake.Code.ACCEPTED, call={"id": public_id, "state": "queued"})
+
+
+def _prepared(db: Database) -> tuple[PreparedInsert, PreparedInsert]:
+    with db.engine.connect() as connection:
+        return intake._prepared(connection)
+
+
+def _run(driver: Any, insert: PreparedInsert, values: dict[str, Any]) -> Any:
+    """PreparedInsert.run without SQLAlchemy's Connection: the driver's cursor itself."""
+    params = {**insert.constants, **values}
+    for name, process in insert.processors:
+        params[name] = process(params[name])
+    arguments: Any = params if insert.names is None else tuple(params[n] for n in insert.names)
+    cursor = driver.cursor()
+    try:
+        cursor.execute(insert.sql, arguments)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None else row[0]
+
+
+def create_raw_app() -> Flask:
+    intake._store = _store_raw
+    return create_b24app()
