@@ -10,10 +10,8 @@
 - The access log prints the path without the query string: /oauth/callback carries a `code`.
 - The master checks the configuration before starting workers (`on_starting`).
 - Each worker, once it has loaded the app, moves what start-up built out of the garbage
-  collector's reach (`post_worker_init`): a full collection then takes milliseconds instead of
-  a fifth of a second, during which the process answers nobody — and on SQLite, when one of its
-  threads held the write turn, nobody else's call was stored either (docs/performance.md,
-  Intake).
+  collector's reach (`post_worker_init`, b24app/heap.py): a full collection then takes
+  milliseconds instead of a fifth of a second, during which the process answers nobody.
 """
 
 from __future__ import annotations
@@ -49,20 +47,11 @@ def on_starting(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """In each worker, after it loaded the app: collect start-up's garbage once, then freeze
-    what is left (`gc.freeze`: modules, the app, its engine, schemas, translations), so later
-    collections walk only what requests create.
+    """In each worker, once it loaded the app: start-up's objects out of every later garbage
+    collection (heap.freeze_start_up: a full collection took 87-278 ms under load without it)."""
+    from b24app.heap import freeze_start_up
 
-    Why: a full (generation 2) collection walks every object the process tracks, start-up's
-    ~150,000 included: ~60 ms alone, and 87-278 ms measured in the web processes under the
-    intake benchmark's open loop (200 requests/s, 4 × 4 on 2 cores, SQLite); with this, under
-    30 ms. Meanwhile the process answers nobody, and a thread of it holding SQLite's write turn
-    held every process's writes as long. Frozen objects are never freed, which start-up's are
-    not anyway."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
+    freeze_start_up()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -3,6 +3,7 @@ an app built on it with migrations applied, and the development portal on a real
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -33,6 +34,15 @@ TEST_CLIENT_ID = "app.test.1"
 TEST_CLIENT_SECRET = "test-client-secret"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(autouse=True)
+def _collect_what_a_worker_froze() -> Iterator[None]:
+    """`worker` run in this process (the CLI runner) freezes the heap as a worker process does
+    (b24app/heap.py); after the test, what it froze is collected again as before, so no test's
+    leftovers outlive it."""
+    yield
+    gc.unfreeze()
 
 
 # pytest-xdist lanes (`make test` runs `-n 4 --dist loadgroup`): the drills in three lanes, each
