@@ -10,9 +10,10 @@ they show what accepting a call costs apart from its store, in the same run as t
   own write path (db.write_together: group commit, session, COMMIT): about the least a
   durable intake could write per call on that path.
 - `raw` (`create_raw_app`): b24app's own two rows of a new call (the call's and the event's,
-  the very INSERTs and values of pbx/intake.py), but below SQLAlchemy: one transaction on a
-  pooled driver connection, no session, no Connection, no engine events, no group commit. A
-  call that exists already goes b24app's own way. What b24app's store would cost with a write
+  the very INSERTs and values of pbx/intake.py), but below SQLAlchemy: one transaction on
+  the thread's own driver connection (opened once, so no pool checkout and no ping per call),
+  no session, no Connection, no engine events, no group commit. A call that exists already
+  goes b24app's own way. What b24app's store would cost with a write
   path of its own under SQLAlchemy (docs/performance.md, Intake, fifth pass).
 
 gunicorn loads them as `benchmarks.nostore:create_app()`,
@@ -22,11 +23,12 @@ gunicorn loads them as `benchmarks.nostore:create_app()`,
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from b24app import create_app as create_b24app
 from b24app.db import Database, get_db
@@ -93,6 +95,8 @@ def create_narrow_app() -> Flask:
 
 
 _STORE = intake._store  # b24app's own, for what the raw store leaves to it
+_DRIVER = threading.local()  # this thread's own driver connection (raw store)
+_PREPARED: dict[str, tuple[PreparedInsert, PreparedInsert]] = {}  # by dialect name
 
 
 def _store_raw(db: Database, portal: Any, event: Any, after: Any) -> intake.Result:
@@ -103,31 +107,49 @@ def _store_raw(db: Database, portal: Any, event: Any, after: Any) -> intake.Resu
     public_id = intake.new_public_id()
     call = {"portal_id": portal.portal_id, "key": event.key, "public_id": public_id, "now": now}
     with db._turn():  # SQLite: the same turns as b24app's writes (db.Database.write)
-        pooled = db.engine.raw_connection()
+        driver = _driver(db)
+        call_insert, event_insert = _prepared(db)
         try:
-            driver = pooled.driver_connection
             if db.is_sqlite:
                 driver.execute("BEGIN IMMEDIATE")
-            call_insert, event_insert = _prepared(db)
             call_id = _run(driver, call_insert, call | call_index.first_values(facts, now))
-            if call_id is None:  # a later event of a known call
+            if call_id is not None:
+                values = {"call_id": call_id, "kind": event.kind.value, "now": now}
+                values |= {"dedupe_key": event.dedupe_key, "request": event.request}
+                _run(driver, event_insert, values)
+                driver.commit()
+            else:
                 driver.rollback()
-                return _STORE(db, portal, event, after)
-            values = {"call_id": call_id, "kind": event.kind.value, "now": now}
-            values |= {"dedupe_key": event.dedupe_key, "request": event.request}
-            _run(driver, event_insert, values)
-            driver.commit()
-        except BaseException:
+        except db.engine.dialect.loaded_dbapi.Error as error:
             driver.rollback()
-            raise
-        finally:
-            pooled.close()
+            raise OperationalError("raw store", None, error) from error  # a 503, as b24app's
+    if call_id is None:  # a later event of a known call: b24app's own way, outside the turn
+        return _STORE(db, portal, event, after)
     return intake.Result(intake.Code.ACCEPTED, call={"id": public_id, "state": "queued"})
 
 
+def _driver(db: Database) -> Any:
+    """This thread's driver connection, opened once through the engine's pool (so with its
+    connect-time settings: SQLite's WAL, busy timeout …) and kept: no checkout, no ping, per
+    call. A benchmark's threads live as long as the server; nothing gives it back."""
+    pooled = getattr(_DRIVER, "pooled", None)
+    if pooled is None:  # kept referenced: a dropped checkout goes back to the pool
+        pooled = _DRIVER.pooled = db.engine.raw_connection()
+    return pooled.driver_connection
+
+
 def _prepared(db: Database) -> tuple[PreparedInsert, PreparedInsert]:
-    with db.engine.connect() as connection:
-        return intake._prepared(connection)
+    """b24app's own two INSERTs (pbx/intake._statements), compiled once for this database."""
+    dialect = db.engine.dialect
+    prepared = _PREPARED.get(dialect.name)
+    if prepared is None:
+        call, event = intake._statements(dialect.name)
+        prepared = (
+            PreparedInsert.build(call, dialect, intake._CALL_VALUES),
+            PreparedInsert.build(event, dialect, intake._EVENT_VALUES),
+        )
+        _PREPARED[dialect.name] = prepared
+    return prepared
 
 
 def _run(driver: Any, insert: PreparedInsert, values: dict[str, Any]) -> Any:
