@@ -8,6 +8,9 @@ Intake, fifth pass). Meanwhile the process answers nobody, and on SQLite a threa
 the write turn (db.Database.write) holds every process's writes as long: a PBX waited that long
 for its 202. `gc.freeze` (the standard library's answer to exactly this) moves them to a
 generation no collection walks; what requests and batches create is collected as before.
+
+When hunting a leak in such a process: frozen objects are missing from `gc.get_objects()` and
+`gc.get_referrers()`, so objgraph and the like miss them: `gc.unfreeze()` first.
 """
 
 from __future__ import annotations

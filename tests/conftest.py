@@ -39,8 +39,8 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 @pytest.fixture(autouse=True)
 def _collect_what_a_worker_froze() -> Iterator[None]:
     """`worker` run in this process (the CLI runner) freezes the heap as a worker process does
-    (b24app/heap.py); after the test, what it froze is collected again as before, so no test's
-    leftovers outlive it."""
+    (b24app/heap.py); after the test, what it froze is collectable again, so no test's
+    leftovers outlive the next collection."""
     yield
     gc.unfreeze()
 
