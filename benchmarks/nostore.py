@@ -13,8 +13,8 @@ they show what accepting a call costs apart from its store, in the same run as t
   the very INSERTs and values of pbx/intake.py), but below SQLAlchemy: one transaction on
   the thread's own driver connection (opened once, so no pool checkout and no ping per call),
   no session, no Connection, no engine events, no group commit. A call that exists already
-  goes b24app's own way. What b24app's store would cost with a write
-  path of its own under SQLAlchemy (docs/performance.md, Intake, fifth pass).
+  goes b24app's own way. What b24app's store would cost with a write path of its own below
+  SQLAlchemy (docs/performance.md, Intake, fifth pass).
 
 gunicorn loads them as `benchmarks.nostore:create_app()`,
 `benchmarks.nostore:create_narrow_app()` and `benchmarks.nostore:create_raw_app()`.
