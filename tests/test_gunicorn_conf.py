@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from tests.drills.processes import free_port, process_env
+from tests.drills.processes import Managed, free_port, process_env, wait_until_answers
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 60.0  # seconds; a loaded 2-core machine is slow
 
 
 def test_each_web_worker_leaves_what_it_loaded_out_of_every_garbage_collection(
@@ -25,31 +21,14 @@ def test_each_web_worker_leaves_what_it_loaded_out_of_every_garbage_collection(
     port = free_port()
     env = process_env({"B24APP_ENV": "development", "B24APP_INSTANCE_PATH": str(tmp_path)})
     env["WEB_CONCURRENCY"] = "1"
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:b24app.gunicorn_conf"]
-    command += ["--bind", f"127.0.0.1:{port}", "tests.gc_probe_app:app"]
-    with open(tmp_path / "gunicorn.log", "wb") as output:
-        server = subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=output)
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:b24app.gunicorn_conf"]
+    argv += ["--bind", f"127.0.0.1:{port}", "tests.gc_probe_app:app"]
+    web = Managed("web", argv, env, REPO, tmp_path / "gunicorn.log", url=f"http://127.0.0.1:{port}")
     try:
-        answer = _first_answer(f"http://127.0.0.1:{port}/", server)
+        wait_until_answers(web.start(), "/")
+        answer = requests.get(f"{web.url}/", timeout=10).json()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    log = (tmp_path / "gunicorn.log").read_text()
-    assert answer["load_time_object_walked"] is False, log
-    assert answer["request_object_walked"] is True, log  # collections still run, on the rest
+        web.stop()
+    assert answer["load_time_object_walked"] is False, web.tail()
+    assert answer["request_object_walked"] is True, web.tail()  # collections still run, on the rest
     assert answer["frozen"] > 1_000  # the modules gunicorn and the app brought, not a handful
-
-
-def _first_answer(url: str, server: subprocess.Popen[bytes]) -> dict[str, Any]:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "gunicorn exited"
-        try:  # the master listens before its worker has loaded the app: wait for both
-            return dict(requests.get(url, timeout=5).json())
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not answer in time")
