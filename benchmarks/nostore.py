@@ -154,13 +154,9 @@ def _prepared(db: Database) -> tuple[PreparedInsert, PreparedInsert]:
 
 def _run(driver: Any, insert: PreparedInsert, values: dict[str, Any]) -> Any:
     """PreparedInsert.run without SQLAlchemy's Connection: the driver's cursor itself."""
-    params = {**insert.constants, **values}
-    for name, process in insert.processors:
-        params[name] = process(params[name])
-    arguments: Any = params if insert.names is None else tuple(params[n] for n in insert.names)
     cursor = driver.cursor()
     try:
-        cursor.execute(insert.sql, arguments)
+        cursor.execute(insert.sql, insert.arguments(values))
         row = cursor.fetchone()
     finally:
         cursor.close()

@@ -68,13 +68,18 @@ class PreparedInsert:
         names = tuple(compiled.positiontup or ()) if dialect.positional else None
         return cls(compiled.string, names, constants, tuple(processors))
 
-    def run(self, connection: Connection, values: Mapping[str, Any]) -> Any:
-        """Execute with `values` in the connection's transaction; the returned column, or None
-        when no row was inserted (ON CONFLICT DO NOTHING)."""
+    def arguments(self, values: Mapping[str, Any]) -> Any:
+        """What the driver takes with `sql` for `values`: the constants merged in, each value
+        through its bind processor; a dict, or a tuple in `names`' order (positional drivers)."""
         params = {**self.constants, **values}
         for name, process in self.processors:
             params[name] = process(params[name])
-        arguments: Any = params if self.names is None else tuple(params[n] for n in self.names)
+        return params if self.names is None else tuple(params[n] for n in self.names)
+
+    def run(self, connection: Connection, values: Mapping[str, Any]) -> Any:
+        """Execute with `values` in the connection's transaction; the returned column, or None
+        when no row was inserted (ON CONFLICT DO NOTHING)."""
+        arguments = self.arguments(values)
         cursor = connection.connection.cursor()
         try:
             # SQLAlchemy's own path for a statement on a cursor (it runs column defaults and
