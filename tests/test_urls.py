@@ -48,7 +48,7 @@ def test_plain_urls_pass(url: str) -> None:
 
 @pytest.mark.parametrize(("url", "why"), BAD)
 def test_each_broken_part_is_named(url: str, why: str) -> None:
-    with pytest.raises(InvalidURL, match="") as refused:
+    with pytest.raises(InvalidURL) as refused:
         parse_url(url)
     assert why in str(refused.value)
 

@@ -43,7 +43,10 @@ def test_two_claims_booking_a_portal_whose_throttle_row_appears_meanwhile_do_not
     with app.app_context():
         db = get_db()
         with db.write() as session:
-            ids = dict(session.execute(select(Portal.member_id, Portal.id)).tuples().all())
+            ids = {
+                row.member_id: row.id
+                for row in session.execute(select(Portal.member_id, Portal.id))
+            }
             low, high = ids["low"], ids["high"]
             assert low < high
             for pid in (low, high):  # two due calls each: one for each worker

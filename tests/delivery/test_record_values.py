@@ -79,7 +79,9 @@ def test_varying_values_read_back_as_given(app: Flask) -> None:
         outbox._update_by_id(session, outbox.EVENTS, results)
     with app.app_context(), get_db().read() as session:
         stored = {c.id: c for c in session.scalars(select(Call).where(Call.id.in_(ids)))}
-        answers = dict(session.execute(select(CallEvent.id, CallEvent.result)).tuples().all())
+        answers = {
+            row.id: row.result for row in session.execute(select(CallEvent.id, CallEvent.result))
+        }
     for row in calls:
         call = stored[row["id"]]
         assert call.bitrix_call_id == row["bitrix_call_id"]
@@ -102,7 +104,9 @@ def test_a_varying_update_keeps_its_condition(app: Flask) -> None:
             outbox.EVENTS.c.state == "queued",
         )
     with app.app_context(), get_db().read() as session:
-        answers = dict(session.execute(select(CallEvent.id, CallEvent.result)).tuples().all())
+        answers = {
+            row.id: row.result for row in session.execute(select(CallEvent.id, CallEvent.result))
+        }
     assert [answers[event_id] for event_id in events] == [{"n": 0}, None, {"n": 2}]
 
 
