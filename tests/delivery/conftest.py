@@ -99,12 +99,14 @@ def unregistered_requests(count: int, **fields: Any) -> list[dict[str, Any]]:
 
 
 def run_worker(app: Flask, *, ahead: float = 0.0, **options: Any) -> Counter[str]:
-    """`worker --once`: deliver what is due, then return the outcome counts. `ahead` runs the
-    worker's clock that many seconds in the future (backoffs, probes and retention run out)."""
+    """`worker --once`: deliver what is due, then return the outcome counts. The worker's clock
+    stands still at the start, `ahead` seconds in the future (backoffs, probes and retention run
+    out): what is due then goes, and nothing falls due during the run however slow it is (a
+    probe due PROBE_FIRST after a pause would otherwise end the pause within a slow run)."""
     options.setdefault("policy", TEST_POLICY)
     worker = Worker(app, **options)
-    if ahead:
-        worker.ctx.clock = lambda: utcnow() + timedelta(seconds=ahead)
+    at = utcnow() + timedelta(seconds=ahead)
+    worker.ctx.clock = lambda: at
     return worker.run(once=True)
 
 
