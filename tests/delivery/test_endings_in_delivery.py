@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,10 +22,10 @@ from b24app.bitrix.errors import (
 )
 from b24app.db import get_db
 from b24app.delivery.batching import STATISTICS
-from b24app.delivery.retry import OUTCOME_UNKNOWN, PORTAL_PAUSED, RetryPolicy
-from b24app.delivery.worker import Worker
-from b24app.models import Call, CallState, PortalHealth, utcnow
+from b24app.delivery.retry import OUTCOME_UNKNOWN, PORTAL_PAUSED
+from b24app.models import Call, CallState, PortalHealth
 from b24app.portals import store
+from tests.delivery.conftest import run_worker
 from tests.delivery.fake import FakePortal
 from tests.pbx import make_portal
 from tests.stored import add_finish
@@ -52,14 +51,7 @@ def _queue(app: Flask) -> None:
 
 
 def _run(app: Flask, fake: FakePortal, ahead: float = 0.0) -> Counter[str]:
-    """One worker run until nothing is due, its clock stopped `ahead` seconds from now: what is
-    due at that moment goes, and nothing falls due during the run however long it takes (a
-    round slower than PROBE_FIRST would otherwise probe and unpause the portal in the same run:
-    CI saw a 1.7 s round)."""
-    worker = Worker(app, policy=RetryPolicy(), clients=lambda _member_id: fake)
-    at = utcnow() + timedelta(seconds=ahead)
-    worker.ctx.clock = lambda: at
-    return worker.run(once=True)
+    return run_worker(app, ahead=ahead, clients=lambda _member_id: fake)
 
 
 def _paused(app: Flask) -> bool:
