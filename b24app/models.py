@@ -261,6 +261,10 @@ class Call(Base):
     # when a register of this call was first sent: a repeat is safe only within the register
     # page's 30-minute re-registration window (delivery/lifecycle.py)
     register_sent_at: Mapped[datetime | None]
+    # the employee that register named ({"USER_ID": n} or {"USER_PHONE_INNER": "…"}): a repeat
+    # names the same one whatever the settings say by then, since the register page matches a
+    # repeat to the first by it
+    register_user: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # the employees Bitrix24 was asked to show the card to, and not asked to hide it from since
     shown_to: Mapped[list[int] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Bitrix24's finish answer

@@ -486,7 +486,9 @@ class PortalDelivery:
             if call.id in ours and planned.steps:
                 self.outcomes[call.id].retry = self._settle(call, verdict)
                 if verdict.unknown and planned.registers:
-                    self.outcomes[call.id].register_sent_at = self.sent_at.get(call.id)
+                    outcome = self.outcomes[call.id]
+                    outcome.register_sent_at = self.sent_at.get(call.id)
+                    outcome.register_user = planned.register_user
             elif planned.attach:
                 self.outcomes[call.id].retry = self._settle(call, retry.not_sent(verdict))
 

@@ -17,16 +17,18 @@ The rules, and why:
 - Repeating a register. A register whose outcome we do not know (timeout, cut connection) is sent
   again only within REREGISTER_SAFE of its first sending: the register page ("Features of
   Re-registration") returns the same CALL_ID for the same EXTERNAL_CALL_ID, PHONE_NUMBER, TYPE,
-  user and LINE_NUMBER within 30 minutes, and the repeat sends exactly the same key fields (they
-  come from the same stored event and settings; only a fallback user changes the user, and that
-  happens only after Bitrix24 refused the first). Later than that, a start's register (sent alone,
-  with the card shown) is not repeated: it could create a second call with a card that never
-  closes, so the start fails with the reason and the admin decides ("deliver again" clears the
-  mark). A register made from a finish always travels in the same batch as that finish, so the
-  statistics look-up before any repeat (deliver.py) tells whether it ran: found → nothing is sent
-  again; not found → the batch did not finish the call, and a repeat makes the one finished call
-  (at worst beside a first registration that never finished: no card, SHOW=0, and no second lead,
-  since that registration's lead matches the number).
+  user and LINE_NUMBER within 30 minutes, and the repeat sends exactly the same key fields: they
+  come from the same stored event, and the employee the first named is kept with the call
+  (`register_user`), since the fallback employee or the extension mapping it came from may have
+  changed since (a fallback user because Bitrix24 refused the first's is a readable answer, so
+  no repeat). Later than that, a start's register (sent alone, with the card shown) is not
+  repeated: it could create a second call with a card that never closes, so the start fails with
+  the reason and the admin decides ("deliver again" clears the mark). A register made from a
+  finish always travels in the same batch as that finish, so the statistics look-up before any
+  repeat (deliver.py) tells whether it ran: found → nothing is sent again; not found → the batch
+  did not finish the call, and a repeat makes the one finished call (at worst beside a first
+  registration that never finished: no card, SHOW=0, and no second lead, since that
+  registration's lead matches the number).
 - The card. The employees who should see the card follow from all events known: everyone rung,
   until someone answers; then only the one who answered last (a later answer by someone else is a
   transfer). show and hide send the difference from what Bitrix24 was last told
@@ -82,6 +84,7 @@ REREGISTER_SAFE = timedelta(minutes=25)
 REGISTRATION_FIELDS = ("PHONE_NUMBER", "TYPE")
 
 NEEDS_CALL_ID = (EventKind.RING, EventKind.ANSWER, EventKind.FINISH)
+USER_FIELDS = ("USER_ID", "USER_PHONE_INNER")  # how a register names its employee
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class CallFacts:
     # when the call started, as an instant worked out on arrival (delivery/call_index.py: an
     # offset-less CALL_START_DATE read in the portal's zone of that moment)
     started_at: datetime | None = None
+    # the employee a register of unknown outcome named (USER_ID or USER_PHONE_INNER): its repeat
+    # names the same one, whatever the fallback employee or the extension mapping says by now
+    register_user: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,15 @@ class Plan:
     @property
     def cost(self) -> int:
         return len(self.steps)
+
+    @property
+    def register_user(self) -> dict[str, Any] | None:
+        """The employee its register names ({"USER_ID": n} or {"USER_PHONE_INNER": "…"}),
+        None without a register."""
+        for step in self.steps:
+            if step.role == "register":
+                return {k: v for k, v in step.params.items() if k in USER_FIELDS}
+        return None
 
 
 def dedupe_key(kind: str, request: Mapping[str, Any]) -> str:
@@ -314,6 +329,9 @@ def _call_id(
         fallback=call.use_fallback_user,
         started_at=call.started_at,
     )
+    if call.register_user:  # a repeat: the register page matches it to the first by its user
+        params = {k: v for k, v in params.items() if k not in USER_FIELDS}
+        params.update(call.register_user)
     if source.request.get("CALL_START_DATE") is None:  # when we heard of it, in the portal's zone
         params["CALL_START_DATE"] = source.created_at.astimezone(zone(prefs.timezone)).isoformat()
     users = (params["USER_ID"],) if params.get("SHOW") and "USER_ID" in params else ()

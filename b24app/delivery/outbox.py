@@ -79,6 +79,7 @@ class Claimed:
     use_fallback_user: bool = False  # Bitrix24 refused the call's employee as not active
     shown_to: tuple[int, ...] = ()
     register_sent_at: datetime | None = None
+    register_user: Mapping[str, Any] | None = None  # the employee that register named
     started_at: datetime | None = None  # the journal's start instant (delivery/call_index.py)
     recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
     batch: int = 0  # which of its portal's batches of the round the call goes in (claim_round)
@@ -92,6 +93,7 @@ class Claimed:
             bitrix_call_id=self.bitrix_call_id,
             shown_to=self.shown_to,
             register_sent_at=self.register_sent_at,
+            register_user=self.register_user,
             use_fallback_user=self.use_fallback_user,
             recordings=self.recordings,
             started_at=self.started_at,
@@ -149,6 +151,7 @@ class CallOutcome:
     finished: dict[str, Any] | None = None  # finish's answer, or the statistics record found
     note: str | None = None  # what the admin should know (sent to the fallback employee, …)
     register_sent_at: datetime | None = None  # a register of unknown outcome went at this time
+    register_user: dict[str, Any] | None = None  # … naming this employee
     register_known: bool = False  # Bitrix24 answered the register readably: forget the above
     wait_until: datetime | None = None  # queued events wait until then (None: due at once)
 
@@ -367,6 +370,7 @@ CLAIM_COLUMNS = (
     Call.use_fallback_user,
     Call.shown_to,
     Call.register_sent_at,
+    Call.register_user,
     Call.started_at,
 )
 
@@ -485,6 +489,7 @@ def _claimed(
         use_fallback_user=bool(row.use_fallback_user),
         shown_to=tuple(row.shown_to or ()),
         register_sent_at=row.register_sent_at,
+        register_user=row.register_user,
         started_at=row.started_at,
         recordings={e.id: recordings[e.id] for e in events if e.id in recordings},
         batch=batch,
@@ -745,9 +750,11 @@ def _call_row(
     if outcome.finished is not None:
         values.update(result=outcome.finished, delivered_at=now)
     if outcome.register_known:
-        values["register_sent_at"] = None
+        values.update(register_sent_at=None, register_user=None)
     elif outcome.register_sent_at is not None and row.register_sent_at is None:
-        values["register_sent_at"] = outcome.register_sent_at
+        values.update(
+            register_sent_at=outcome.register_sent_at, register_user=outcome.register_user
+        )
     values.update(_next_state(outcome, states, moved=moved, now=now))
     return values
 
@@ -884,6 +891,7 @@ def _requeue_calls(session: Session, call_ids: Sequence[int], now: datetime) -> 
             events_version=Call.events_version + 1,
             attempts=case((leased, Call.attempts), else_=0),
             register_sent_at=None,
+            register_user=None,
             error_code=case((leased, Call.error_code), (may_have_run, OUTCOME_UNKNOWN), else_=None),
             error=case((leased, Call.error), (may_have_run, CHECK_FIRST), else_=None),
             updated_at=now,

@@ -583,6 +583,44 @@ def test_a_lost_register_answer_resent_within_the_window_is_the_same_call(pbx: P
     assert shown["state"] == "delivered" and shown["CALL_ID"] == bitrix_call_id(pbx.portal)
 
 
+def _map_extension(pbx: Pbx, extension: str, user_id: int) -> None:
+    with pbx.live.app.app_context(), get_db().write() as session:
+        row = store.find_portal(session, pbx.portal.member_id)
+        assert row is not None
+        mapping.replace(session, row, {extension: user_id})
+
+
+@pytest.mark.parametrize("changed", ["fallback employee", "extension's employee"])
+def test_a_lost_register_answer_is_resent_to_the_same_employee_after_settings_change(
+    pbx: Pbx, changed: str
+) -> None:
+    """The repeat must carry the first register's key fields (the register page matches repeats
+    by them): an admin choosing another fallback employee, or mapping the extension to someone
+    else, meanwhile would otherwise make a second Bitrix24 call, its card left open on the first
+    employee's screen."""
+    start = {key: value for key, value in START.items() if key != "USER_ID"}
+    if changed == "fallback employee":
+        set_portal(pbx.live, pbx.portal, fallback_user_id=2)
+    else:
+        _map_extension(pbx, "201", 2)
+        start["USER_PHONE_INNER"] = "201"
+    public_id = pbx.send("start", **start, SHOW=1)
+    faults.spoil_answers(pbx.live.dev, pbx.portal, "html200", times=1)
+    pbx.deliver()
+    assert pbx.call(public_id)["error_code"] == OUTCOME_UNKNOWN
+    if changed == "fallback employee":
+        set_portal(pbx.live, pbx.portal, fallback_user_id=3)
+    else:
+        _map_extension(pbx, "201", 3)
+
+    pbx.deliver(ahead=61)
+
+    assert registers(pbx) == 2
+    assert len(pbx.portal.calls) == 1  # the same call: no second card
+    assert card(pbx.portal) == [2]
+    assert pbx.call(public_id)["state"] == "delivered"
+
+
 def test_a_lost_register_answer_is_not_resent_after_25_minutes_until_requeued(pbx: Pbx) -> None:
     public_id = pbx.send("start", **START)
     faults.spoil_answers(pbx.live.dev, pbx.portal, "truncated", times=1)
