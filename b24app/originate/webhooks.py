@@ -23,27 +23,44 @@ may reach the PBX twice after a timeout: it carries the same webhook-id and CALL
 | 408, 425, 429, 5xx              | refused        | tried again                      |
 | connection refused / cut off    | connection     | tried again                      |
 | no answer within TIMEOUT/DEADLINE | timeout      | tried again                      |
+
+Every exchange ends within DEADLINE + MARGIN seconds, whatever the PBX does: at the deadline its
+connection is shut down and its thread ends (`_Hangup`), so no thread or socket outlives it
+(tests/originate/test_exchange_deadline.py). The one thing that cannot be cut is the system's
+name lookup of the PBX's host (getaddrinfo): a name server that does not answer keeps the thread,
+with no connection, until the resolver gives up (resolv.conf: 5 s × 2 attempts by default);
+`send` returns at DEADLINE + MARGIN all the same, and the connection made after it is shut at once.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from standardwebhooks.webhooks import Webhook
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 from b24app.bitrix.errors import UnsafeAddress
 from b24app.bitrix.safety import portal_session
 from b24app.config import Settings
+from b24app.logs import get_logger
+
+log = get_logger(__name__)
 
 TIMEOUT = (3.05, 5.0)  # seconds: connect, read. An employee is waiting; a PBX answers at once.
 DEADLINE = 8.0  # seconds for a whole attempt, however slowly the PBX answers
+MARGIN = 1.0  # seconds after DEADLINE for a cut exchange to unwind: its thread ends, socket closed
 BODY_KEPT = 500  # characters of the PBX's answer kept for the journal and the settings page
 AGAIN = {408, 425, 429}  # 4xx answers that mean "not now" rather than "no"
 INTEGERS = ("USER_ID", "CRM_ENTITY_ID", "CALL_LIST_ID", "IS_MOBILE")
@@ -97,7 +114,8 @@ def send(
     settings: Settings, url: str | None, secret: str, webhook_id: str, payload: dict[str, Any]
 ) -> Attempt:
     """POST `payload` (JSON) to `url`, signed with `secret` as message `webhook_id`; how it
-    ended (never raises), within DEADLINE seconds whatever the PBX does."""
+    ended (never raises). Returns within DEADLINE seconds whatever the PBX does (DEADLINE +
+    MARGIN when the exchange has to be cut), its connection closed and its thread ended."""
     started = time.monotonic()
     if not url:
         return Attempt("no_url", False, error="no originate URL is set (settings page)")
@@ -107,22 +125,144 @@ def send(
         "user-agent": "b24app-originate/1",
         **signature_headers(secret, webhook_id, data),
     }
-    exchange = _Exchange(settings, url, data.encode(), headers)
-    # requests has no deadline for a whole exchange (its timeouts are per socket operation: a
-    # PBX sending a byte every few seconds would hold a thread for ever), so the exchange runs in
-    # a thread of its own and is left behind, to end by itself, once DEADLINE is over.
+    hangup = _Hangup(ends=started + DEADLINE)
+    exchange = _Exchange(settings, url, data.encode(), headers, hangup)
+    # The exchange runs in a thread of its own so that this one can end it at the deadline
+    # (_Hangup says why and how); a status that came by then counts.
     thread = threading.Thread(target=exchange.run, name="originate-exchange", daemon=True)
     thread.start()
-    thread.join(DEADLINE)
+    try:
+        thread.join(max(0.0, hangup.ends - time.monotonic()))
+        if thread.is_alive():
+            hangup.cut()
+            thread.join(MARGIN)
+            if thread.is_alive():  # only a name lookup that has not returned (docstring)
+                log.warning("originate exchange still resolving after its deadline")
+    finally:
+        hangup.close()
     return _took(exchange.outcome(), started)
+
+
+class _Hangup:
+    """The sockets of one exchange, so that the thread waiting for it can end it at `ends`.
+
+    Why by hand: requests (and urllib3 under it) has no deadline for a whole exchange. Its
+    timeouts bound each socket operation ("the read and total timeouts only measure the time
+    between read operations on the socket", urllib3's Timeout), so a PBX that sends a byte
+    every few seconds of its status line, headers or body would hold the thread and the
+    connection for ever; no library this project uses (requests, urllib3, httpx) offers one for
+    a blocking call. A read blocked in another thread is ended by shutting its socket down:
+    shutdown(SHUT_RDWR) makes it return at once (end of stream, for TLS too), the exchange fails,
+    closes its connection and its thread ends. Each socket is kept as a duplicate of its
+    descriptor (`socket.dup`) that only this class closes: shutdown acts on the connection behind
+    every descriptor, and a descriptor of our own cannot be closed by the exchange and its
+    number reused by an unrelated socket in the instant we shut it down. A connection is begun
+    only with the time left as its connect timeout, and one made after the cut is shut at once.
+    """
+
+    def __init__(self, *, ends: float) -> None:
+        self.ends = ends
+        self.is_cut = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+
+    def time_left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Called by the exchange with each new connection's socket (before TLS wraps it)."""
+        with self._lock:
+            if self.is_cut:
+                _shut(sock)
+            else:
+                self._sockets.append(sock.dup())
+
+    def cut(self) -> None:
+        """The deadline: shut every connection of the exchange down, and any it makes later."""
+        with self._lock:
+            self.is_cut = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def close(self) -> None:
+        """Our duplicates closed (the exchange closes its own descriptors)."""
+        with self._lock:
+            self.is_cut = True  # nothing may be begun after send returned
+            for sock in self._sockets:
+                _shut(sock)
+                sock.close()
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # already closed by the PBX, or never connected
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_current = threading.local()  # the _Hangup of the exchange this thread runs (its own thread)
+
+
+def _watch(session: requests.Session, hangup: _Hangup) -> None:
+    """Make `session`'s connections (direct or through a proxy) report to `hangup`: the pool
+    classes its adapters use become ones whose connections call `hangup.watch`. Set on this
+    thread: the session lives and dies within the exchange's thread."""
+    _current.hangup = hangup
+    for adapter in {id(a): a for a in session.adapters.values()}.values():
+        if not isinstance(adapter, HTTPAdapter):
+            continue
+        _watch_manager(adapter.poolmanager)
+        make_proxy_manager = adapter.proxy_manager_for
+
+        def proxy_manager_for(proxy: str, _make: Any = make_proxy_manager, **kw: Any) -> Any:
+            manager = _make(proxy, **kw)
+            _watch_manager(manager)
+            return manager
+
+        adapter.proxy_manager_for = proxy_manager_for  # type: ignore[method-assign]
+
+
+def _watch_manager(manager: Any) -> None:
+    manager.pool_classes_by_scheme = {
+        scheme: _watching(pool) for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+
+
+@cache
+def _watching(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """`pool` (urllib3's, or bitrix/safety.py's address-checking one) whose connections
+    connect within the time left and report their socket to this thread's _Hangup."""
+    if getattr(pool, "_watched", False):
+        return pool
+    connection: Any = pool.ConnectionCls
+
+    class Watching(connection):
+        timeout: float | None  # urllib3's: the connect timeout while connecting
+
+        def _new_conn(self) -> socket.socket:
+            hangup: _Hangup | None = getattr(_current, "hangup", None)
+            if hangup is not None:
+                left = hangup.time_left()
+                if left <= 0 or hangup.is_cut:
+                    raise ConnectTimeoutError(self, "the exchange's deadline has passed")
+                self.timeout = left if self.timeout is None else min(self.timeout, left)
+            sock: socket.socket = super()._new_conn()
+            if hangup is not None:
+                hangup.watch(sock)
+            return sock
+
+    name = f"Watching{pool.__name__}"
+    return type(name, (pool,), {"ConnectionCls": Watching, "_watched": True})
 
 
 class _Exchange:
     """One POST; `outcome()` is how it ended so far (a status that came counts: the PBX has the
     request even if its body never finishes)."""
 
-    def __init__(self, settings: Settings, url: str, body: bytes, headers: dict[str, str]) -> None:
+    def __init__(
+        self, settings: Settings, url: str, body: bytes, headers: dict[str, str], hangup: _Hangup
+    ) -> None:
         self.settings, self.url, self.body, self.headers = settings, url, body, headers
+        self.hangup = hangup
         self.status: int | None = None
         self.location = ""
         self.answer = ""
@@ -132,6 +272,7 @@ class _Exchange:
         allowed = self.settings.originate_private_allowed
         try:
             with portal_session(allow_local=allowed, https_only=not allowed) as session:
+                _watch(session, self.hangup)
                 response = session.post(
                     self.url,
                     data=self.body,
@@ -141,6 +282,8 @@ class _Exchange:
                     stream=True,
                 )
                 with response:
+                    if self.hangup.is_cut:  # headers cut short by the deadline: no answer
+                        return
                     self.location = str(response.headers.get("location", ""))[:200]
                     self.status = response.status_code
                     chunk = next(response.iter_content(BODY_KEPT), b"")
@@ -150,7 +293,7 @@ class _Exchange:
         except requests.Timeout:
             self.ended = Attempt("timeout", True, error="the PBX did not answer in time")
         except requests.RequestException as error:
-            if self.status is None:
+            if self.status is None and not self.hangup.is_cut:  # (cut: the deadline's timeout)
                 reason = f"could not reach the PBX ({type(error).__name__})"
                 self.ended = Attempt("connection", True, error=reason)
 
