@@ -6,9 +6,13 @@ and whose errors follow _includes/system-errors.md and limits.md.
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from b24app.bitrix.errors import PortalUnavailable, RateLimited
 from b24app.bitrix.throttle import STANDARD, Limits, spare_slot
@@ -114,6 +118,54 @@ def test_domain_change_is_followed_and_stored(live_app: LiveApp):
     row = portal_row(live_app, portal.member_id)
     assert row.client_endpoint == live_app.dev.client_endpoint(portal)
     assert "alpha-renamed" in row.client_endpoint
+
+
+def test_invalid_token_is_refreshed_once_and_the_call_repeated(live_app: LiveApp):
+    """`invalid_token` is not in the docs, but portals answer it (bitrix24-api-digest.md §2.5:
+    treat it as "auth failed"): renewing the token is the one thing that can help, so it is
+    treated as expired_token. A front of the portal answers it to the first request only."""
+    portal = live_app.install()
+    real = urlsplit(live_app.dev.client_endpoint(portal))
+    refused: list[str] = []
+
+    class Front(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not refused:
+                refused.append(self.path)
+                self._send(401, b'{"error":"invalid_token","error_description":"invalid"}')
+                return
+            answer = requests.post(
+                f"{real.scheme}://{real.netloc}{self.path}",
+                data=body,
+                headers={"Content-Type": self.headers.get("Content-Type", "")},
+                timeout=10,
+            )
+            self._send(answer.status_code, answer.content)
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    front = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        with live_app.app.app_context(), get_db().write() as session:
+            row = store.find_portal(session, portal.member_id)
+            row.client_endpoint = f"http://127.0.0.1:{front.server_address[1]}{real.path}"
+        with live_app.app.app_context():
+            assert current_store().client(portal.member_id).result("user.admin") is True
+    finally:
+        front.shutdown()
+        front.server_close()
+    assert len(refused) == 1
+    assert [e["error"] for e in refreshes(live_app)] == [None]
 
 
 def test_query_limit_exceeded_backs_off_and_succeeds(live_app: LiveApp):

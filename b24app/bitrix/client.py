@@ -33,8 +33,11 @@ from b24app.bitrix import tokens
 from b24app.bitrix.encoding import to_query
 from b24app.bitrix.errors import (
     BitrixError,
+    OAuthError,
+    OAuthUnavailable,
     PortalUnavailable,
     RateLimited,
+    TransportError,
     UnreadableAnswer,
     UnsafeAddress,
     json_body,
@@ -59,7 +62,10 @@ PORTAL_ERRORS = {
     "PORTAL_DELETED": PortalStatus.PORTAL_DELETED,
     "ACCESS_DENIED": PortalStatus.ACCESS_DENIED,
 }
-REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND")
+# REST errors a renewed access token may cure: refresh once and repeat (oauth/index.md,
+# system-errors.md). `invalid_token` is not in the docs but portals answer it for a token they
+# no longer take (reference/bitrix24-api-digest.md §2.5: "auth failed").
+REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND", "invalid_token")
 
 
 @dataclass
@@ -151,7 +157,9 @@ class PortalClient:
 
         Raises BitrixError: a Bitrix24 error envelope (REFUSED), UnreadableAnswer (an answer that
         is not Bitrix24's JSON), TransportError (no answer; `ending` says whether it was sent),
-        PortalUnavailable (the portal's status forbids calls), RateLimited."""
+        PortalUnavailable (the portal's status forbids calls, or the OAuth server refused to
+        renew its token), OAuthUnavailable (the token needed renewing and the OAuth server
+        failed: nothing was sent), RateLimited."""
         return self._call(method, params or {})
 
     def ask(
@@ -270,7 +278,7 @@ class PortalClient:
         snap = self._snapshot(revive, state)
         token = snap.access_token
         if snap.expired:
-            token = tokens.refresh(self.installations, self.oauth, self.member_id, token)
+            token = self._refresh(token)
         refreshed = False
         redirects = 0
         limit_retries = 0
@@ -296,7 +304,7 @@ class PortalClient:
             log.info("bitrix error", member_id=self.member_id, method=method, error=error.code)
             if error.code in REFRESH_ERRORS and not refreshed:
                 refreshed = True
-                token = tokens.refresh(self.installations, self.oauth, self.member_id, token)
+                token = self._refresh(token)
                 continue
             if error.code == "QUERY_LIMIT_EXCEEDED":
                 limit_retries += 1
@@ -310,6 +318,19 @@ class PortalClient:
                 raise RateLimited(error.code, error.description, float(reset_at))
             self._react(error)
             raise error
+
+    def _refresh(self, stale_access_token: str) -> str:
+        """A renewed access token (tokens.refresh). The OAuth server failing us is
+        OAuthUnavailable, not the ending of the REST request we were about to send (it never
+        ran); PortalUnavailable when the OAuth server refused the grant."""
+        try:
+            return tokens.refresh(
+                self.installations, self.oauth, self.member_id, stale_access_token
+            )
+        except TransportError as error:
+            raise OAuthUnavailable(error.description) from error
+        except OAuthError as error:
+            raise OAuthUnavailable(f"{error.code}: {error.description}") from error
 
     def _slot(self, snap: _Snapshot, keep_free: float | None) -> None:
         """Wait for the portal's next throttle slot; or, for `ask` (`keep_free` given), take

@@ -88,6 +88,16 @@ class OAuthError(BitrixError):
     """The OAuth server refused a grant (`invalid_grant`, `PAYMENT_REQUIRED`, …)."""
 
 
+class OAuthUnavailable(BitrixError):
+    """A request to the portal needed its access token renewed first (expired, or refused as
+    expired before anything ran) and the OAuth server failed the refresh: no connection, no
+    answer, an answer that is not JSON, or an error that is not a verdict on the grant (those
+    are PortalUnavailable). The request itself never ran."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__("OAUTH_UNAVAILABLE", description)
+
+
 class UnsafeAddress(ValueError):
     """A portal address we will not send requests to (see safety.py)."""
 
@@ -133,6 +143,7 @@ def _never_connected(exc: BaseException) -> bool:
 KNOWN_CODES = frozenset(
     {
         *(ending.value.upper() for ending in Ending),
+        "OAUTH_UNAVAILABLE",
         "INTERNAL_SERVER_ERROR",
         "ERROR_UNEXPECTED_ANSWER",
         "BAD_UPLOAD_URL",

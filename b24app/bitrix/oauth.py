@@ -154,6 +154,9 @@ class OAuthServer:
             token = request()
         except AuthlibOAuthError as exc:
             raise OAuthError(str(exc.error), str(exc.description or "")) from None
+        except requests.HTTPError as exc:  # authlib raises it for a 5xx without an OAuth error
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise OAuthError("HTTP_ERROR", f"the OAuth server answered HTTP {status}") from None
         except requests.RequestException as exc:
             raise transport_error(exc, "OAuth server", self.timeout) from None
         except ValueError:

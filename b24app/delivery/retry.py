@@ -28,6 +28,7 @@ from typing import Literal
 from b24app.bitrix.errors import (
     BitrixError,
     Ending,
+    OAuthUnavailable,
     PortalUnavailable,
     RateLimited,
     TransportError,
@@ -95,6 +96,11 @@ ENDINGS: dict[Ending, Meaning] = {
 # be running the request.
 UNREADABLE_5XX = Meaning(True, True, "The portal answered an error page")
 GATEWAY_GAVE_UP = Meaning(True, True, "The portal's gateway gave up waiting", True)
+# The request needed the portal's access token renewed first and the OAuth server failed the
+# refresh however it ended (OAuthUnavailable): the request itself never ran, and none of the
+# portal's requests can until a refresh works, so the portal is paused and its probes (which
+# refresh too) find the OAuth server back.
+OAUTH_FAILED = Meaning(False, True, "The OAuth server could not renew the portal's access token")
 
 # limits.md: a cloud request runs at most 60 s, then it is cut off. A request we stopped waiting
 # for (our timeout is shorter), whose connection dropped, or that a gateway gave up on may still
@@ -130,7 +136,12 @@ NOT_RUN = frozenset(
         "BAD_REDIRECT",
     }
 )
-PORTAL_WIDE = frozenset({"OVERLOAD_LIMIT", "UNSAFE_ADDRESS"})
+# Refusals that every request to the portal would meet: pause it and probe. The token errors
+# reach here only when the portal refused even the token just renewed for them
+# (bitrix/client.py REFRESH_ERRORS): it takes no token of ours until something changes there.
+PORTAL_WIDE = frozenset(
+    {"OVERLOAD_LIMIT", "UNSAFE_ADDRESS", "expired_token", "NO_AUTH_FOUND", "invalid_token"}
+)
 
 # PortalUnavailable.portal_status → fail (the portal is gone, or never was ours) or wait; the
 # words are the status's own (PortalStatus.meaning).
@@ -191,6 +202,8 @@ def meaning(error: BitrixError) -> Meaning:
     """The ENDINGS row of a failed request."""
     if isinstance(error, TransportError):
         return ENDINGS[error.ending]
+    if isinstance(error, OAuthUnavailable):
+        return OAUTH_FAILED
     if isinstance(error, UnreadableAnswer):
         if error.status in (502, 504):
             return GATEWAY_GAVE_UP

@@ -1,0 +1,143 @@
+"""Delivery when the portal's access token cannot be had: the OAuth server failing a refresh,
+and a portal refusing the token it was just given. Neither is a trouble of the calls, and none
+of their requests ran: the calls spend no attempts, are not looked up, and go within seconds of
+the trouble ending.
+
+Pages: settings/oauth/index.md (the refresh), _includes/system-errors.md (expired_token,
+NO_AUTH_FOUND); `invalid_token` is not in the docs (reference/bitrix24-api-digest.md §2.5: treat
+it as "auth failed").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from b24app.delivery.batching import STATISTICS
+from b24app.delivery.portal_health import PROBE_CAP
+from b24app.delivery.retry import PORTAL_PAUSED
+from b24app.models import CallState
+from b24app.wiring import store_of
+from devportal import faults
+from tests.conftest import LiveApp
+from tests.delivery.conftest import calls, commands, paused, queue, run_worker
+from tests.delivery.conftest import unregistered_requests as new_calls
+
+
+class OAuthFront:
+    """An HTTP server in front of the development portal's OAuth server: it passes requests on
+    (`mode` "pass"), or answers them itself as a failing OAuth server would ("html503": a proxy's
+    error page; "html200": a page that is not JSON)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.mode = "pass"
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.mode == "pass":
+                    answer = requests.post(
+                        upstream + self.path,
+                        data=body,
+                        headers={"Content-Type": self.headers.get("Content-Type", "")},
+                        timeout=10,
+                    )
+                    self._send(answer.status_code, answer.content, "application/json")
+                elif front.mode == "html503":
+                    self._send(503, b"<html><body>503 Service Unavailable</body></html>")
+                else:
+                    self._send(200, b"<html><body>Fatal error</body></html>")
+
+            do_GET = do_POST
+
+            def _send(self, status: int, body: bytes, kind: str = "text/html") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def oauth_front(live_app: LiveApp) -> Iterator[OAuthFront]:
+    """The app's OAuth server is an OAuthFront before the development portal's."""
+    front = OAuthFront(live_app.dev.base_url)
+    installations = store_of(live_app.app)
+    before = installations.settings
+    installations.settings = before.model_copy(update={"oauth_server": front.url})
+    yield front
+    installations.settings = before
+    front.close()
+
+
+@pytest.mark.parametrize("failure", ["html503", "html200"])
+def test_an_oauth_server_failing_the_refresh_pauses_the_portal_until_it_renews_the_token(
+    live_app: LiveApp, oauth_front: OAuthFront, failure: str
+) -> None:
+    """Our request never reached the portal (its token had to be renewed first, or it refused
+    the expired one): the calls are not looked up, spend no attempts, and the admin reads that
+    the OAuth server failed. The portal is paused and probed, and the first probe after the
+    OAuth server is back renews the token and sends the calls."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, new_calls(3))
+    faults.expire_tokens(live_app.dev, portal)
+    oauth_front.mode = failure
+
+    assert run_worker(live_app.app) == Counter(retrying=3)
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.attempts == 0
+        assert row.error_code == PORTAL_PAUSED
+        assert "OAuth server" in (row.error or "") and "portal" in (row.error or "")
+    assert paused(live_app, portal) is not None
+
+    oauth_front.mode = "pass"
+    back = time.monotonic()
+    assert run_worker(live_app.app, ahead=PROBE_CAP) == Counter(delivered=3)
+    assert time.monotonic() - back < 5  # beside the probe interval, at most PROBE_CAP
+    assert paused(live_app, portal) is None
+    assert commands(live_app.dev, portal, STATISTICS) == []  # nothing to look up
+    assert len(portal.statistics) == 3
+
+
+def test_a_portal_refusing_even_a_renewed_token_is_paused_until_it_takes_one_again(
+    live_app: LiveApp,
+) -> None:
+    """NO_AUTH_FOUND right after a refresh: the portal takes no token of ours now, and every
+    request to it would meet the same. Its calls did not run and are not at fault, so they
+    spend no attempts (they used to back off for up to 15 minutes each): the portal is paused,
+    and they go at the first probe the portal answers."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, new_calls(3))
+    faults.set_rest_error(live_app.dev, portal, "NO_AUTH_FOUND")
+
+    assert run_worker(live_app.app) == Counter(retrying=3)
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.attempts == 0
+        assert row.error_code == PORTAL_PAUSED
+    assert paused(live_app, portal) is not None
+
+    faults.clear(live_app.dev, portal)
+    back = time.monotonic()
+    assert run_worker(live_app.app, ahead=PROBE_CAP) == Counter(delivered=3)
+    assert time.monotonic() - back < 5
+    assert commands(live_app.dev, portal, STATISTICS) == []
+    assert len(portal.statistics) == 3
