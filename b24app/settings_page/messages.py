@@ -633,6 +633,25 @@ def test_answer(
     return _("Not sent: %(error)s", error=error or "—")
 
 
+def test_call_refused(reason: str, retry_after: int, per_minute: int) -> str:
+    """Why a test call was not sent now (originate/trials.py, ratelimit.TEST_CALL_LIMIT)."""
+    if reason == "running":
+        return _(
+            "A test call to your PBX is already running. Wait for its answer: at most "
+            "%(seconds)s s.",
+            seconds=retry_after,
+        )
+    if reason == "busy":
+        return _(
+            "b24app is sending other portals' test calls right now. Try again in a few seconds."
+        )
+    return _(
+        "Too many test calls: at most %(count)s a minute. Try again in %(seconds)s s.",
+        count=per_minute,
+        seconds=retry_after,
+    )
+
+
 def test_number_error() -> str:
     return _("A phone number is at most 32 characters: digits, spaces and + ( ) - .")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
@@ -26,7 +26,7 @@ from b24app.db import get_db
 from b24app.frames import framed
 from b24app.logs import get_logger
 from b24app.models import Portal, PortalStatus, utcnow
-from b24app.originate import sender
+from b24app.originate import sender, trials
 from b24app.portals import currencies, lines, mapping, store
 from b24app.portals.reauth import authorization_url
 from b24app.portals.settings import Preferences, zone
@@ -629,11 +629,22 @@ def rotate_originate_secret(viewer: Viewer) -> Response:
 @bp.post("/app/api/originate/test")
 @api(admin=True)
 def send_test_call(viewer: Viewer) -> Response:
-    """Send the PBX a signed `call.test` webhook now (bounded by the sender, about 5 s) and say
-    what it answered: `{"ok": true, "answer": {"ok", "status", "seconds", "body", "error_code",
-    "text"}}`; `answer.ok` is the PBX's acceptance."""
+    """Send the PBX a signed `call.test` webhook now (bounded by the sender: 8 s, 9 s at worst)
+    and say what it answered: `{"ok": true, "answer": {"ok", "status", "seconds", "body",
+    "error_code", "text"}}`; `answer.ok` is the PBX's acceptance. Not sent, with Retry-After
+    (originate/trials.py): 429 `test_call_running` while this portal's previous test call runs,
+    429 `test_calls_limited` past trials.PER_PORTAL_PER_MINUTE, 503 `test_calls_busy` while
+    trials.AT_ONCE test calls of any portals are in flight in this process."""
     phone_number = actions.check_test_number(_body().get("phone_number"))
-    answer = _send_test(viewer, phone_number)
+    running = _trials()
+    refused = running.begin(viewer.member_id)
+    if refused is not None:
+        log.info("test call refused", member_id=viewer.member_id, reason=refused.reason)
+        return _test_refused(refused)
+    try:
+        answer = _send_test(viewer, phone_number)
+    finally:
+        running.end(viewer.member_id)
     _audit(viewer, "test call sent", accepted=answer.ok, status=answer.status,
            error_code=answer.error_code)  # fmt: skip
     return jsonify(
@@ -650,6 +661,32 @@ def send_test_call(viewer: Viewer) -> Response:
             ),
         },
     )
+
+
+def _trials() -> trials.Trials:
+    """This app's (this process's) test calls in flight, counted in its limiter's storage."""
+    found = current_app.extensions.get("b24app.test_calls")
+    if found is None:
+        made = trials.Trials(current_app.extensions["b24app.limiter"].limiter)
+        found = current_app.extensions.setdefault("b24app.test_calls", made)  # one, if raced
+    return cast(trials.Trials, found)
+
+
+_REFUSED = {  # trials.Refused.reason: the answer's code and status
+    "running": ("test_call_running", 429),
+    "limited": ("test_calls_limited", 429),
+    "busy": ("test_calls_busy", 503),
+}
+
+
+def _test_refused(refused: trials.Refused) -> Response:
+    code, status = _REFUSED[refused.reason]
+    text = messages.test_call_refused(
+        refused.reason, refused.retry_after, trials.PER_PORTAL_PER_MINUTE
+    )
+    response = _error(code, text, status)
+    response.headers["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 def _send_test(viewer: Viewer, phone_number: str) -> sender.TestAnswer:
