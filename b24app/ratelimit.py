@@ -28,6 +28,11 @@ The numbers (README "For PBX integrators", docs/deployment.md "Rate limits on ou
   portal was uninstalled, not even after a restart emptied the cache.
 - The installer and the re-authorisation links: 20 per minute per address (they call Bitrix24
   and write rows without any key).
+- The settings page's "send a test call": 10 per minute per portal (originate/trials.py,
+  PER_PORTAL_PER_MINUTE, counted in this storage). An admin setting up a PBX sends one, reads
+  the answer, changes something, sends another: a few a minute. Each may hold a web thread up to
+  9 s (originate/webhooks.py); trials.py also allows one in flight per portal and a cap per
+  process, so the intake always keeps threads.
 
 Where the counts live, and why the numbers hold for both:
 
