@@ -328,10 +328,8 @@ def _call_id(
         lookup,
         fallback=call.use_fallback_user,
         started_at=call.started_at,
+        user=call.register_user,  # a repeat: the register page matches it to the first by it
     )
-    if call.register_user:  # a repeat: the register page matches it to the first by its user
-        params = {k: v for k, v in params.items() if k not in USER_FIELDS}
-        params.update(call.register_user)
     if source.request.get("CALL_START_DATE") is None:  # when we heard of it, in the portal's zone
         params["CALL_START_DATE"] = source.created_at.astimezone(zone(prefs.timezone)).isoformat()
     users = (params["USER_ID"],) if params.get("SHOW") and "USER_ID" in params else ()

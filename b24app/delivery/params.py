@@ -126,10 +126,15 @@ def register_params(
     *,
     fallback: bool = False,
     started_at: datetime | None = None,
+    user: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """telephony.externalCall.register's parameters for a call the PBX did not register;
-    `started_at`: the call's start as stored on arrival (start_date)."""
-    params: dict[str, Any] = user_params(request, prefs, lookup, fallback=fallback)
+    `started_at`: the call's start as stored on arrival (start_date); `user`: the employee to
+    name ({"USER_ID": n} or {"USER_PHONE_INNER": "…"}) instead of resolving one (user_params,
+    which raises ParamsError when there is none)."""
+    params: dict[str, Any] = (
+        dict(user) if user else user_params(request, prefs, lookup, fallback=fallback)
+    )
     for name in REGISTER_FIELDS:
         if request.get(name) is not None:
             params[name] = request[name]

@@ -590,7 +590,9 @@ def _map_extension(pbx: Pbx, extension: str, user_id: int) -> None:
         mapping.replace(session, row, {extension: user_id})
 
 
-@pytest.mark.parametrize("changed", ["fallback employee", "extension's employee"])
+@pytest.mark.parametrize(
+    "changed", ["fallback employee", "fallback employee removed", "extension's employee"]
+)
 def test_a_lost_register_answer_is_resent_to_the_same_employee_after_settings_change(
     pbx: Pbx, changed: str
 ) -> None:
@@ -599,7 +601,7 @@ def test_a_lost_register_answer_is_resent_to_the_same_employee_after_settings_ch
     else, meanwhile would otherwise make a second Bitrix24 call, its card left open on the first
     employee's screen."""
     start = {key: value for key, value in START.items() if key != "USER_ID"}
-    if changed == "fallback employee":
+    if changed.startswith("fallback employee"):
         set_portal(pbx.live, pbx.portal, fallback_user_id=2)
     else:
         _map_extension(pbx, "201", 2)
@@ -610,6 +612,8 @@ def test_a_lost_register_answer_is_resent_to_the_same_employee_after_settings_ch
     assert pbx.call(public_id)["error_code"] == OUTCOME_UNKNOWN
     if changed == "fallback employee":
         set_portal(pbx.live, pbx.portal, fallback_user_id=3)
+    elif changed == "fallback employee removed":
+        set_portal(pbx.live, pbx.portal, fallback_user_id=None)
     else:
         _map_extension(pbx, "201", 3)
 
