@@ -66,6 +66,7 @@ from pydantic_core import PydanticCustomError
 from b24app.bitrix.client import PortalClient
 from b24app.bitrix.errors import (
     BitrixError,
+    OAuthUnavailable,
     PortalUnavailable,
     RateLimited,
     TransportError,
@@ -336,7 +337,7 @@ def _failure(error: BitrixError) -> str:
     """The outcome for a search that failed (none is cached; `unavailable` rests the portal)."""
     if isinstance(error, RateLimited):
         return "no_slot" if error.code == "NO_SLOT" else "rate_limited"
-    if isinstance(error, TransportError | UnreadableAnswer):
+    if isinstance(error, TransportError | UnreadableAnswer | OAuthUnavailable):
         return "unavailable"
     if isinstance(error, PortalUnavailable):
         return "inactive"

@@ -10,83 +10,27 @@ it as "auth failed").
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-import requests
 
 from b24app.delivery.batching import STATISTICS
 from b24app.delivery.portal_health import PROBE_CAP
 from b24app.delivery.retry import PORTAL_PAUSED
 from b24app.models import CallState
-from b24app.wiring import store_of
 from devportal import faults
 from tests.conftest import LiveApp
 from tests.delivery.conftest import calls, commands, paused, queue, run_worker
 from tests.delivery.conftest import unregistered_requests as new_calls
-
-
-class OAuthFront:
-    """An HTTP server in front of the development portal's OAuth server: it passes requests on
-    (`mode` "pass"), or answers them itself as a failing OAuth server would ("html503": a proxy's
-    error page; "html200": a page that is not JSON)."""
-
-    def __init__(self, upstream: str) -> None:
-        self.mode = "pass"
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if front.mode == "pass":
-                    answer = requests.post(
-                        upstream + self.path,
-                        data=body,
-                        headers={"Content-Type": self.headers.get("Content-Type", "")},
-                        timeout=10,
-                    )
-                    self._send(answer.status_code, answer.content, "application/json")
-                elif front.mode == "html503":
-                    self._send(503, b"<html><body>503 Service Unavailable</body></html>")
-                else:
-                    self._send(200, b"<html><body>Fatal error</body></html>")
-
-            do_GET = do_POST
-
-            def _send(self, status: int, body: bytes, kind: str = "text/html") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.oauth_front import OAuthFront, oauth_in_front
 
 
 @pytest.fixture
 def oauth_front(live_app: LiveApp) -> Iterator[OAuthFront]:
-    """The app's OAuth server is an OAuthFront before the development portal's."""
-    front = OAuthFront(live_app.dev.base_url)
-    installations = store_of(live_app.app)
-    before = installations.settings
-    installations.settings = before.model_copy(update={"oauth_server": front.url})
-    yield front
-    installations.settings = before
-    front.close()
+    with oauth_in_front(live_app) as front:
+        yield front
 
 
 @pytest.mark.parametrize("failure", ["html503", "html200"])

@@ -23,6 +23,7 @@ from b24app.wiring import current_store
 from devportal import faults
 from devportal.state import DevPortal
 from tests.conftest import LiveApp
+from tests.oauth_front import oauth_in_front
 from tests.pbx import bearer
 
 ROUTE = "/pbx/v1/route"
@@ -178,6 +179,22 @@ def test_a_portal_that_is_down_answers_nulls(live_app: LiveApp):
     faults.set_outage(live_app.dev, portal, "503")
     response = ask(live_app, key, PHONE_NUMBER=JOHN_DOE)
     assert (response.status_code, response.json()) == (200, NULLS)
+
+
+def test_an_oauth_server_failing_the_refresh_answers_nulls_and_rests_the_portal(
+    live_app: LiveApp,
+):
+    """The portal's token had to be renewed and the OAuth server answered an error page: the
+    PBX gets nulls at once, and the next callers are not made to wait on the OAuth server too."""
+    portal, key = installed(live_app)
+    faults.expire_tokens(live_app.dev, portal)
+    with oauth_in_front(live_app) as front:
+        front.mode = "html503"
+        assert ask(live_app, key, PHONE_NUMBER=JOHN_DOE).json() == NULLS
+        assert front.asked == 1
+        assert ask(live_app, key, PHONE_NUMBER=WEBSITE_LEAD).json() == NULLS
+        assert front.asked == 1  # rested: not asked again
+    assert searches(live_app) == 1  # the first, refused for its expired token
 
 
 # --- cached ------------------------------------------------------------------------------------
