@@ -66,7 +66,8 @@ class Trials:
 
     def begin(self, member_id: str) -> Refused | None:
         """Take a slot for `member_id`'s test call, or say why not (nothing taken then; a test
-        call not sent is not counted in the portal's rate)."""
+        call not sent is not counted in the portal's rate). Raises what the limiter's storage
+        raises (Redis down), with nothing taken."""
         now = time.monotonic()
         with self._lock:
             if member_id in self._ends:
@@ -74,7 +75,12 @@ class Trials:
             if len(self._ends) >= self.at_once:
                 return Refused("busy", _seconds(min(self._ends.values()) - now))
             self._ends[member_id] = now + LONGEST
-        if not self.rates.hit(self.rate, "originate-test", member_id):
+        try:
+            allowed = self.rates.hit(self.rate, "originate-test", member_id)
+        except Exception:  # the limiter's storage (Redis) failed: the slot must not stay taken
+            self.end(member_id)
+            raise
+        if not allowed:
             self.end(member_id)
             reset = self.rates.get_window_stats(self.rate, "originate-test", member_id).reset_time
             return Refused("limited", _seconds(reset - time.time()))
