@@ -121,9 +121,10 @@ def test_domain_change_is_followed_and_stored(live_app: LiveApp):
 
 
 def test_invalid_token_is_refreshed_once_and_the_call_repeated(live_app: LiveApp):
-    """`invalid_token` is not in the docs, but portals answer it (bitrix24-api-digest.md §2.5:
-    treat it as "auth failed"): renewing the token is the one thing that can help, so it is
-    treated as expired_token. A front of the portal answers it to the first request only."""
+    """`invalid_token` is not in the docs (bitrix24-api-digest.md §2.5: third-party code names
+    it; "treat as auth failed"): should a portal answer it, renewing the token is the one thing
+    that can help, so it is treated as expired_token. A front of the portal answers it to the
+    first request only."""
     portal = live_app.install()
     real = urlsplit(live_app.dev.client_endpoint(portal))
     refused: list[str] = []

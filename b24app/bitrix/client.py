@@ -63,8 +63,9 @@ PORTAL_ERRORS = {
     "ACCESS_DENIED": PortalStatus.ACCESS_DENIED,
 }
 # REST errors a renewed access token may cure: refresh once and repeat (oauth/index.md,
-# system-errors.md). `invalid_token` is not in the docs but portals answer it for a token they
-# no longer take (reference/bitrix24-api-digest.md §2.5: "auth failed").
+# system-errors.md). `invalid_token` is not in the docs ([UNCONFIRMED]: third-party code names
+# it, reference/bitrix24-api-digest.md §2.5 "treat as auth failed"); should a portal answer it,
+# a renewed token is the one thing that can help.
 REFRESH_ERRORS = ("expired_token", "NO_AUTH_FOUND", "invalid_token")
 
 

@@ -8,6 +8,10 @@ one probe (`app.info`, PortalClient.probe) at growing intervals capped at PROBE_
 The moment a probe succeeds the pause ends, and everything due goes out at the throttle's pace.
 Calls neither spend attempts nor wait out a backoff while their portal is paused.
 
+A portal that refuses even tokens just renewed for it (retry.PORTAL_WIDE) is paused the same
+way, each probe renewing the token once more; after TOKENS_REFUSED_FOR it is handed to its admin
+(needs_reauth), since a passing glitch would have ended by then.
+
 Portals whose status waits for something outside our reach that can end without us being told
 (PAYMENT_REQUIRED, ACCESS_DENIED: the admin pays or changes plan) are probed too, every
 REVIVE_EVERY seconds, and become active on the first answer (PortalClient.probe `revive`).
@@ -23,13 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy import Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from b24app.bitrix.client import REFRESH_ERRORS
 from b24app.db import Database
 from b24app.logs import get_logger
 from b24app.models import Call, CallState, Portal, PortalHealth, PortalStatus
 from b24app.portal_status import REVIVABLE
+from b24app.portals.store import set_status
 
 log = get_logger(__name__)
 
@@ -37,6 +43,13 @@ PROBE_FIRST = 0.5  # seconds after the failure that paused the portal
 PROBE_CAP = 3.0  # longest interval between probes: the portal's return is seen within it
 PROBE_TIMEOUT = 2.5  # seconds; app.info answers in milliseconds on a portal that works
 REVIVE_EVERY = 60.0  # seconds between probes of a portal waiting for a payment or REST access
+# seconds a portal may refuse even a just-renewed token (each probe renews it once more) before
+# it is handed to its admin (needs_reauth): something on the portal, not a passing glitch
+TOKENS_REFUSED_FOR = 10 * 60.0
+TOKENS_REFUSED_WORDS = (
+    "The portal refuses the application's access tokens, even renewed ones; re-authorise the "
+    "application by opening it in Bitrix24."
+)
 
 
 @dataclass(frozen=True)
@@ -133,14 +146,27 @@ def probe_answered(db: Database, portal_id: int, *, now: datetime) -> None:
         log.info("portal answers again; pause over", portal_id=portal_id, paused_s=round(seconds))
 
 
-def probe_failed(db: Database, portal_id: int, *, code: str, reason: str) -> None:
-    """Another failed probe: the next ones come at a longer interval (up to PROBE_CAP)."""
+def probe_failed(db: Database, portal_id: int, *, code: str, reason: str, now: datetime) -> None:
+    """Another failed probe: the next ones come at a longer interval (up to PROBE_CAP). A
+    portal that has refused even renewed tokens (REFRESH_ERRORS) for TOKENS_REFUSED_FOR
+    seconds is handed to its admin instead: needs_reauth, no more probes."""
     with db.write() as session:
-        session.execute(
-            update(PortalHealth)
-            .where(PortalHealth.portal_id == portal_id)
-            .values(failures=PortalHealth.failures + 1, reason_code=code, reason=reason)
-        )
+        row = session.get(PortalHealth, portal_id, with_for_update=True)
+        if row is None:
+            return
+        row.failures += 1
+        row.reason_code, row.reason = code, reason
+        if code in REFRESH_ERRORS and _paused_for(row, now) >= TOKENS_REFUSED_FOR:
+            portal = session.get(Portal, portal_id)
+            if portal is not None and portal.status == PortalStatus.ACTIVE:
+                set_status(portal, PortalStatus.NEEDS_REAUTH, TOKENS_REFUSED_WORDS)
+                session.delete(row)
+                log.warning("portal refuses renewed tokens; needs reauth", portal_id=portal_id)
+
+
+def _paused_for(row: PortalHealth, now: datetime) -> float:
+    """Seconds the portal has been paused (0 when it is not)."""
+    return (now - row.paused_since).total_seconds() if row.paused_since else 0.0
 
 
 def probe_now(db: Database, portal_id: int, *, now: datetime) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from b24app.bitrix.client import REFRESH_ERRORS
 from b24app.bitrix.errors import (
     BitrixError,
     Ending,
@@ -138,10 +139,9 @@ NOT_RUN = frozenset(
 )
 # Refusals that every request to the portal would meet: pause it and probe. The token errors
 # reach here only when the portal refused even the token just renewed for them
-# (bitrix/client.py REFRESH_ERRORS): it takes no token of ours until something changes there.
-PORTAL_WIDE = frozenset(
-    {"OVERLOAD_LIMIT", "UNSAFE_ADDRESS", "expired_token", "NO_AUTH_FOUND", "invalid_token"}
-)
+# (bitrix/client.py REFRESH_ERRORS): it takes no token of ours until something changes there,
+# and if that lasts, its admin is asked (portal_health.TOKENS_REFUSED_FOR).
+PORTAL_WIDE = frozenset({"OVERLOAD_LIMIT", "UNSAFE_ADDRESS", *REFRESH_ERRORS})
 
 # PortalUnavailable.portal_status → fail (the portal is gone, or never was ours) or wait; the
 # words are the status's own (PortalStatus.meaning).

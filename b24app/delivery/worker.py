@@ -283,7 +283,9 @@ class Worker:
             portal_health.probe_answered(db, probe.portal_id, now=now())
         except BitrixError as error:
             metrics.probe(member_id=probe.member_id, ok=False, code=error.code)
-            portal_health.probe_failed(db, probe.portal_id, code=error.code, reason=str(error))
+            portal_health.probe_failed(
+                db, probe.portal_id, code=error.code, reason=str(error), now=now()
+            )
         except Exception as error:  # the next probe comes anyway
             metrics.worker_error(f"probe {probe.member_id}", error)
         else:

@@ -13,18 +13,23 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from b24app.db import get_db
 from b24app.delivery.batching import STATISTICS
-from b24app.delivery.portal_health import PROBE_CAP
+from b24app.delivery.portal_health import PROBE_CAP, TOKENS_REFUSED_FOR
 from b24app.delivery.retry import PORTAL_PAUSED
-from b24app.models import CallState
+from b24app.models import CallState, PortalStatus
+from b24app.portals import store
 from devportal import faults
+from devportal.state import DevPortal
 from tests.conftest import LiveApp
 from tests.delivery.conftest import calls, commands, paused, queue, run_worker
 from tests.delivery.conftest import unregistered_requests as new_calls
 from tests.oauth_front import OAuthFront, oauth_in_front
+from tests.settings_page.conftest import open_page
 
 
 @pytest.fixture
@@ -85,3 +90,41 @@ def test_a_portal_refusing_even_a_renewed_token_is_paused_until_it_takes_one_aga
     assert time.monotonic() - back < 5
     assert commands(live_app.dev, portal, STATISTICS) == []
     assert len(portal.statistics) == 3
+
+
+def test_a_portal_refusing_renewed_tokens_for_ten_minutes_asks_its_admin_to_reauthorise(
+    live_app: LiveApp,
+) -> None:
+    """Each probe of such a portal renews the token once more (one refresh a probe, no more);
+    after TOKENS_REFUSED_FOR the portal needs its admin: it is no longer probed, its calls wait
+    without failing, and the admin opening the app sends them."""
+    portal = live_app.install("alpha")
+    ids = queue(live_app, portal, new_calls(3))
+    faults.set_rest_error(live_app.dev, portal, "NO_AUTH_FOUND")
+    assert run_worker(live_app.app) == Counter(retrying=3)
+
+    assert run_worker(live_app.app, ahead=60) == Counter()  # a probe, refused
+    assert paused(live_app, portal) is not None and status(live_app, portal) == "active"
+    assert run_worker(live_app.app, ahead=TOKENS_REFUSED_FOR + 1) == Counter()
+    assert paused(live_app, portal) is None
+    assert status(live_app, portal) == PortalStatus.NEEDS_REAUTH
+    assert len(refreshes(live_app)) == 3  # the batch's, then one for each probe
+    assert run_worker(live_app.app, ahead=TOKENS_REFUSED_FOR + 60) == Counter()  # not probed
+    assert len(refreshes(live_app)) == 3
+    for row in calls(live_app, ids):
+        assert row.state == CallState.QUEUED and row.attempts == 0
+
+    faults.clear(live_app.dev, portal)
+    open_page(live_app, portal, user_id=1)  # the portal's admin opens the application
+    assert run_worker(live_app.app) == Counter(delivered=3)
+
+
+def refreshes(live: LiveApp) -> list[dict[str, Any]]:
+    return [entry for entry in live.dev.journal if entry.get("oauth") == "refresh_token"]
+
+
+def status(live: LiveApp, portal: DevPortal) -> str:
+    with live.app.app_context(), get_db().read() as session:
+        row = store.find_portal(session, portal.member_id)
+        assert row is not None
+        return row.status
