@@ -230,17 +230,31 @@ _DATE_TIME = re.compile(
 )
 
 
+# A call's start, as written: years 2000 to 2099. Fixed, not "near now": a stored request must stay
+# valid when validated again (a repeat, a redelivery) whenever that is. Any offset (under 24 h)
+# or portal time zone moves it by less than a day, so the instant is always one datetime and the
+# journal's started_at can hold (year 1 or 9999 with an offset overflowed: a 500).
+START_DATE_RANGE: Final = (datetime(2000, 1, 1), datetime(2099, 12, 31, 23, 59, 59, 999999))
+
+
 def call_start_date(value: Any) -> str:
-    """ISO-8601 date and time, offset optional; kept as sent (the delivery adds the offset)."""
+    """ISO-8601 date and time, offset optional, in the years 2000-2099 as written; kept as sent
+    (the delivery adds the offset)."""
     when = text(64)(value)
     try:
-        valid = bool(_DATE_TIME.match(when)) and isinstance(datetime.fromisoformat(when), datetime)
+        moment = datetime.fromisoformat(when) if _DATE_TIME.match(when) else None
     except ValueError:
-        valid = False
-    if not valid:
+        moment = None
+    if moment is None:
         raise _refuse(
             "must be an ISO-8601 date and time such as 2026-03-07T10:20:30+03:00 "
             "(the offset may be left out: the portal's time zone is used)"
+        )
+    low, high = START_DATE_RANGE
+    if not low <= moment.replace(tzinfo=None) <= high:
+        raise _refuse(
+            f"must be between {low:%Y-%m-%d} and {high:%Y-%m-%d} (a call's start, as written, "
+            f"before its offset; this one is in the year {moment.year})"
         )
     return when
 
@@ -370,7 +384,8 @@ class FinishRequest(BaseModel):
     CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
         None,
         description="Registration (no CALL_ID and no start; then with PHONE_NUMBER and TYPE): "
-        "when the call started, ISO-8601; without an offset the portal's time zone applies.",
+        "when the call started, ISO-8601, between 2000-01-01 and 2099-12-31 as written; "
+        "without an offset the portal's time zone applies.",
         examples=["2026-03-07T10:20:30+03:00"],
     )
     LINE_NUMBER: Annotated[str | None, _v(text(50))] = Field(
@@ -606,8 +621,9 @@ class StartRequest(BaseModel):
     )
     CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
         None,
-        description="When the call started, ISO-8601; without an offset the portal's time zone "
-        "applies. Default: when b24app received the start.",
+        description="When the call started, ISO-8601, between 2000-01-01 and 2099-12-31 as "
+        "written; without an offset the portal's time zone applies. Default: when b24app "
+        "received the start.",
         examples=["2026-03-07T10:20:30+03:00"],
     )
     CRM_CREATE: Annotated[int | None, _v(flag)] = Field(
