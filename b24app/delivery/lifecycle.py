@@ -116,6 +116,9 @@ class CallFacts:
     # the employee a register of unknown outcome named (USER_ID or USER_PHONE_INNER): its repeat
     # names the same one, whatever the fallback employee or the extension mapping says by now
     register_user: Mapping[str, Any] | None = None
+    # record event id → since when its recording is being had (its download's start, anew when
+    # delivered again): NO_AUDIO counts from then
+    recordings_since: Mapping[int, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -532,8 +535,11 @@ def _plan_records(
         if event.kind != EventKind.RECORD or event.id in result.settled:
             continue
         state = call.recordings.get(event.id)
-        if state == RecordingState.FAILED:
-            continue  # recordings.py failed the event with the download's reason
+        if state == RecordingState.FAILED:  # recordings.py fails the event with it: not queued
+            result.settled[event.id] = Change(
+                EventState.FAILED, error_code="NO_AUDIO", error=NO_AUDIO_WORDS
+            )
+            continue
         if state == RecordingState.ATTACHED:  # attached, then the worker stopped before recording
             result.settled[event.id] = Change(EventState.DELIVERED, note=ATTACHED)
             continue
@@ -557,7 +563,8 @@ def _plan_records(
         elif state == RecordingState.STORED:
             result.attach.append(event.id)
         elif state == RecordingState.FETCHING:
-            deadline = event.created_at + FINISH_WAIT + START_WAIT
+            since = call.recordings_since.get(event.id, event.created_at)
+            deadline = since + FINISH_WAIT + START_WAIT
             if now >= deadline:
                 result.settled[event.id] = Change(
                     EventState.FAILED, error_code="NO_AUDIO", error=NO_AUDIO_WORDS

@@ -47,6 +47,7 @@ from b24app.models import (
     EventState,
     Portal,
     PortalStatus,
+    RecordingState,
 )
 from b24app.portal_status import GONE
 from b24app.portals import throttle
@@ -82,6 +83,7 @@ class Claimed:
     register_user: Mapping[str, Any] | None = None  # the employee that register named
     started_at: datetime | None = None  # the journal's start instant (delivery/call_index.py)
     recordings: Mapping[int, str] = field(default_factory=dict)  # record event id → state
+    recordings_since: Mapping[int, datetime] = field(default_factory=dict)  # … → being had since
     batch: int = 0  # which of its portal's batches of the round the call goes in (claim_round)
     send_at: float | None = None  # that batch's throttle slot, booked by the claim (epoch s)
     claimed_at: float = 0.0  # time.monotonic() of the claim (a fresh lease is not renewed)
@@ -96,6 +98,7 @@ class Claimed:
             register_user=self.register_user,
             use_fallback_user=self.use_fallback_user,
             recordings=self.recordings,
+            recordings_since=self.recordings_since,
             started_at=self.started_at,
         )
 
@@ -412,16 +415,19 @@ def _events_of(session: Session, call_ids: Sequence[int]) -> dict[int, list[Even
     return found
 
 
-def _recordings_of(session: Session, events: Iterable[EventView]) -> dict[int, str]:
+def _recordings_of(
+    session: Session, events: Iterable[EventView]
+) -> dict[int, tuple[str, datetime]]:
+    """Record event id → its recording's state and since when it is being had (created_at)."""
     ids = [e.id for e in events if e.kind == EventKind.RECORD]
-    found: dict[int, str] = {}
+    found: dict[int, tuple[str, datetime]] = {}
     for part in _parts(ids):
         rows = session.execute(
-            select(CallRecording.event_id, CallRecording.state).where(
+            select(CallRecording.event_id, CallRecording.state, CallRecording.created_at).where(
                 CallRecording.event_id.in_(part)
             )
         )
-        found.update({event_id: state for event_id, state in rows})
+        found.update({event_id: (state, since) for event_id, state, since in rows})
     return found
 
 
@@ -470,7 +476,7 @@ def _take(
 def _claimed(
     row: Any,
     events: Sequence[EventView],
-    recordings: Mapping[int, str],
+    recordings: Mapping[int, tuple[str, datetime]],
     taken_over: Collection[int],
     claimed_at: float,
     batch: int,
@@ -491,7 +497,8 @@ def _claimed(
         register_sent_at=row.register_sent_at,
         register_user=row.register_user,
         started_at=row.started_at,
-        recordings={e.id: recordings[e.id] for e in events if e.id in recordings},
+        recordings={e.id: recordings[e.id][0] for e in events if e.id in recordings},
+        recordings_since={e.id: recordings[e.id][1] for e in events if e.id in recordings},
         batch=batch,
         send_at=slots[batch] if slots else None,
         claimed_at=claimed_at,
@@ -826,7 +833,8 @@ def requeue(
     Bitrix24 (it has a `bitrix_call_id`, or its last error is one of MAY_HAVE_RUN) is marked
     OUTCOME_UNKNOWN, so the worker looks it up in voximplant.statistic.get before sending its
     finish (Claimed.unknown). The mark that a register's outcome is unknown is cleared: the admin
-    chose to register it again. `dry_run` changes nothing and returns the ids that would move.
+    chose to register it again. A failed recording of a requeued `record` event is downloaded
+    anew (_requeue_recordings). `dry_run` changes nothing and returns the ids that would move.
     Raises ValueError when since >= until.
     """
     if since is not None and until is not None and since >= until:
@@ -858,8 +866,37 @@ def requeue(
     if event_ids is not None:
         starts = {(row[1], row.error_code) for row in found if row.kind == EventKind.START}
         _requeue_dependents(session, {(call_id, code) for call_id, code in starts if code})
+    records = [row[0] for row in found if row.kind == EventKind.RECORD and row[1] in call_ids]
+    _requeue_recordings(session, records, now)
     _requeue_calls(session, call_ids, now)
     return sorted({row.public_id for row in found if row[1] in call_ids})
+
+
+def _requeue_recordings(session: Session, event_ids: Sequence[int], now: datetime) -> None:
+    """The failed downloads of requeued `record` events start anew, as if RECORD_URL had just
+    arrived (recordings.py: attempts, their 24 hours and the call's 25 hours count from now).
+    Only a download fails a recording, so each has its RECORD_URL."""
+    if not event_ids:
+        return
+    session.execute(
+        update(CallRecording)
+        .where(
+            CallRecording.event_id.in_(list(event_ids)),
+            CallRecording.state == RecordingState.FAILED,
+        )
+        .values(
+            state=RecordingState.FETCHING,
+            attempts=0,
+            next_attempt_at=now,
+            lease_until=None,
+            leased_by=None,
+            error_code=None,
+            error=None,
+            created_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _requeue_dependents(session: Session, failed_with: Collection[tuple[int, str]]) -> None:

@@ -128,3 +128,38 @@ def test_settle_leaves_the_adds_answer_to_the_caller() -> None:
     assert {event_id: c.state for event_id, c in settled.changes.items()} == {
         70: "delivered", 71: "delivered"
     }  # fmt: skip
+
+
+# --- recordings -----------------------------------------------------------------------------------
+
+
+def test_a_queued_record_whose_download_failed_fails_rather_than_staying_due() -> None:
+    """Only a failed download fails a recording, and it fails its event with it; should the
+    event be queued anyway, the call must not be due again at once for ever (a worker going
+    round in circles, booking the portal's throttle ahead)."""
+    facts = replace(FACTS, bitrix_call_id="c.1", recordings={3: "failed"})
+    events = [
+        replace(EVENTS[0], state="delivered"),
+        replace(EVENTS[1], state="delivered"),
+        EventView(3, "record", {"PBX_CALL_ID": "p", "RECORD_URL": "https://pbx/1.wav"},
+                  "queued", NOW),
+    ]  # fmt: skip
+    planned = lifecycle.plan(facts, events, Preferences(), lambda _ext: None, now=NOW, budget=50)
+    assert planned.steps == [] and planned.attach == []
+    assert planned.settled[3].state == "failed" and planned.settled[3].error_code == "NO_AUDIO"
+
+
+def test_a_recording_downloaded_anew_waits_25_hours_from_its_new_start() -> None:
+    """Delivered again days after the call, its download counts its own 25 hours."""
+    old = datetime(2026, 11, 1, tzinfo=UTC)
+    facts = replace(
+        FACTS, bitrix_call_id="c.1", recordings={3: "fetching"}, recordings_since={3: NOW}
+    )
+    events = [
+        replace(EVENTS[0], state="delivered", created_at=old),
+        replace(EVENTS[1], state="delivered", created_at=old),
+        EventView(3, "record", {"PBX_CALL_ID": "p", "RECORD_URL": "https://pbx/1.wav"},
+                  "queued", old),
+    ]  # fmt: skip
+    planned = lifecycle.plan(facts, events, Preferences(), lambda _ext: None, now=NOW, budget=50)
+    assert 3 not in planned.settled and planned.waiting[3] == lifecycle.WAITING_FOR_AUDIO

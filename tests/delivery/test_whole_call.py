@@ -11,6 +11,7 @@ tutorials/telephony/index.md (register → show → hide → finish → attachRe
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import requests
 from b24app.db import get_db
 from b24app.delivery import lifecycle, outbox
 from b24app.delivery.retry import OUTCOME_UNKNOWN
+from b24app.delivery.worker import Worker
 from b24app.models import utcnow
 from b24app.portals import mapping, store
 from devportal import faults
@@ -770,6 +772,42 @@ def test_a_url_that_is_not_audio_fails_the_record_event_and_the_call_is_finished
     assert shown["recording"]["state"] == "failed"
     assert shown["state"] == "failed" and shown["error_code"] == "NOT_AUDIO"
     assert methods(steps(pbx)) == ["register", "finish"]  # the call itself was finished
+
+
+def test_delivering_a_failed_recording_again_downloads_it_anew_and_attaches_it(
+    pbx: Pbx, record_server: RecordServer
+) -> None:
+    """The admin fixed what the PBX serves at RECORD_URL and delivered the call again: the
+    recording is downloaded anew and attached. It used to stay queued for good, the worker
+    spinning through empty rounds that booked the portal's throttle hours ahead."""
+    record_server.routes["/rec/1.wav"] = Route(body=b"<html>Not Found</html>" * 40)
+    public_id = started_and_finished(pbx)
+    pbx.send("record", PBX_CALL_ID=CALL, RECORD_URL=f"{record_server.url}/rec/1.wav")
+    pbx.deliver()
+    assert pbx.call(public_id)["error_code"] == "NOT_AUDIO"
+    record_server.routes["/rec/1.wav"] = Route(body=wav_bytes(0.5))
+    with pbx.live.app.app_context(), get_db().write() as session:
+        moved = outbox.requeue(
+            session,
+            portal_id=portal_id(pbx.live, pbx.portal),
+            error_code="NOT_AUDIO",
+            now=utcnow(),
+        )
+    assert moved == [public_id]
+
+    worker = Worker(pbx.live.app)
+    running = threading.Thread(target=worker.run, kwargs={"once": True})
+    running.start()
+    running.join(timeout=30)
+    went_round_in_circles = running.is_alive()
+    worker.stop()
+    running.join(timeout=10)
+    assert not went_round_in_circles
+
+    shown = pbx.call(public_id)
+    assert shown["state"] == "delivered" and shown["recording"]["state"] == "attached"
+    assert methods(steps(pbx)) == ["register", "finish", "attachrecord"]
+    assert len(pbx.portal.records) == 1
 
 
 def test_an_unreachable_recording_is_retried_and_shown_then_attached(pbx: Pbx) -> None:
