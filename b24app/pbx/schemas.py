@@ -12,6 +12,10 @@ What normalisation means here (the stored `CallEvent.request` is the result, and
 event is compared with it):
 - Surrounding whitespace is dropped and an empty value (`""`, JSON `null`) counts as absent: form
   PBXs send every field, filled or not. Absent fields stay absent in the result.
+- Control characters are refused (free text keeps tabs and line breaks). Invisible ones (Unicode
+  format characters, category Cf: zero-width space, right-to-left override, byte order mark ...;
+  and line separators) are refused in identifiers and numbers, which Bitrix24 matches on, and
+  dropped from free text (FAILED_REASON, STATUS_CODE), where a refusal would lose the call.
 - Form values are strings: `"95"` becomes 95 where the page says integer; `"9.5"` does not.
   JSON numbers are accepted as numbers or as such strings; JSON integers for string fields
   (`"USER_PHONE_INNER": 201`) become strings.
@@ -83,7 +87,9 @@ def _single(value: Any) -> Any:
 
 def text(max_length: int, *, multiline: bool = False) -> Callable[[Any], str]:
     """A string (a JSON integer is taken as its digits), trimmed, 1..max_length characters,
-    without control characters (tabs and line breaks are allowed in `multiline` text)."""
+    without control characters (tabs and line breaks are allowed in `multiline` text) and, unless
+    `multiline`, without invisible ones (`_invisible`): identifiers and numbers, which Bitrix24
+    shows and matches on. Free text is `free_text`."""
 
     def check(value: Any) -> str:
         value = _single(value)
@@ -98,6 +104,13 @@ def text(max_length: int, *, multiline: bool = False) -> Callable[[Any], str]:
             raise _refuse(f"must be at most {max_length} characters")
         if (_CONTROL_BUT_BREAKS if multiline else _CONTROL).search(value):
             raise _refuse("must not contain control characters")
+        hidden = None if multiline else _invisible(value)
+        if hidden is not None:
+            shown = f"U+{ord(hidden):04X} {unicodedata.name(hidden, '')}".strip()
+            raise _refuse(
+                "must not contain invisible characters such as zero-width spaces or direction "
+                f"overrides (it holds {shown})"
+            )
         if not _encodable(value):
             raise _refuse("must be valid Unicode text (it holds an unpaired surrogate)")
         return value
@@ -114,6 +127,46 @@ _CONTROL_BUT_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 def _control(char: str) -> bool:
     return unicodedata.category(char) == "Cc"
+
+
+# Unicode's format characters (category Cf: zero-width space and joiners, direction marks and
+# overrides, the byte order mark, the soft hyphen, tags ...) and the line and paragraph
+# separators (Zl, Zp): invisible, or a line break, in a value Bitrix24 shows and matches on (a
+# number "\u202e+1555" matches no CRM contact and is shown reversed). ASCII has none, so only
+# other text is looked at character by character (the categories of the running Python's
+# Unicode version, not a list copied here).
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+
+
+def _invisible(value: str) -> str | None:
+    """The first format character or line separator in `value`, None when it has none."""
+    if value.isascii():
+        return None
+    return next((ch for ch in value if unicodedata.category(ch) in _INVISIBLE), None)
+
+
+def _without_format(value: str) -> str:
+    """`value` without its format characters (Cf): free text keeps its words, loses the rest."""
+    if value.isascii():
+        return value
+    return "".join(ch for ch in value if unicodedata.category(ch) != "Cf")
+
+
+def free_text(max_length: int) -> Callable[[Any], str | None]:
+    """Words for people (FAILED_REASON): `text` with tabs and line breaks, whose format
+    characters (Cf) are dropped, not refused (a PBX does not send a refused call again, and a
+    reason nobody matches on is not worth a lost call); None (absent) when nothing is left."""
+    check = text(max_length, multiline=True)
+
+    def drop(value: Any) -> str | None:
+        value = _single(value)
+        if isinstance(value, str):
+            value = _without_format(value)
+            if not value.strip():
+                return None
+        return check(value)
+
+    return drop
 
 
 def _encodable(value: str) -> bool:
@@ -193,15 +246,18 @@ def vote(value: Any) -> int | None:
     return score or None
 
 
-def status(value: Any) -> str:
-    """Any status text or number; status_codes.py maps it after the model is built."""
+def status(value: Any) -> str | None:
+    """Any status text or number; status_codes.py maps it after the model is built. Format
+    characters are dropped, as in free text (an unknown status is kept in FAILED_REASON); None
+    (absent) when nothing is left."""
     value = _single(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
         raise _refuse("must be a string (a Bitrix24 code such as 200, or the PBX's own status)")
+    value = _without_format(value)
     if not value.strip():
-        raise _refuse("must not be empty")
+        return None
     # never refused for its content: what cannot be stored is replaced (it maps to OTHER anyway)
     text = value.strip()
     if not _CONTROL_BUT_BREAKS.search(text) and _encodable(text):
@@ -341,7 +397,7 @@ class FinishRequest(BaseModel):
         "else 304.",
         examples=["ANSWER", "200", "NO ANSWER", "17"],
     )
-    FAILED_REASON: Annotated[str | None, _v(text(FAILED_REASON_LENGTH, multiline=True))] = Field(
+    FAILED_REASON: Annotated[str | None, _v(free_text(FAILED_REASON_LENGTH))] = Field(
         None,
         max_length=FAILED_REASON_LENGTH,
         description="Why the call failed, in words.",
