@@ -20,15 +20,17 @@ one declared otherwise is still decoded as declared).
 from __future__ import annotations
 
 import codecs
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from werkzeug.datastructures import FileStorage, Headers
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream, get_input_stream
 
 UTF8 = "utf-8"
 HINT = (
@@ -179,6 +181,36 @@ def _part_charset(headers: Headers) -> str:
 
 
 class StrictRequest(Request):
-    """Flask's request with StrictFormDataParser for `request.form` and `request.files`."""
+    """Flask's request with StrictFormDataParser for `request.form` and `request.files`, and a
+    body without a Content-Length (chunked) over `max_content_length` refused whole (413)."""
 
     form_data_parser_class = StrictFormDataParser
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        """Werkzeug's stream, except that a body the server ends itself (`wsgi.input_terminated`:
+        chunked, no Content-Length) is read through `_AtMost`: Werkzeug's LimitedStream stopped
+        at exactly `max_content_length` without looking further, so a longer form or JSON body
+        was silently cut there and processed (a field past 1 MiB lost, or 400 "char 1048576")."""
+        if self.shallow:
+            raise RuntimeError("This request was created with 'shallow=True'.")
+        limit = self.max_content_length
+        stream = get_input_stream(self.environ, max_content_length=limit)  # 413: Content-Length
+        if limit is not None and "wsgi.input_terminated" in self.environ:
+            return cast(IO[bytes], _AtMost(self.environ["wsgi.input"], limit, is_max=True))
+        return stream
+
+
+class _AtMost(LimitedStream):
+    """A stream of at most `limit` bytes that is 413 as soon as it holds one more: having read
+    exactly `limit`, it reads one byte further (none: the body ended there)."""
+
+    def on_exhausted(self) -> None:
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+
+    def readall(self) -> bytes:
+        data = super().readall()  # stops at the limit without asking for more
+        if self.is_exhausted:
+            self.on_exhausted()
+        return data
