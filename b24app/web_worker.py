@@ -22,7 +22,9 @@ https://httpd.apache.org/docs/2.4/mod/mod_reqtimeout.html):
   reading a request at once per worker process; more: `429`, closed at once. Behind a proxy
   that does not buffer, the proxy's address is every client's: raise the limit there;
 - a body longer than the app's MAX_CONTENT_LENGTH is never read: `413` (problem+json, as the PBX
-  API answers it), connection closed.
+  API answers it), connection closed. With a Content-Length, at once; chunked, as soon as the
+  chunks announced hold more data than the limit, or its bytes on the wire (framing included)
+  pass the limit plus CHUNK_FRAMING (chunks of a few bytes each: no client sends a body so).
 
 Only what the message's length needs is parsed here (RFC 9112 section 6: Content-Length, chunked
 transfer coding); anything odd is handed to gunicorn's parser at once, which refuses it with its
@@ -53,6 +55,7 @@ BODY_SECONDS = 20.0
 MIN_RATE = 500  # bytes per second that earn one more second
 DEFAULT_BODY_LIMIT = 1024 * 1024  # when the app does not say (b24app's create_app says 1 MiB)
 RECV_SIZE = 64 * 1024
+CHUNK_FRAMING = 64 * 1024  # bytes of chunk size lines (and trailers) a chunked body may add
 # app.config key of the recording upload's body limit (set by pbx/views.py; named here, not
 # imported: the worker class loads before the app)
 RECORD_BODY_LIMIT = "PBX_RECORD_BODY_LIMIT"
@@ -71,6 +74,17 @@ READING_PER_ADDRESS = _reading_per_address()
 _MULTIPART = re.compile(rb"\r\ncontent-type:[ \t]*multipart/form-data")
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _MALFORMED = -1  # "hand it to gunicorn's parser now": it answers 400 from the bytes it has
+_TOO_LARGE = -2  # "answer 413 now": the body is over the limit, whatever else is to come
+
+
+@dataclass
+class _Chunks:
+    """How far a chunked body was walked: it starts at `start`; the next chunk's size line at
+    `position`; the chunks before it hold `size` bytes of data."""
+
+    start: int
+    position: int
+    size: int = 0
 
 
 @dataclass
@@ -84,6 +98,7 @@ class _Reading:
     body_started: float = 0.0
     continued: bool = False  # "100 Continue" sent
     body_limit: int = DEFAULT_BODY_LIMIT  # this request's (the path decides, _body_limit)
+    chunks: _Chunks | None = None  # a chunked body's walk so far
 
     def deadline(self) -> float:
         if self.head_end is None:
@@ -173,18 +188,20 @@ class BufferingThreadWorker(ThreadWorker):
             state.head_end = end + 4
             state.body_started = time.monotonic()
             state.body_limit = self._body_limit(bytes(state.data[start : state.head_end]))
-        end_of_message = _message_end(state.data, state.head_end)
+            state.chunks = _Chunks(state.head_end, state.head_end)
+        end_of_message = _message_end(
+            state.data, state.head_end, state.body_limit, chunks=state.chunks
+        )
+        length = _content_length(state.data, state.head_end)
+        if end_of_message == _TOO_LARGE or (
+            end_of_message is None and length is not None and length > state.body_limit
+        ):
+            self._stop_reading(conn)
+            self._answer_too_large(conn, state.body_limit)
+            return
         if end_of_message is None:
-            length = _content_length(state.data, state.head_end)
-            if length is not None and length > state.body_limit:
-                self._stop_reading(conn)
-                self._answer_too_large(conn, state.body_limit)
-                return
-            if len(state.data) - state.head_end > state.body_limit:
-                end_of_message = _MALFORMED  # chunked past the limit: the app answers 413
-            else:
-                self._continue(conn, state)
-                return
+            self._continue(conn, state)
+            return
         self._dispatch(conn, state)
 
     def _continue(self, conn: TConn, state: _Reading) -> None:
@@ -265,16 +282,24 @@ class BufferingThreadWorker(ThreadWorker):
         conn.close()
 
 
-def _message_end(data: bytearray, head_end: int) -> int | None:
+def _message_end(
+    data: bytearray,
+    head_end: int,
+    limit: int = DEFAULT_BODY_LIMIT,
+    *,
+    chunks: _Chunks | None = None,
+) -> int | None:
     """Where the request that starts `data` ends (RFC 9112 section 6.3), None while incomplete,
-    or _MALFORMED when gunicorn's parser should judge it now."""
+    _MALFORMED when gunicorn's parser should judge it now, or _TOO_LARGE for a chunked body over
+    `limit` (`chunks`: its walk so far, kept between calls; a Content-Length is judged by the
+    caller)."""
     head = bytes(data[:head_end]).lower()
     chunked = b"\r\ntransfer-encoding:" in head
     length = _content_length(data, head_end)
     if chunked:
         if b"\r\ncontent-length:" in head:
             return _MALFORMED
-        return _chunked_end(data, head_end)
+        return _chunked_end(data, chunks or _Chunks(head_end, head_end), limit)
     if length is None:
         return _MALFORMED if b"\r\ncontent-length:" in head else head_end
     end = head_end + length
@@ -294,26 +319,35 @@ def _content_length(data: bytearray, head_end: int) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 18 else None
 
 
-def _chunked_end(data: bytearray, position: int) -> int | None:
-    """The end of a chunked body starting at `position` (RFC 9112 section 7.1), None while
-    incomplete, _MALFORMED for a chunk size line that is not one.
+def _chunked_end(data: bytearray, chunks: _Chunks, limit: int) -> int | None:
+    """The end of a chunked body (RFC 9112 section 7.1) walked on from `chunks` (moved past each
+    complete chunk: each chunk is walked once, however the body arrives), None while incomplete,
+    _MALFORMED for a chunk size line that is not one, _TOO_LARGE as soon as the chunks announced
+    hold more than `limit` bytes of data or the body's bytes pass `limit` + CHUNK_FRAMING.
 
     Hand-written: only the framing is needed here (gunicorn parses the chunks themselves from
     the buffered bytes afterwards), and a second full parser would judge some requests
     differently from gunicorn's.
     """
+    wire_limit = chunks.start + limit + CHUNK_FRAMING
     while True:
-        line_end = data.find(b"\r\n", position)
+        if chunks.position > wire_limit:
+            return _TOO_LARGE
+        line_end = data.find(b"\r\n", chunks.position)
         if line_end < 0:
-            return _MALFORMED if len(data) - position > 1024 else None
-        size_text = bytes(data[position:line_end]).split(b";", 1)[0].strip()
+            return _MALFORMED if len(data) - chunks.position > 1024 else None
+        size_text = bytes(data[chunks.position : line_end]).split(b";", 1)[0].strip()
         if not _CHUNK_SIZE.match(size_text):
             return _MALFORMED
         size = int(size_text, 16)
-        position = line_end + 2
+        if chunks.size + size > limit:
+            return _TOO_LARGE
         if size == 0:  # the last chunk, then trailer fields, then a blank line
-            end = data.find(b"\r\n\r\n", position - 2)
-            return end + 4 if end >= 0 else None
-        position += size + 2
-        if position > len(data):
+            end = data.find(b"\r\n\r\n", line_end)
+            if end >= 0:
+                return end + 4
+            return _TOO_LARGE if len(data) > wire_limit else None
+        after = line_end + 2 + size + 2
+        if after > len(data):
             return None
+        chunks.position, chunks.size = after, chunks.size + size

@@ -1,11 +1,23 @@
 """Where a request ends, as the web worker judges it before a thread runs it (b24app/web_worker.py;
-RFC 9112 sections 6.3 and 7.1). The worker in a real gunicorn: tests/drills/test_slow_clients.py."""
+RFC 9112 sections 6.3 and 7.1), and chunked bodies over the limit in a real gunicorn with the
+deployment's config (below). The worker under attack: tests/drills/test_slow_clients.py."""
 
 from __future__ import annotations
 
-import pytest
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from b24app.web_worker import _MALFORMED, _message_end
+import pytest
+import requests
+from flask import Flask
+
+from b24app.web_worker import _MALFORMED, _TOO_LARGE, CHUNK_FRAMING, _message_end
+from tests.drills.conftest import process_settings
+from tests.drills.processes import Fleet, Managed
+from tests.pbx import FINISH, bearer, finish_request, make_portal, stored_calls
+from tests.pbx.test_chunked_bodies import LIMIT, padded_form, padded_json
 
 HEAD = b"POST /x HTTP/1.1\r\nHost: a\r\n"
 WHOLE = -2  # the whole of `raw`
@@ -37,3 +49,102 @@ def end(raw: bytes) -> int | None:
 )
 def test_the_end_of_a_request(raw: bytes, expected: int | None) -> None:
     assert end(raw) == (len(raw) if expected == WHOLE else expected)
+
+
+def chunks(body: bytes, size: int) -> bytes:
+    """`body` in the chunked transfer coding, `size` bytes a chunk, and its last chunk."""
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def test_a_chunked_body_is_judged_by_its_data_not_its_framing() -> None:
+    """1 MiB in chunks of 100 bytes is 1.08 MB on the wire: whole. One byte more of data: 413
+    as soon as the chunk that holds it is announced, however little of it has come."""
+    whole = CHUNKED + chunks(b"x" * LIMIT, 100)
+    assert len(whole) > len(CHUNKED) + LIMIT
+    assert end(whole) == len(whole)
+    assert end(CHUNKED + chunks(b"x" * (LIMIT + 1), 100)) == _TOO_LARGE
+    assert end(CHUNKED + b"100000\r\nxx") is None  # 1 MiB announced: not over (yet)
+    assert end(CHUNKED + b"100001\r\nxx") == _TOO_LARGE
+    assert end(CHUNKED + b"FFFFFFFFFFFF\r\n") == _TOO_LARGE
+
+
+def test_framing_beyond_reason_is_413_too() -> None:
+    """Chunks of one byte cost 6 bytes on the wire each: past CHUNK_FRAMING of framing, the
+    bytes on the wire are over the limit themselves (and no client sends bodies so)."""
+    raw = CHUNKED + chunks(b"x" * (LIMIT // 2), 1)[:-5]  # not ended yet
+    assert len(raw) - len(CHUNKED) > LIMIT + CHUNK_FRAMING
+    assert end(raw) == _TOO_LARGE
+
+
+# --- in the production web process -----------------------------------------------------------
+
+
+@pytest.fixture
+def web(app: Flask, tmp_path: Path) -> Iterator[Managed]:
+    """A single-process gunicorn with the deployment's config (b24app.gunicorn_conf: this worker)
+    serving the app on `app`'s database."""
+    fleet = Fleet(process_settings(app), tmp_path / "fleet")
+    try:
+        yield fleet.start_web()
+    finally:
+        fleet.close()
+
+
+def pieces(body: bytes, size: int) -> Iterator[bytes]:
+    """`requests` sends a generator's pieces as chunks (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(padded_form(LIMIT + 100_000), "application/x-www-form-urlencoded"),
+     (padded_json(LIMIT + 100_000), "application/json")],
+    ids=["form", "json"],
+)  # fmt: skip
+def test_gunicorn_answers_413_to_a_chunked_body_over_1_mib(app, web, body, content_type):
+    """The newcomer's: DURATION=0, 1.1 MB of '&', STATUS_CODE=BUSY, chunked: was 202 with the
+    status dropped (a busy call stored as missed); the JSON one 400 "char 1048576"."""
+    key = make_portal(app, "portal-chunked")
+    response = requests.post(
+        web.url + FINISH,
+        data=pieces(body, 65536),
+        headers=bearer(key) | {"Content-Type": content_type},
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["type"] == "urn:b24app:pbx:problem:body-too-large"
+    assert stored_calls(app) == []
+
+
+def test_gunicorn_reads_a_chunked_body_of_1_mib_in_small_chunks_whole(app, web):
+    """More than 1 MiB on the wire, exactly 1 MiB of body: accepted, its last field kept."""
+    key = make_portal(app, "portal-chunked")
+    response = requests.post(
+        web.url + FINISH,
+        data=pieces(padded_form(LIMIT), 1000),
+        headers=bearer(key) | {"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text[:300]
+    assert finish_request(app, response.json()["id"])["STATUS_CODE"] == "486"  # busy
+
+
+def test_gunicorn_answers_413_to_a_chunk_announced_over_the_limit_at_once(web):
+    """No thread waits for the rest of a body already known to be too large."""
+    assert web.url is not None
+    host, port = web.url.removeprefix("http://").split(":")
+    began = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /pbx/v1/calls/finish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b'Content-Type: application/json\r\n\r\n200000\r\n{"a": '
+        )
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"problem+json" in answer and b"at most 1 MiB" in answer
+    assert time.monotonic() - began < 5
