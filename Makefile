@@ -41,7 +41,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not alone" $(PYTEST_ARGS)
 	$(BIN)/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-## The edit loop, under a minute: lint, types and the tests on SQLite, without drills and browser.
+## The edit loop, about 2 minutes: lint, types and the tests on SQLite, without drills and browser.
 test-fast: lint typecheck
 	$(BIN)/pytest -n $(JOBS) -q -m "not postgresql" --ignore tests/drills --ignore tests/browser $(PYTEST_ARGS)
 
