@@ -14,8 +14,10 @@ event is compared with it):
   PBXs send every field, filled or not. Absent fields stay absent in the result.
 - Control characters are refused (free text keeps tabs and line breaks). Invisible ones (Unicode
   format characters, category Cf: zero-width space, right-to-left override, byte order mark ...;
-  and line separators) are refused in identifiers and numbers, which Bitrix24 matches on, and
-  dropped from free text (FAILED_REASON, STATUS_CODE), where a refusal would lose the call.
+  and line separators) are refused in the identifiers that key a call (PBX_CALL_ID, CALL_ID),
+  and dropped from numbers and names Bitrix24 matches on (PHONE_NUMBER, LINE_NUMBER,
+  USER_PHONE_INNER, CRM_SOURCE, FILENAME) and from free text (FAILED_REASON, STATUS_CODE), where
+  a refusal would lose the call (a PBX does not send a refused call again).
 - Form values are strings: `"95"` becomes 95 where the page says integer; `"9.5"` does not.
   JSON numbers are accepted as numbers or as such strings; JSON integers for string fields
   (`"USER_PHONE_INNER": 201`) become strings.
@@ -150,6 +152,33 @@ def _without_format(value: str) -> str:
     if value.isascii():
         return value
     return "".join(ch for ch in value if unicodedata.category(ch) != "Cf")
+
+
+def _without_invisible(value: str) -> str:
+    """`value` without its format characters and line separators (_INVISIBLE)."""
+    if value.isascii():
+        return value
+    return "".join(ch for ch in value if unicodedata.category(ch) not in _INVISIBLE)
+
+
+def matched_text(max_length: int) -> Callable[[Any], str]:
+    """Numbers and names Bitrix24 matches on and shows (PHONE_NUMBER, LINE_NUMBER,
+    USER_PHONE_INNER, CRM_SOURCE, FILENAME): `text` after dropping invisible characters, which
+    would only keep them from matching (a number copied from a web page or a chat often comes
+    wrapped in direction marks, and a PBX does not send a refused call again); refused when
+    nothing else is there. Identifiers that key a call (PBX_CALL_ID, CALL_ID) refuse them."""
+    check = text(max_length)
+
+    def drop(value: Any) -> str:
+        value = _single(value)
+        if isinstance(value, str):
+            visible = _without_invisible(value)
+            if value.strip() and not visible.strip():
+                raise _refuse("must not be only invisible characters")
+            value = visible
+        return check(value)
+
+    return drop
 
 
 def free_text(max_length: int) -> Callable[[Any], str | None]:
@@ -317,7 +346,7 @@ def call_start_date(value: Any) -> str:
 
 def phone_number(value: Any) -> str:
     """The client's number: it must contain digits (register refuses it otherwise)."""
-    phone = text(64)(value)
+    phone = matched_text(64)(value)
     if not any(ch in "0123456789" for ch in phone):
         raise _refuse("must be a phone number (it has no digits)")
     return phone
@@ -361,7 +390,7 @@ class FinishRequest(BaseModel):
     USER_ID: Annotated[int | None, _v(integer(1, MAX_ID, "1269"))] = Field(
         None, ge=1, le=MAX_ID, description="The Bitrix24 user who took the call.", examples=[1269]
     )
-    USER_PHONE_INNER: Annotated[str | None, _v(text(64))] = Field(
+    USER_PHONE_INNER: Annotated[str | None, _v(matched_text(64))] = Field(
         None,
         max_length=64,
         description="The user's extension; looked up in the portal's extension → user mapping, "
@@ -444,7 +473,7 @@ class FinishRequest(BaseModel):
         "without an offset the portal's time zone applies.",
         examples=["2026-03-07T10:20:30+03:00"],
     )
-    LINE_NUMBER: Annotated[str | None, _v(text(50))] = Field(
+    LINE_NUMBER: Annotated[str | None, _v(matched_text(50))] = Field(
         None,
         max_length=50,
         description="Registration (no CALL_ID): the external line's number.",
@@ -661,7 +690,7 @@ class StartRequest(BaseModel):
         None, ge=1, le=MAX_ID, description="The Bitrix24 user the call is registered for.",
         examples=[1269],
     )  # fmt: skip
-    USER_PHONE_INNER: Annotated[str | None, _v(text(64))] = Field(
+    USER_PHONE_INNER: Annotated[str | None, _v(matched_text(64))] = Field(
         None,
         max_length=64,
         description="The user's extension; looked up in the portal's extension → user mapping, "
@@ -669,7 +698,7 @@ class StartRequest(BaseModel):
         "fallback user is used (422 if it has none).",
         examples=["201"],
     )
-    LINE_NUMBER: Annotated[str | None, _v(text(50))] = Field(
+    LINE_NUMBER: Annotated[str | None, _v(matched_text(50))] = Field(
         None,
         max_length=50,
         description="The external line's number (recommended: Bitrix24 binds the call to it).",
@@ -686,7 +715,7 @@ class StartRequest(BaseModel):
         None, ge=0, le=1, description="1 creates a CRM lead for an unknown number (default 0).",
         examples=[1],
     )  # fmt: skip
-    CRM_SOURCE: Annotated[str | None, _v(text(50))] = Field(
+    CRM_SOURCE: Annotated[str | None, _v(matched_text(50))] = Field(
         None,
         max_length=50,
         description="The CRM source of a created lead (STATUS_ID from crm.status.list, "
@@ -797,7 +826,7 @@ class RingRequest(BaseModel):
         "form field or ids separated by commas.",
         examples=[[1269, 1270]],
     )
-    USER_PHONE_INNER: Annotated[list[str] | None, _v(employees(text(64)))] = Field(
+    USER_PHONE_INNER: Annotated[list[str] | None, _v(employees(matched_text(64)))] = Field(
         None,
         max_length=MAX_RUNG,
         description="The extensions that ring (looked up in the portal's mapping): one, a JSON "
@@ -829,7 +858,7 @@ def validate_ring(data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[
 
 def one_extension(value: Any) -> str:
     """One extension: text without commas (a list of them is a ring, not an answer)."""
-    extension = text(64)(value)
+    extension = matched_text(64)(value)
     if "," in extension:
         raise _refuse("must be one extension: one employee answers")
     return extension
@@ -873,7 +902,7 @@ def validate_answer(data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, lis
 
 def filename(value: Any) -> str:
     """A file's name without a folder (the stored name gets the extension of its content)."""
-    name = text(255)(value)
+    name = matched_text(255)(value)
     if "/" in name or "\\" in name or name in (".", ".."):
         raise _refuse("must be a file name without a folder, such as 1709884800.42.mp3")
     return name
