@@ -315,15 +315,17 @@ _DATE_TIME = re.compile(
 )
 
 
-# A call's start, as written: years 2000 to 2099. Fixed, not "near now": a stored request must stay
-# valid when validated again (a repeat, a redelivery) whenever that is. Any offset (under 24 h)
+# A call's start, as written: years 1970 to 2099. Fixed, not "near now": a stored request must stay
+# valid when validated again (a repeat, a redelivery) whenever that is; from 1970, the start of
+# Unix time, since a PBX whose clock was never set sends its calls from then, and refusing them
+# would lose them (a PBX does not send a refused call again). Any offset (under 24 h)
 # or portal time zone moves it by less than a day, so the instant is always one datetime and the
 # journal's started_at can hold (year 1 or 9999 with an offset overflowed: a 500).
-START_DATE_RANGE: Final = (datetime(2000, 1, 1), datetime(2099, 12, 31, 23, 59, 59, 999999))
+START_DATE_RANGE: Final = (datetime(1970, 1, 1), datetime(2099, 12, 31, 23, 59, 59, 999999))
 
 
 def call_start_date(value: Any) -> str:
-    """ISO-8601 date and time, offset optional, in the years 2000-2099 as written; kept as sent
+    """ISO-8601 date and time, offset optional, in the years 1970-2099 as written; kept as sent
     (the delivery adds the offset)."""
     when = text(64)(value)
     try:
@@ -469,7 +471,7 @@ class FinishRequest(BaseModel):
     CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
         None,
         description="Registration (no CALL_ID and no start; then with PHONE_NUMBER and TYPE): "
-        "when the call started, ISO-8601, between 2000-01-01 and 2099-12-31 as written; "
+        "when the call started, ISO-8601, between 1970-01-01 and 2099-12-31 as written; "
         "without an offset the portal's time zone applies.",
         examples=["2026-03-07T10:20:30+03:00"],
     )
@@ -706,7 +708,7 @@ class StartRequest(BaseModel):
     )
     CALL_START_DATE: Annotated[str | None, _v(call_start_date)] = Field(
         None,
-        description="When the call started, ISO-8601, between 2000-01-01 and 2099-12-31 as "
+        description="When the call started, ISO-8601, between 1970-01-01 and 2099-12-31 as "
         "written; without an offset the portal's time zone applies. Default: when b24app "
         "received the start.",
         examples=["2026-03-07T10:20:30+03:00"],

@@ -1,4 +1,4 @@
-"""CALL_START_DATE's range: a call's start is a date in the years 2000 to 2099 as written (with
+"""CALL_START_DATE's range: a call's start is a date in the years 1970 to 2099 as written (with
 or without an offset), so that no offset and no portal time zone can carry it out of what
 Python's datetime and the journal's started_at can hold. Outside it: 422 naming the field, never
 a 500 (which a PBX would send again for ever)."""
@@ -47,7 +47,7 @@ OUT_OF_RANGE = [
     (FINISH, "9999-12-31T23:59:59-14:00"),
     (START, "0001-01-01T00:30:00"),  # no offset, read in Europe/Berlin: before year 1 in UTC
     (FINISH, "0001-01-01T00:30:00"),
-    (START, "1999-12-31T23:59:59+00:00"),
+    (START, "1969-12-31T23:59:59+00:00"),
     (START, "2100-01-01T00:00:00"),
     (FINISH, "2100-01-01 00:00:00Z"),
 ]
@@ -59,15 +59,15 @@ def test_a_start_date_out_of_range_is_422_naming_it(app, client, key, path, when
     response = client.post(path, json=body, headers=bearer(key))
     errors = error_fields(assert_problem(response, 422))
     assert list(errors) == ["CALL_START_DATE"]
-    assert "between 2000-01-01 and 2099-12-31" in errors["CALL_START_DATE"]
+    assert "between 1970-01-01 and 2099-12-31" in errors["CALL_START_DATE"]
     assert stored_calls(app) == []
 
 
 @pytest.mark.parametrize(
     ("when", "instant"),
     [
-        ("2000-01-01T00:00:00+14:00", datetime(1999, 12, 31, 10, 0, tzinfo=UTC)),
-        ("2000-01-01T00:00:00", datetime(1999, 12, 31, 23, 0, tzinfo=UTC)),  # Berlin: +01:00
+        ("1970-01-01T00:00:00+14:00", datetime(1969, 12, 31, 10, 0, tzinfo=UTC)),
+        ("1970-01-01T00:00:00", datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),  # Berlin: +01:00
         ("2099-12-31T23:59:59-14:00", datetime(2100, 1, 1, 13, 59, 59, tzinfo=UTC)),
         ("2099-12-31T23:59:59.999999", datetime(2099, 12, 31, 22, 59, 59, 999999, tzinfo=UTC)),
     ],
