@@ -149,12 +149,15 @@ def probe_answered(db: Database, portal_id: int, *, now: datetime) -> None:
 def probe_failed(db: Database, portal_id: int, *, code: str, reason: str, now: datetime) -> None:
     """Another failed probe: the next ones come at a longer interval (up to PROBE_CAP). A
     portal that has refused even renewed tokens (REFRESH_ERRORS) for TOKENS_REFUSED_FOR
-    seconds is handed to its admin instead: needs_reauth, no more probes."""
+    seconds is handed to its admin instead: needs_reauth, no more probes. The pause's start is
+    moved to the first such refusal (the settings page's "since" then says when it began)."""
     with db.write() as session:
         row = session.get(PortalHealth, portal_id, with_for_update=True)
         if row is None:
             return
         row.failures += 1
+        if code in REFRESH_ERRORS and row.reason_code not in REFRESH_ERRORS:
+            row.paused_since = now  # the token refusals' own TOKENS_REFUSED_FOR count from here
         row.reason_code, row.reason = code, reason
         if code in REFRESH_ERRORS and _paused_for(row, now) >= TOKENS_REFUSED_FOR:
             portal = session.get(Portal, portal_id)

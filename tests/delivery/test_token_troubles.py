@@ -13,20 +13,22 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from b24app.db import get_db
+from b24app.delivery import portal_health
 from b24app.delivery.batching import STATISTICS
 from b24app.delivery.portal_health import PROBE_CAP, TOKENS_REFUSED_FOR
 from b24app.delivery.retry import PORTAL_PAUSED
-from b24app.models import CallState, PortalStatus
+from b24app.models import CallState, PortalStatus, utcnow
 from b24app.portals import store
 from devportal import faults
 from devportal.state import DevPortal
 from tests.conftest import LiveApp
-from tests.delivery.conftest import calls, commands, paused, queue, run_worker
+from tests.delivery.conftest import calls, commands, paused, portal_id, queue, run_worker
 from tests.delivery.conftest import unregistered_requests as new_calls
 from tests.oauth_front import OAuthFront, oauth_in_front
 from tests.settings_page.conftest import open_page
@@ -128,3 +130,23 @@ def status(live: LiveApp, portal: DevPortal) -> str:
         row = store.find_portal(session, portal.member_id)
         assert row is not None
         return row.status
+
+
+def test_the_ten_minutes_count_from_the_first_token_refusal_not_from_the_pause(
+    live_app: LiveApp,
+) -> None:
+    """A portal paused for another reason (here OVERLOAD_LIMIT, 20 minutes ago) whose probes
+    then meet a token refusal gets its own ten minutes before its admin is asked."""
+    portal = live_app.install("alpha")
+    queue(live_app, portal, new_calls(1))
+    with live_app.app.app_context():
+        long_ago = utcnow() - timedelta(minutes=20)
+        portal_health.pause(
+            get_db(), portal_id(live_app, portal), code="OVERLOAD_LIMIT", reason="x", now=long_ago
+        )
+    faults.set_rest_error(live_app.dev, portal, "NO_AUTH_FOUND")
+
+    assert run_worker(live_app.app) == Counter()  # a probe, refused
+    assert paused(live_app, portal) is not None and status(live_app, portal) == "active"
+    assert run_worker(live_app.app, ahead=TOKENS_REFUSED_FOR + 1) == Counter()
+    assert status(live_app, portal) == PortalStatus.NEEDS_REAUTH
