@@ -27,8 +27,11 @@ https://httpd.apache.org/docs/2.4/mod/mod_reqtimeout.html):
   pass the limit plus CHUNK_FRAMING (chunks of a few bytes each: no client sends a body so).
 
 Only what the message's length needs is parsed here (RFC 9112 section 6: Content-Length, chunked
-transfer coding); anything odd is handed to gunicorn's parser at once, which refuses it with its
-own 400 from the bytes already there. TLS (`certfile`) is not buffered: terminate TLS in front.
+transfer coding); anything odd is handed to gunicorn's parser at once, which refuses it from the
+bytes already there. Only what gunicorn refuses without reading more: what it accepts (lengths
+with any number of leading zeros, a chunk size line up to its limit_request_field_size) is
+buffered here like any other request, or a thread would wait in gunicorn's parser for the rest.
+TLS (`certfile`) is not buffered: terminate TLS in front.
 """
 
 from __future__ import annotations
@@ -72,8 +75,13 @@ def _reading_per_address() -> int:
 READING_PER_ADDRESS = _reading_per_address()
 
 _MULTIPART = re.compile(rb"\r\ncontent-type:[ \t]*multipart/form-data")
-_CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
-_MALFORMED = -1  # "hand it to gunicorn's parser now": it answers 400 from the bytes it has
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]+")  # RFC 9112 chunk-size = 1*HEXDIG: any leading zeros
+# gunicorn's bound on a chunk size line (ChunkedReader: its limit_request_field_size, this when
+# that is 0); a longer line with no CRLF yet it refuses from the bytes it has, a shorter one it
+# waits for (in the thread)
+DEFAULT_CHUNK_LINE_LIMIT = 8190
+_BEYOND_ANY_LIMIT = 10**18  # a length of more than 18 digits (leading zeros aside): never parsed
+_MALFORMED = -1  # "hand it to gunicorn's parser now": it refuses it from the bytes it has
 _TOO_LARGE = -2  # "answer 413 now": the body is over the limit, whatever else is to come
 
 
@@ -122,6 +130,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.reading_by_address: collections.Counter[str] = collections.Counter()
         self.body_limit = DEFAULT_BODY_LIMIT
         self.path_limits: dict[bytes, int] = {}
+        self.chunk_line_limit = self.cfg.limit_request_field_size or DEFAULT_CHUNK_LINE_LIMIT
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -190,12 +199,13 @@ class BufferingThreadWorker(ThreadWorker):
             state.body_limit = self._body_limit(bytes(state.data[start : state.head_end]))
             state.chunks = _Chunks(state.head_end, state.head_end)
         end_of_message = _message_end(
-            state.data, state.head_end, state.body_limit, chunks=state.chunks
+            state.data,
+            state.head_end,
+            state.body_limit,
+            chunks=state.chunks,
+            chunk_line_limit=self.chunk_line_limit,
         )
-        length = _content_length(state.data, state.head_end)
-        if end_of_message == _TOO_LARGE or (
-            end_of_message is None and length is not None and length > state.body_limit
-        ):
+        if end_of_message == _TOO_LARGE:
             self._stop_reading(conn)
             self._answer_too_large(conn, state.body_limit)
             return
@@ -288,26 +298,30 @@ def _message_end(
     limit: int = DEFAULT_BODY_LIMIT,
     *,
     chunks: _Chunks | None = None,
+    chunk_line_limit: int = DEFAULT_CHUNK_LINE_LIMIT,
 ) -> int | None:
     """Where the request that starts `data` ends (RFC 9112 section 6.3), None while incomplete,
-    _MALFORMED when gunicorn's parser should judge it now, or _TOO_LARGE for a chunked body over
-    `limit` (`chunks`: its walk so far, kept between calls; a Content-Length is judged by the
-    caller)."""
+    _MALFORMED when gunicorn's parser should judge it now (only when it needs no more bytes to),
+    or _TOO_LARGE for a body over `limit` not yet all there (`chunks`: a chunked body's walk so
+    far, kept between calls; `chunk_line_limit`: gunicorn's bound on a chunk size line)."""
     head = bytes(data[:head_end]).lower()
     chunked = b"\r\ntransfer-encoding:" in head
-    length = _content_length(data, head_end)
     if chunked:
         if b"\r\ncontent-length:" in head:
             return _MALFORMED
-        return _chunked_end(data, chunks or _Chunks(head_end, head_end), limit)
+        return _chunked_end(data, chunks or _Chunks(head_end, head_end), limit, chunk_line_limit)
+    length = _content_length(data, head_end)
     if length is None:
         return _MALFORMED if b"\r\ncontent-length:" in head else head_end
     end = head_end + length
-    return end if len(data) >= end else None
+    if len(data) >= end:
+        return end
+    return _TOO_LARGE if length > limit else None
 
 
 def _content_length(data: bytearray, head_end: int) -> int | None:
-    """The one Content-Length of the head, if it has exactly one valid one."""
+    """The one Content-Length of the head, if it has exactly one valid one (1*DIGIT, as many
+    leading zeros as it likes, as gunicorn reads it); more than 18 digits: _BEYOND_ANY_LIMIT."""
     values = set()
     for line in bytes(data[:head_end]).split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
@@ -316,14 +330,20 @@ def _content_length(data: bytearray, head_end: int) -> int | None:
     if len(values) != 1:
         return None
     value = values.pop()
-    return int(value) if value.isdigit() and len(value) <= 18 else None
+    if not value.isdigit():
+        return None
+    digits = value.lstrip(b"0") or b"0"
+    return int(digits) if len(digits) <= 18 else _BEYOND_ANY_LIMIT
 
 
-def _chunked_end(data: bytearray, chunks: _Chunks, limit: int) -> int | None:
+def _chunked_end(
+    data: bytearray, chunks: _Chunks, limit: int, line_limit: int = DEFAULT_CHUNK_LINE_LIMIT
+) -> int | None:
     """The end of a chunked body (RFC 9112 section 7.1) walked on from `chunks` (moved past each
     complete chunk: each chunk is walked once, however the body arrives), None while incomplete,
-    _MALFORMED for a chunk size line that is not one, _TOO_LARGE as soon as the chunks announced
-    hold more than `limit` bytes of data or the body's bytes pass `limit` + CHUNK_FRAMING.
+    _MALFORMED for a chunk size line that is not one, or longer than `line_limit` (gunicorn's)
+    with no end yet, _TOO_LARGE as soon as the chunks announced hold more than `limit` bytes of
+    data or the body's bytes pass `limit` + CHUNK_FRAMING.
 
     Hand-written: only the framing is needed here (gunicorn parses the chunks themselves from
     the buffered bytes afterwards), and a second full parser would judge some requests
@@ -335,11 +355,14 @@ def _chunked_end(data: bytearray, chunks: _Chunks, limit: int) -> int | None:
             return _TOO_LARGE
         line_end = data.find(b"\r\n", chunks.position)
         if line_end < 0:
-            return _MALFORMED if len(data) - chunks.position > 1024 else None
+            return _MALFORMED if len(data) - chunks.position > line_limit else None
         size_text = bytes(data[chunks.position : line_end]).split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.match(size_text):
+        if not _HEX_DIGITS.fullmatch(size_text):
             return _MALFORMED
-        size = int(size_text, 16)
+        digits = size_text.lstrip(b"0") or b"0"
+        if len(digits) > 16:  # 2**64 bytes or more
+            return _TOO_LARGE
+        size = int(digits, 16)
         if chunks.size + size > limit:
             return _TOO_LARGE
         if size == 0:  # the last chunk, then trailer fields, then a blank line

@@ -4,6 +4,7 @@ deployment's config (below). The worker under attack: tests/drills/test_slow_cli
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from tests.pbx import FINISH, bearer, finish_request, make_portal, stored_calls
 from tests.pbx.test_chunked_bodies import LIMIT, padded_form, padded_json
 
 HEAD = b"POST /x HTTP/1.1\r\nHost: a\r\n"
-WHOLE = -2  # the whole of `raw`
+WHOLE = -100  # the whole of `raw` (none of _message_end's own answers)
 
 
 def end(raw: bytes) -> int | None:
@@ -147,4 +148,137 @@ def test_gunicorn_answers_413_to_a_chunk_announced_over_the_limit_at_once(web):
         answer = connection.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert b"problem+json" in answer and b"at most 1 MiB" in answer
+    assert time.monotonic() - began < 5
+
+
+# --- framing gunicorn accepts is never handed over before it is complete ---------------------
+# Handed over early, gunicorn's parser reads the rest in the thread, blocking and without a
+# deadline: 4 such connections (the default thread count) held every thread for good.
+
+ZEROS = b"0" * 19  # any number of leading zeros: RFC 9112 chunk-size = 1*HEXDIG, 1*DIGIT
+LONG_EXTENSION = b";" + b"a" * 6000  # a chunk size line over 1 KiB, under gunicorn's 8190 bytes
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (CHUNKED + ZEROS + b"1\r\n", None),
+        (CHUNKED + ZEROS + b"5\r\nhello\r\n" + ZEROS + b"0\r\n\r\n", WHOLE),
+        (CHUNKED + b"1" + LONG_EXTENSION, None),
+        (CHUNKED + b"5" + LONG_EXTENSION + b"\r\nhello\r\n0\r\n\r\n", WHOLE),
+        (CHUNKED + b"5;" + b"a" * 8188, None),  # 8190 bytes: gunicorn would wait for more
+        (CHUNKED + b"5;" + b"a" * 8189, _MALFORMED),  # 8191: gunicorn refuses it (400)
+        (CHUNKED + b"1" + b"0" * 16 + b"\r\n", _TOO_LARGE),  # 2**64 bytes announced
+        (HEAD + b"Content-Length: " + ZEROS + b"5\r\n\r\nhel", None),
+        (HEAD + b"Content-Length: " + ZEROS + b"5\r\n\r\nhello", WHOLE),
+        (HEAD + b"Content-Length: " + ZEROS + b"\r\n\r\n", WHOLE),
+        (HEAD + b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", _TOO_LARGE),
+    ],
+)
+def test_leading_zeros_and_long_chunk_lines_are_waited_for(raw: bytes, expected: int | None):
+    assert end(raw) == (len(raw) if expected == WHOLE else expected)
+
+
+def test_a_chunk_line_limit_other_than_gunicorns_default_is_followed() -> None:
+    raw = CHUNKED + b"5;" + b"a" * 200
+    head_end = raw.index(b"\r\n\r\n") + 4
+    assert _message_end(bytearray(raw), head_end, chunk_line_limit=202) is None
+    assert _message_end(bytearray(raw), head_end, chunk_line_limit=201) == _MALFORMED
+
+
+def address(web: Managed) -> tuple[str, int]:
+    assert web.url is not None
+    host, port = web.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+APP_FORM = b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+HELD = {
+    "chunk size with leading zeros": APP_FORM
+    + b"Transfer-Encoding: chunked\r\n\r\n"
+    + ZEROS
+    + b"1\r\n",
+    "chunk size line over 1 KiB": APP_FORM
+    + b"Transfer-Encoding: chunked\r\n\r\n1"
+    + LONG_EXTENSION,
+    "Content-Length with leading zeros": APP_FORM + b"Content-Length: " + ZEROS + b"5\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("first", HELD.values(), ids=HELD.keys())
+def test_connections_that_stop_sending_hold_no_thread(web, first):
+    """No authentication needed: POST /app reads its form before any check."""
+    connections = [socket.create_connection(address(web), timeout=10) for _ in range(4)]
+    try:
+        for connection in connections:
+            connection.sendall(first)
+        time.sleep(0.5)
+        response = requests.get(web.url + "/healthz", timeout=2)
+        assert response.status_code == 200
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def finish_raw(app: Flask, web: Managed, framing: bytes, body: bytes) -> bytes:
+    """A finish request with this `framing` (its last header and the blank line) and body, sent
+    in one piece; gunicorn's answer."""
+    key = make_portal(app, "portal-framing")
+    head = (
+        f"POST {FINISH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: {bearer(key)['Authorization']}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+    ).encode()
+    with socket.create_connection(address(web), timeout=10) as connection:
+        connection.sendall(head + framing + body)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+FORM_BODY = padded_form(300)
+COMPLETE = {
+    "chunk size with leading zeros": (
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        ZEROS + b"%x\r\n%s\r\n" % (len(FORM_BODY), FORM_BODY) + ZEROS + b"0\r\n\r\n",
+    ),
+    "chunk size line over 1 KiB": (
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"%x%s\r\n%s\r\n0\r\n\r\n" % (len(FORM_BODY), LONG_EXTENSION, FORM_BODY),
+    ),
+    "Content-Length with leading zeros": (
+        b"Content-Length: %s%d\r\n\r\n" % (ZEROS, len(FORM_BODY)),
+        FORM_BODY,
+    ),
+}
+
+
+@pytest.mark.parametrize(("framing", "body"), COMPLETE.values(), ids=COMPLETE.keys())
+def test_such_framing_completed_gets_its_answer(app, web, framing, body):
+    answer = finish_raw(app, web, framing, body)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]
+    public_id = json.loads(answer.split(b"\r\n\r\n", 1)[1])["id"]
+    assert finish_request(app, public_id)["STATUS_CODE"] == "486"  # busy: the last field kept
+
+
+def test_a_chunk_size_line_over_gunicorns_limit_is_handed_to_it_at_once(app, web):
+    """gunicorn refuses the line from the bytes it has (InvalidChunkSize, raised in the app's
+    read of its body: the app's error answer), waiting for nothing more."""
+    began = time.monotonic()
+    answer = finish_raw(app, web, b"Transfer-Encoding: chunked\r\n\r\n", b"1;" + b"a" * 9000)
+    assert answer.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5")), answer[:300]
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"Transfer-Encoding: chunked\r\n\r\n1" + b"0" * 16 + b"\r\n",
+     b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n"],
+    ids=["chunk", "Content-Length"],
+)  # fmt: skip
+def test_a_length_beyond_any_limit_is_413_at_once(app, web, framing):
+    began = time.monotonic()
+    answer = finish_raw(app, web, framing, b"")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert time.monotonic() - began < 5
