@@ -14,7 +14,7 @@ a server that answers slowly. So, in each web process:
   second, so an admin meets this only when another portal's test is waiting on a slow PBX in the
   same process at the same moment, and is told to try again in a few seconds.
 
-And PER_PORTAL_PER_MINUTE test calls a minute per portal (a moving window, `refused`), counted
+And PER_PORTAL_PER_MINUTE test calls a minute per portal (a moving window), counted
 where the app's other rate limits are (b24app/ratelimit.py: memory per process, or Redis for
 the whole fleet): beyond it `limited`, with the seconds until one more is allowed.
 
