@@ -43,6 +43,7 @@ import json
 import os
 import re
 import selectors
+import socket
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,6 +59,12 @@ BODY_SECONDS = 20.0
 MIN_RATE = 500  # bytes per second that earn one more second
 DEFAULT_BODY_LIMIT = 1024 * 1024  # when the app does not say (b24app's create_app says 1 MiB)
 RECV_SIZE = 64 * 1024
+# RFC 9112 section 9.6's lingering close, as gunicorn's util.close_graceful does it: after the
+# last answer, the write side is shut and what the client still sends is read and dropped, for
+# at most LINGER seconds and LINGER_BYTES bytes, so the kernel does not reset the connection
+# (and lose the answer's end) over unread bytes
+LINGER = 2.0
+LINGER_BYTES = 64 * 1024
 CHUNK_FRAMING = 64 * 1024  # bytes of chunk size lines (and trailers) a chunked body may add
 # app.config key of the recording upload's body limit (set by pbx/views.py; named here, not
 # imported: the worker class loads before the app)
@@ -96,6 +103,14 @@ class _Chunks:
 
 
 @dataclass
+class _Lingering:
+    """A connection being closed: until `ends` (monotonic seconds), `drained` bytes read."""
+
+    ends: float
+    drained: int = 0
+
+
+@dataclass
 class _Reading:
     """A connection whose request is still arriving."""
 
@@ -131,6 +146,7 @@ class BufferingThreadWorker(ThreadWorker):
         self.body_limit = DEFAULT_BODY_LIMIT
         self.path_limits: dict[bytes, int] = {}
         self.chunk_line_limit = self.cfg.limit_request_field_size or DEFAULT_CHUNK_LINE_LIMIT
+        self.lingering: dict[socket.socket, _Lingering] = {}
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -244,10 +260,56 @@ class BufferingThreadWorker(ThreadWorker):
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
 
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        """gthread's, with the lingering close of a connection that ends done in the selector:
+        gthread's (util.close_graceful) blocks the event loop up to LINGER seconds for each
+        client that does not close, so a few such clients froze every connection."""
+        conn.close = partial(self._close_lingering, conn, conn.close)
+        super().finish_request(conn, fs)
+
+    def _close_lingering(self, conn: TConn, close: Any, graceful: bool = False) -> None:
+        if not graceful:
+            close()
+            return
+        sock = conn.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._on_lingering, sock))
+        except (OSError, ValueError, KeyError):
+            close()
+            return
+        self.lingering[sock] = _Lingering(time.monotonic() + LINGER)
+
+    def _on_lingering(self, sock: socket.socket, _sock: Any) -> None:
+        """Read and drop what the client still sends; close at its end or past LINGER_BYTES."""
+        lingering = self.lingering.get(sock)
+        if lingering is None:
+            return
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        lingering.drained += len(data)
+        if not data or lingering.drained >= LINGER_BYTES:
+            self._end_lingering(sock)
+
+    def _end_lingering(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
     def murder_pending(self) -> None:
-        """gthread's check of waiting connections, run every loop: also time out slow requests."""
+        """gthread's check of waiting connections, run every loop: also time out slow requests
+        and end lingering closes past their LINGER seconds."""
         super().murder_pending()
         now = time.monotonic()
+        for sock in [s for s, lingering in self.lingering.items() if lingering.ends <= now]:
+            self._end_lingering(sock)
         late = [conn for conn, state in self.reading.items() if state.deadline() <= now]
         for conn in late:
             self._stop_reading(conn)

@@ -282,3 +282,28 @@ def test_a_length_beyond_any_limit_is_413_at_once(app, web, framing):
     answer = finish_raw(app, web, framing, b"")
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert time.monotonic() - began < 5
+
+
+def test_connections_that_neither_read_nor_close_do_not_stall_the_event_loop(web):
+    """A response that ends its connection is followed by a lingering close (RFC 9112 section
+    9.6: half-close, drain, then close). gthread lingers blocking, up to 2 s each, in the event
+    loop: four clients that never close froze every connection for 8 s (a reviewer's find);
+    this worker lingers in its selector instead."""
+    connections = [socket.create_connection(address(web), timeout=10) for _ in range(4)]
+    try:
+        for connection in connections:
+            connection.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        started = time.monotonic()
+        response = requests.get(web.url + "/healthz", timeout=10)
+        waited = time.monotonic() - started
+        assert response.status_code == 200
+        assert waited < 1.0, f"/healthz waited {waited:.1f} s behind lingering closes"
+        for connection in connections:  # each got its whole answer, then the end
+            received = b""
+            while chunk := connection.recv(4096):
+                received += chunk
+            assert received.startswith(b"HTTP/1.0 200") or received.startswith(b"HTTP/1.1 200")
+    finally:
+        for connection in connections:
+            connection.close()
