@@ -32,6 +32,11 @@ bytes already there. Only what gunicorn refuses without reading more: what it ac
 with any number of leading zeros, a chunk size line up to its limit_request_field_size) is
 buffered here like any other request, or a thread would wait in gunicorn's parser for the rest.
 TLS (`certfile`) is not buffered: terminate TLS in front.
+
+A connection that ends after its answer is closed the lingering way (RFC 9112 section 9.6:
+write side shut, what the client still sends dropped for up to LINGER seconds) in the selector
+too, not blocking the event loop as gthread's own close does. Known limit: a thread writing an
+answer to a client that does not read it waits in the blocking send (gthread's).
 """
 
 from __future__ import annotations
