@@ -6,13 +6,10 @@ and whose errors follow _includes/system-errors.md and limits.md.
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from b24app.bitrix.errors import PortalUnavailable, RateLimited
 from b24app.bitrix.throttle import STANDARD, Limits, spare_slot
@@ -23,6 +20,7 @@ from b24app.portals.throttle import Throttle
 from b24app.wiring import current_store
 from devportal import faults
 from tests.conftest import LiveApp
+from tests.front import Front
 
 
 def refreshes(live: LiveApp) -> list[dict]:
@@ -127,45 +125,17 @@ def test_invalid_token_is_refreshed_once_and_the_call_repeated(live_app: LiveApp
     first request only."""
     portal = live_app.install()
     real = urlsplit(live_app.dev.client_endpoint(portal))
-    refused: list[str] = []
-
-    class Front(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if not refused:
-                refused.append(self.path)
-                self._send(401, b'{"error":"invalid_token","error_description":"invalid"}')
-                return
-            answer = requests.post(
-                f"{real.scheme}://{real.netloc}{self.path}",
-                data=body,
-                headers={"Content-Type": self.headers.get("Content-Type", "")},
-                timeout=10,
-            )
-            self._send(answer.status_code, answer.content)
-
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    front = ThreadingHTTPServer(("127.0.0.1", 0), Front)
-    threading.Thread(target=front.serve_forever, daemon=True).start()
+    front = Front(f"{real.scheme}://{real.netloc}")
+    front.mode = "invalid_token once"
     try:
         with live_app.app.app_context(), get_db().write() as session:
             row = store.find_portal(session, portal.member_id)
-            row.client_endpoint = f"http://127.0.0.1:{front.server_address[1]}{real.path}"
+            row.client_endpoint = f"{front.url}{real.path}"
         with live_app.app.app_context():
             assert current_store().client(portal.member_id).result("user.admin") is True
     finally:
-        front.shutdown()
-        front.server_close()
-    assert len(refused) == 1
+        front.close()
+    assert front.asked == 2  # refused, then passed on
     assert [e["error"] for e in refreshes(live_app)] == [None]
 
 

@@ -18,7 +18,7 @@ from b24app.web_worker import _MALFORMED, _TOO_LARGE, CHUNK_FRAMING, _message_en
 from tests.drills.conftest import process_settings
 from tests.drills.processes import Fleet, Managed
 from tests.pbx import FINISH, bearer, finish_request, make_portal, stored_calls
-from tests.pbx.test_chunked_bodies import LIMIT, padded_form, padded_json
+from tests.pbx.test_chunked_bodies import LIMIT, OVER, padded_form, pieces
 
 HEAD = b"POST /x HTTP/1.1\r\nHost: a\r\n"
 WHOLE = -100  # the whole of `raw` (none of _message_end's own answers)
@@ -95,18 +95,7 @@ def web(app: Flask, tmp_path: Path) -> Iterator[Managed]:
         fleet.close()
 
 
-def pieces(body: bytes, size: int) -> Iterator[bytes]:
-    """`requests` sends a generator's pieces as chunks (Transfer-Encoding: chunked)."""
-    for start in range(0, len(body), size):
-        yield body[start : start + size]
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [(padded_form(LIMIT + 100_000), "application/x-www-form-urlencoded"),
-     (padded_json(LIMIT + 100_000), "application/json")],
-    ids=["form", "json"],
-)  # fmt: skip
+@pytest.mark.parametrize(("body", "content_type"), OVER, ids=["form", "json"])
 def test_gunicorn_answers_413_to_a_chunked_body_over_1_mib(app, web, body, content_type):
     """The newcomer's: DURATION=0, 1.1 MB of '&', STATUS_CODE=BUSY, chunked: was 202 with the
     status dropped (a busy call stored as missed); the JSON one 400 "char 1048576"."""

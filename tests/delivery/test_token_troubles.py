@@ -30,19 +30,19 @@ from devportal.state import DevPortal
 from tests.conftest import LiveApp
 from tests.delivery.conftest import calls, commands, paused, portal_id, queue, run_worker
 from tests.delivery.conftest import unregistered_requests as new_calls
-from tests.oauth_front import OAuthFront, oauth_in_front
+from tests.front import Front, oauth_in_front
 from tests.settings_page.conftest import open_page
 
 
 @pytest.fixture
-def oauth_front(live_app: LiveApp) -> Iterator[OAuthFront]:
+def oauth_front(live_app: LiveApp) -> Iterator[Front]:
     with oauth_in_front(live_app) as front:
         yield front
 
 
 @pytest.mark.parametrize("failure", ["html503", "html200"])
 def test_an_oauth_server_failing_the_refresh_pauses_the_portal_until_it_renews_the_token(
-    live_app: LiveApp, oauth_front: OAuthFront, failure: str
+    live_app: LiveApp, oauth_front: Front, failure: str
 ) -> None:
     """Our request never reached the portal (its token had to be renewed first, or it refused
     the expired one): the calls are not looked up, spend no attempts, and the admin reads that

@@ -23,7 +23,7 @@ from b24app.wiring import current_store
 from devportal import faults
 from devportal.state import DevPortal
 from tests.conftest import LiveApp
-from tests.oauth_front import oauth_in_front
+from tests.front import oauth_in_front
 from tests.pbx import bearer
 
 ROUTE = "/pbx/v1/route"

@@ -1,5 +1,6 @@
-"""A failing OAuth server, for tests of what b24app does when a token refresh fails: an HTTP
-server put in front of the development portal's OAuth server (settings/oauth/index.md)."""
+"""An HTTP server put in front of part of the development portal (its OAuth server, or a
+portal's REST address) that passes requests on or fails them as a real one does: for tests of
+what b24app does when a token refresh fails (settings/oauth/index.md) or a token is refused."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from b24app.wiring import store_of
 from tests.conftest import LiveApp
 
 
-class OAuthFront:
-    """An HTTP server in front of the development portal's OAuth server: it passes requests on
-    (`mode` "pass"), or answers them itself as a failing OAuth server would ("html503": a proxy's
-    error page; "html200": a page that is not JSON)."""
+class Front:
+    """An HTTP server before `upstream` (scheme and host): it passes requests on (`mode`
+    "pass"), or answers them itself as a failing server would ("html503": a proxy's error page;
+    "html200": a page that is not JSON; "invalid_token once": a portal's 401 `invalid_token`
+    to the next request, then "pass" again)."""
 
     def __init__(self, upstream: str) -> None:
         self.mode = "pass"
@@ -37,6 +39,10 @@ class OAuthFront:
                         timeout=10,
                     )
                     self._send(answer.status_code, answer.content, "application/json")
+                elif front.mode == "invalid_token once":
+                    front.mode = "pass"
+                    refused = b'{"error":"invalid_token","error_description":"invalid"}'
+                    self._send(401, refused, "application/json")
                 elif front.mode == "html503":
                     self._send(503, b"<html><body>503 Service Unavailable</body></html>")
                 else:
@@ -64,9 +70,9 @@ class OAuthFront:
 
 
 @contextmanager
-def oauth_in_front(live: LiveApp) -> Iterator[OAuthFront]:
-    """The live app's OAuth server is an OAuthFront before the development portal's."""
-    front = OAuthFront(live.dev.base_url)
+def oauth_in_front(live: LiveApp) -> Iterator[Front]:
+    """The live app's OAuth server is a Front before the development portal's."""
+    front = Front(live.dev.base_url)
     installations = store_of(live.app)
     before = installations.settings
     installations.settings = before.model_copy(update={"oauth_server": front.url})
